@@ -438,37 +438,144 @@ def add(table, name, nr, where):
 
 
 # --------------------------------------------------------------------------
+# Where the headers came from
+# --------------------------------------------------------------------------
+
+
+def kernel_version(root):
+    """The kernel version of the UAPI headers under root, from linux/version.h."""
+    path = os.path.join(root, VERSION_HEADER)
+    if not os.path.exists(path):
+        raise GenError("%s: no such file; cannot tell the headers' kernel version" % path)
+    values = {}
+    for _, line in logical_lines(path):
+        m = re.match(r"^#\s*define\s+(LINUX_VERSION_\w+)\s+(\d+)$", line)
+        if m:
+            values[m.group(1)] = int(m.group(2))
+    parts = ("LINUX_VERSION_MAJOR", "LINUX_VERSION_PATCHLEVEL", "LINUX_VERSION_SUBLEVEL")
+    if all(p in values for p in parts):
+        return "%d.%d.%d" % tuple(values[p] for p in parts)
+    if "LINUX_VERSION_CODE" in values:
+        code = values["LINUX_VERSION_CODE"]
+        return "%d.%d.%d" % (code >> 16, (code >> 8) & 0xFF, code & 0xFF)
+    raise GenError("%s: no LINUX_VERSION_* defines" % path)
+
+
+def debian_package(root):
+    """(version, suite) of the linux-libc-dev that put the headers under root.
+
+    Read from the first line of the package's changelog.Debian.gz beside the
+    include root (dpkg-deb -x unpacks it too); for /usr/include without that
+    file, dpkg-query is asked (suite None).  (None, None) if neither works.
+    """
+    changelog = os.path.normpath(os.path.join(
+        root, "..", "share", "doc", "linux-libc-dev", "changelog.Debian.gz"))
+    if os.path.exists(changelog):
+        with gzip.open(changelog, "rt", encoding="utf-8") as f:
+            first = f.readline()
+        m = re.match(r"^linux \(([^()\s]+)\) ([A-Za-z0-9.+-]+)[ ;]", first)
+        if not m:
+            raise GenError("%s: unexpected first line %r" % (changelog, first))
+        return m.group(1), m.group(2)
+    if os.path.realpath(root) == os.path.realpath(DEFAULT_INCLUDE_ROOT):
+        try:
+            out = subprocess.run(
+                ["dpkg-query", "-W", "-f", "${Version}", "linux-libc-dev"],
+                capture_output=True, text=True, check=True).stdout.strip()
+            if out:
+                return out, None
+        except (OSError, subprocess.CalledProcessError):
+            pass
+    return None, None
+
+
+def header_info(root):
+    kernel = kernel_version(root)
+    version, suite = debian_package(root)
+    if version is not None:
+        upstream = version.split(":")[-1].rsplit("-", 1)[0].split("~")[0]
+        if upstream not in (kernel, re.sub(r"\.0$", "", kernel)):
+            raise GenError(
+                "%s: linux/version.h says Linux %s but the package is linux-libc-dev %s; "
+                "are these headers from two packages?" % (root, kernel, version))
+    return {"root": root, "kernel": kernel, "version": version, "suite": suite}
+
+
+def reproduction(info):
+    """Shell commands (run from the repository root) that regenerate the tables."""
+    version, suite = info["version"], info["suite"]
+    if version is None or suite is None:
+        if os.path.realpath(info["root"]) == os.path.realpath(DEFAULT_INCLUDE_ROOT):
+            return ["python3 tools/gen-syscalls.py"]
+        return ["python3 tools/gen-syscalls.py --include-root '%s'" % info["root"]]
+    archive = "debian-security" if suite.endswith("-security") else "debian"
+    unpacked = "/tmp/linux-libc-dev-%s" % version
+    return [
+        "A=/tmp/apt-newhdr; mkdir -p $A/lists/partial $A/cache/archives/partial $A/parts",
+        r"M=$(sed -n 's|^URIs: *\(.*/%s\)$|\1|p' /etc/apt/sources.list.d/debian.sources"
+        " | head -n1)" % archive,
+        'echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $M %s main"'
+        " > $A/sources.list" % suite,
+        'O="-o Dir::Etc::sourcelist=$A/sources.list -o Dir::Etc::sourceparts=$A/parts'
+        ' -o Dir::State::Lists=$A/lists -o Dir::Cache=$A/cache"',
+        "apt-get $O update",
+        "(cd $A && apt-get $O download 'linux-libc-dev=%s')" % version,
+        "dpkg-deb -x $A/linux-libc-dev_%s_*.deb '%s'" % (version, unpacked),
+        "python3 tools/gen-syscalls.py --include-root '%s/usr/include'" % unpacked,
+    ]
+
+
+# --------------------------------------------------------------------------
 # Checks and output
 # --------------------------------------------------------------------------
 
+# Known numbers.  The entries from uretprobe/cachestat on need headers of
+# Linux 6.13 or newer (setxattrat..removexattrat were added in 6.13).
 SPOT_CHECKS = {
     "x86_64": {"read": 0, "write": 1, "open": 2, "execve": 59, "openat": 257,
-               "exit_group": 231, "clone3": 435, "openat2": 437},
+               "exit_group": 231, "clone3": 435, "openat2": 437,
+               "uretprobe": 335, "cachestat": 451, "fchmodat2": 452,
+               "map_shadow_stack": 453, "futex_wake": 454, "futex_wait": 455,
+               "futex_requeue": 456, "statmount": 457, "listmount": 458,
+               "lsm_get_self_attr": 459, "lsm_set_self_attr": 460,
+               "lsm_list_modules": 461, "mseal": 462, "setxattrat": 463,
+               "getxattrat": 464, "listxattrat": 465, "removexattrat": 466},
     "aarch64": {"io_setup": 0, "openat": 56, "close": 57, "read": 63, "write": 64,
                 "newfstatat": 79, "fstat": 80, "exit_group": 94, "clone": 220,
                 "execve": 221, "mmap": 222, "clone3": 435, "openat2": 437,
                 "fcntl": 25, "statfs": 43, "fstatfs": 44, "truncate": 45,
                 "ftruncate": 46, "lseek": 62, "sendfile": 71, "fadvise64": 223,
                 "renameat": 38, "getrlimit": 163, "setrlimit": 164,
-                "sync_file_range": 84, "memfd_secret": 447},
+                "sync_file_range": 84, "memfd_secret": 447,
+                "cachestat": 451, "fchmodat2": 452, "map_shadow_stack": 453,
+                "futex_wait": 455, "statmount": 457, "lsm_list_modules": 461,
+                "mseal": 462, "setxattrat": 463, "removexattrat": 466},
     "i386": {"exit": 1, "read": 3, "write": 4, "open": 5, "execve": 11,
-             "socketcall": 102, "mmap2": 192, "openat": 295, "clone3": 435},
+             "socketcall": 102, "mmap2": 192, "openat": 295, "clone3": 435,
+             "cachestat": 451, "mseal": 462, "setxattrat": 463},
     "x32": {"read": X32_SYSCALL_BIT + 0, "execve": X32_SYSCALL_BIT + 520,
-            "openat": X32_SYSCALL_BIT + 257, "clone3": X32_SYSCALL_BIT + 435},
+            "openat": X32_SYSCALL_BIT + 257, "clone3": X32_SYSCALL_BIT + 435,
+            "uretprobe": X32_SYSCALL_BIT + 335, "cachestat": X32_SYSCALL_BIT + 451,
+            "mseal": X32_SYSCALL_BIT + 462, "setxattrat": X32_SYSCALL_BIT + 463},
 }
 
-# Names that must not appear (64-bit generic table has no legacy/32-bit names).
+# Names that must not appear (64-bit generic table has no legacy/32-bit names;
+# the uprobe calls are x86_64-only).
 ABSENT = {
     "aarch64": ["open", "stat", "lstat", "fork", "vfork", "mmap2", "fcntl64",
                 "fstatat64", "llseek", "clock_gettime64", "sync_file_range2",
-                "syscalls", "arch_specific_syscall"],
+                "syscalls", "arch_specific_syscall", "uretprobe", "uprobe"],
+    "i386": ["uretprobe", "uprobe"],
 }
 
 
-def check(arch, table):
+def check(arch, table, info):
     for name, nr in SPOT_CHECKS.get(arch, {}).items():
         if table.get(name) != nr:
-            raise GenError("%s: expected %s = %d, got %r" % (arch, name, nr, table.get(name)))
+            raise GenError(
+                "%s: expected %s = %d, got %r (headers: Linux %s under %s; Linux 6.13 or "
+                "newer is needed, see the top of tools/gen-syscalls.py for --include-root)"
+                % (arch, name, nr, table.get(name), info["kernel"], info["root"]))
     for name in ABSENT.get(arch, []):
         if name in table:
             raise GenError("%s: %s should not be present" % (arch, name))
@@ -479,18 +586,63 @@ def check(arch, table):
         by_nr[nr] = name
 
 
-def render(arch, source, table):
-    rel = os.path.relpath(source, "/")
+def unified_number(arch, nr):
+    """nr without the x32 bit if it lies in the range shared by every arch.
+
+    The shared range starts at 424; x32's own compat calls at 512..547 (which
+    the kernel keeps free of new syscalls) are not part of it.
+    """
+    if arch == "x32":
+        nr &= ~X32_SYSCALL_BIT
+    return nr if UNIFIED_FROM <= nr < 512 else None
+
+
+def check_unified(tables):
+    arches = sorted(tables)
+    for i, a in enumerate(arches):
+        for b in arches[i + 1:]:
+            ta, tb = tables[a], tables[b]
+            for name in set(ta) & set(tb):
+                ua, ub = unified_number(a, ta[name]), unified_number(b, tb[name])
+                if (ua is not None or ub is not None) and ua != ub:
+                    raise GenError("%s has number %#x on %s but %#x on %s"
+                                   % (name, ta[name], a, tb[name], b))
+            na = {unified_number(a, nr): name for name, nr in ta.items()}
+            nb = {unified_number(b, nr): name for name, nr in tb.items()}
+            for nr in set(na) & set(nb) - {None}:
+                if na[nr] != nb[nr]:
+                    raise GenError("number %d is %s on %s but %s on %s"
+                                   % (nr, na[nr], a, nb[nr], b))
+
+
+def render(arch, source, table, info, cross_checked):
     out = [
-        "// @generated by tools/gen-syscalls.py from /%s -- do not edit." % rel,
+        "// @generated by tools/gen-syscalls.py -- do not edit.",
         "//",
         "// Syscall names and numbers for %s, sorted by name (%d entries)." % (arch, len(table)),
+        "// Read from %s of the Linux %s UAPI headers" % (source, info["kernel"]),
     ]
+    if info["version"] is None:
+        out[-1] += "."
+    elif info["suite"] is None:
+        out.append("// (Debian package linux-libc-dev %s)." % info["version"])
+    else:
+        out.append("// (Debian package linux-libc-dev %s, suite %s)."
+                   % (info["version"], info["suite"]))
     if arch == "aarch64":
         out.append("// Evaluated as arm64 includes it: __BITS_PER_LONG == 64, no __SYSCALL_COMPAT,")
         out.append("// __ARCH_WANT_{RENAMEAT,NEW_STAT,SET_GET_RLIMIT,SYS_CLONE3,MEMFD_SECRET}.")
+        if cross_checked:
+            out.append("// Checked to equal %s of the same package." % ARM64_FLAT_HEADER)
     if arch == "x32":
         out.append("// Numbers include __X32_SYSCALL_BIT (0x40000000).")
+    out.append("//")
+    out.append("// To reproduce, from the repository root (everything is downloaded to and")
+    out.append("// unpacked in /tmp; apt's configuration and the installed linux-libc-dev")
+    out.append("// are not changed):")
+    out.append("//")
+    for cmd in reproduction(info):
+        out.append("//   " + cmd)
     out.append("")
     out.append("pub(super) static TABLE: &[(&str, u32)] = &[")
     for name in sorted(table):
@@ -504,32 +656,68 @@ def render(arch, source, table):
 
 
 def main(argv):
-    check_only = "--check" in argv[1:]
+    ap = argparse.ArgumentParser(
+        prog="gen-syscalls.py",
+        description="Generate phantom-dsl/src/syscalls/*.rs from Linux UAPI headers.")
+    ap.add_argument("--check", action="store_true",
+                    help="do not write; exit 1 if a generated file would change")
+    ap.add_argument("--include-root", metavar="DIR", default=DEFAULT_INCLUDE_ROOT,
+                    help="the UAPI include directory (default: %(default)s)")
+    args = ap.parse_args(argv[1:])
+    root = args.include_root
+    if not os.path.isdir(root):
+        raise GenError("%s: not a directory" % root)
+
+    info = header_info(root)
     bit = {"__X32_SYSCALL_BIT": str(X32_SYSCALL_BIT)}
     jobs = [
-        ("x86_64", os.path.join(X86_DIR, "unistd_64.h"), lambda p: parse_flat(p, bit)),
-        ("i386", os.path.join(X86_DIR, "unistd_32.h"), lambda p: parse_flat(p, bit)),
-        ("x32", os.path.join(X86_DIR, "unistd_x32.h"), lambda p: parse_flat(p, bit)),
-        ("aarch64", GENERIC, lambda p: parse_generic(p, AARCH64_DEFINES)),
+        ("x86_64", X86_64_HEADER, lambda p: parse_flat(p, bit)),
+        ("i386", I386_HEADER, lambda p: parse_flat(p, bit)),
+        ("x32", X32_HEADER, lambda p: parse_flat(p, bit)),
+        ("aarch64", GENERIC_HEADER, lambda p: parse_generic(p, AARCH64_DEFINES)),
     ]
+    tables = {}
+    for arch, rel, parse in jobs:
+        path = os.path.join(root, rel)
+        if not os.path.exists(path):
+            raise GenError("%s: no such file" % path)
+        tables[arch] = parse(path)
+
+    flat = os.path.join(root, ARM64_FLAT_HEADER)
+    cross_checked = os.path.exists(flat)
+    if cross_checked:
+        arm64 = parse_flat(flat, bit)
+        if arm64 != tables["aarch64"]:
+            diff = sorted(set(arm64.items()) ^ set(tables["aarch64"].items()))
+            raise GenError("%s evaluates to a table other than %s; differences: %r"
+                           % (GENERIC_HEADER, ARM64_FLAT_HEADER, diff))
+
+    # Every check passes before anything is written.
+    for arch, _, _ in jobs:
+        check(arch, tables[arch], info)
+    check_unified(tables)
+
     stale = []
-    for arch, source, parse in jobs:
-        table = parse(source)
-        check(arch, table)
-        text = render(arch, source, table)
+    for arch, rel, _ in jobs:
+        table = tables[arch]
+        text = render(arch, rel, table, info, cross_checked)
         dest = os.path.join(OUT_DIR, arch + ".rs")
         old = None
         if os.path.exists(dest):
             with open(dest, encoding="utf-8") as f:
                 old = f.read()
-        if check_only:
+        if args.check:
             if old != text:
                 stale.append(dest)
         elif old != text:
             os.makedirs(OUT_DIR, exist_ok=True)
             with open(dest, "w", encoding="utf-8") as f:
                 f.write(text)
-        print("%-8s %4d syscalls  <- %s" % (arch, len(table), source))
+        print("%-8s %4d syscalls  <- %s" % (arch, len(table), os.path.join(root, rel)))
+    pkg = "linux-libc-dev %s" % info["version"] if info["version"] else "package unknown"
+    if info["suite"]:
+        pkg += " (%s)" % info["suite"]
+    print("headers: Linux %s, %s" % (info["kernel"], pkg))
     if stale:
         print("out of date: " + ", ".join(stale), file=sys.stderr)
         return 1

@@ -31,7 +31,7 @@ pub fn parse_document(file: FileId, text: &str, diags: &mut Diagnostics) -> Docu
         if first != 0 {
             let l = &p.lines[0];
             p.diags.push(
-                Diagnostic::error("P0002", Span::new(file, l.start - l.indent, l.start), "top-level keys must start at column 1")
+                Diagnostic::error("P0002", Span::new(file, l.start.saturating_sub(l.indent), l.start), "top-level keys must start at column 1")
                     .found(format!("indentation of {} spaces", l.indent))
                     .help("remove the indentation of the first line"),
             );

@@ -35,8 +35,9 @@ pub(crate) fn parse_key(content: &str) -> Option<(&str, usize)> {
     Some((k, content.len() - rest.len()))
 }
 
+/// Blanks between tokens; newlines occur only inside multi-line flow values.
 fn blanks(i: &str) -> IResult<&str, &str> {
-    take_while(|c| c == ' ').parse(i)
+    take_while(|c| matches!(c, ' ' | '\n' | '\r')).parse(i)
 }
 
 fn double_quoted(i: &str) -> IResult<&str, String> {
@@ -74,7 +75,7 @@ fn single_quoted(i: &str) -> IResult<&str, String> {
 /// A plain scalar inside `[...]` or `{...}`: stops at `,`, `]`, `}` (and
 /// at `:` followed by a blank inside a flow map).
 fn flow_plain(i: &str) -> IResult<&str, &str> {
-    take_while1(|c: char| !matches!(c, ',' | ']' | '}' | '[' | '{')).parse(i)
+    take_while1(|c: char| !matches!(c, ',' | ']' | '}' | '[' | '{' | '\n' | '\r')).parse(i)
 }
 
 struct Inline<'a, 'd> {

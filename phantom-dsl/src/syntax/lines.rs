@@ -35,10 +35,18 @@ pub(crate) fn lex<'s>(file: FileId, text: &'s str, diags: &mut Diagnostics) -> L
     let mut lines = Vec::new();
     let mut leading = Vec::new();
     let mut blank = false;
-    let mut offset = 0;
-    for raw in text.split_inclusive('\n') {
-        let line_start = offset;
-        offset += raw.len();
+    let raws: Vec<(usize, &str)> = text
+        .split_inclusive('\n')
+        .scan(0, |off, raw| {
+            let start = *off;
+            *off += raw.len();
+            Some((start, raw))
+        })
+        .collect();
+    let mut idx = 0;
+    while idx < raws.len() {
+        let (line_start, raw) = raws[idx];
+        idx += 1;
         let body = raw.trim_end_matches(['\n', '\r']);
         let ws_len = body.len() - body.trim_start_matches([' ', '\t']).len();
         let indentation = &body[..ws_len];
@@ -86,7 +94,37 @@ pub(crate) fn lex<'s>(file: FileId, text: &'s str, diags: &mut Diagnostics) -> L
             );
             continue;
         }
-        let (content, comment) = split_comment(rest);
+        let (mut content, mut comment) = split_comment(rest);
+        // A `[...]` or `{...}` left open continues on the following lines;
+        // the content then spans them (newlines are blanks in flow context).
+        if comment.is_none() && flow_depth(content) > 0 {
+            let mut depth = flow_depth(content);
+            while depth > 0 && idx < raws.len() {
+                let (next_start, next_raw) = raws[idx];
+                let body = next_raw.trim_end_matches(['\n', '\r']);
+                let (c, com) = split_comment(body);
+                if c.trim().is_empty() && com.is_none() {
+                    idx += 1;
+                    continue;
+                }
+                if com.is_some() || body.contains('\t') {
+                    let what = if com.is_some() { "comments are not allowed inside a multi-line `[...]` or `{...}`" } else { "tab inside a multi-line `[...]` or `{...}`" };
+                    diags.push(
+                        Diagnostic::error("P0016", Span::new(file, next_start, next_start + body.len()), what)
+                            .help("close the list first, or write it as a block list with one `- item` per line"),
+                    );
+                    break;
+                }
+                idx += 1;
+                let end = next_start + c.len();
+                content = &text[content_start..end];
+                depth = flow_depth(content);
+                if depth == 0 {
+                    let after = &raws[idx - 1].1.trim_end_matches(['\n', '\r'])[c.len()..];
+                    comment = after.trim_start().strip_prefix('#');
+                }
+            }
+        }
         let mut piece = Line {
             indent,
             start: content_start,
@@ -130,6 +168,28 @@ pub(crate) fn lex<'s>(file: FileId, text: &'s str, diags: &mut Diagnostics) -> L
         }
     }
     Lexed { lines, trailing_comments: leading }
+}
+
+/// How many `[`/`{` are open at the end of `s` (outside quotes).
+fn flow_depth(s: &str) -> usize {
+    let mut depth: usize = 0;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in s.chars() {
+        match quote {
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' if depth > 0 => quote = Some(c),
+                '[' | '{' => depth += 1,
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    depth
 }
 
 /// Splits `content # comment`, ignoring `#` inside quotes and `#` not

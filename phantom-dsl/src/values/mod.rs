@@ -48,7 +48,12 @@ pub struct ValueError {
 
 impl ValueError {
     pub fn new(message: impl Into<String>, expected: impl Into<String>, at: Range<usize>) -> Self {
-        ValueError { message: message.into(), expected: expected.into(), help: None, at }
+        ValueError {
+            message: message.into(),
+            expected: expected.into(),
+            help: None,
+            at,
+        }
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -94,7 +99,9 @@ pub(crate) fn char_at(s: &str, i: usize) -> Option<(char, Range<usize>)> {
 
 /// Length in bytes of the leading run of chars satisfying `pred`.
 pub(crate) fn span_while(s: &str, pred: impl Fn(char) -> bool) -> usize {
-    s.char_indices().find(|&(_, c)| !pred(c)).map_or(s.len(), |(i, _)| i)
+    s.char_indices()
+        .find(|&(_, c)| !pred(c))
+        .map_or(s.len(), |(i, _)| i)
 }
 
 /// Serde helper: deserialize a value from its string form with a parser.
@@ -108,7 +115,10 @@ where
 {
     let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
     parse(&s).map_err(|e| {
-        serde::de::Error::custom(format_args!("invalid {what} `{s}`: {}; expected {}", e.message, e.expected))
+        serde::de::Error::custom(format_args!(
+            "invalid {what} `{s}`: {}; expected {}",
+            e.message, e.expected
+        ))
     })
 }
 
@@ -172,15 +182,15 @@ pub(crate) fn parse_u64_exact(t: &str) -> Result<u64, ValueError> {
 
     let bytes = t.as_bytes();
     let (radix, start, radix_name) = match (bytes.first(), bytes.get(1)) {
-        (Some(b'0'), Some(b'x')) => (16, 2, "hexadecimal"),
-        (Some(b'0'), Some(b'o')) => (8, 2, "octal"),
-        (Some(b'0'), Some(b'b')) => (2, 2, "binary"),
+        (Some(b'0'), Some(b'x')) => (16, 2, "a hexadecimal"),
+        (Some(b'0'), Some(b'o')) => (8, 2, "an octal"),
+        (Some(b'0'), Some(b'b')) => (2, 2, "a binary"),
         (Some(b'0'), Some(p @ (b'X' | b'O' | b'B'))) => {
             let lower = (*p as char).to_ascii_lowercase();
             return Err(err("radix prefix must be lower-case".into(), 0..2)
                 .with_help(format!("write `0{lower}{}`", &t[2..])));
         }
-        _ => (10, 0, "decimal"),
+        _ => (10, 0, "a decimal"),
     };
     let digits = &t[start..];
     if digits.is_empty() {
@@ -201,20 +211,35 @@ pub(crate) fn parse_u64_exact(t: &str) -> Result<u64, ValueError> {
         }
         prev_underscore = false;
         match c.to_digit(radix) {
-            Some(d) => match value.checked_mul(u64::from(radix)).and_then(|v| v.checked_add(u64::from(d))) {
+            Some(d) => match value
+                .checked_mul(u64::from(radix))
+                .and_then(|v| v.checked_add(u64::from(d)))
+            {
                 Some(v) => value = v,
                 None => overflow = true,
             },
             None => {
                 let e = if c == '.' {
-                    err("fractions are not allowed here".into(), at).with_help("write a whole number")
-                } else if c.is_ascii_hexdigit() && c.to_digit(16).is_some_and(|d| d < 10 || radix != 10) {
-                    err(format!("invalid digit `{c}` in a {radix_name} number"), at)
-                } else if radix == 10 && (c == 'e' || c == 'E') && i > 0 {
-                    err(format!("unexpected character `{c}`"), at)
-                        .with_help("exponent notation is not supported; write the number in full")
+                    err("fractions are not allowed here".into(), at)
+                        .with_help("write a whole number")
+                } else if c.is_ascii_digit() {
+                    err(format!("invalid digit `{c}` in {radix_name} number"), at)
                 } else {
                     err(format!("unexpected character `{}`", c.escape_debug()), at)
+                };
+                let looks_hex = t.bytes().all(|b| b.is_ascii_hexdigit() || b == b'_')
+                    && t.bytes().any(|b| b.is_ascii_alphabetic());
+                let exponent = {
+                    let after = &digits[i + c.len_utf8()..];
+                    let after = after.strip_prefix(['+', '-']).unwrap_or(after);
+                    !after.is_empty() && after.bytes().all(|b| b.is_ascii_digit())
+                };
+                let e = if radix == 10 && (c == 'e' || c == 'E') && i > 0 && exponent {
+                    e.with_help("exponent notation is not supported; write the number in full")
+                } else if radix == 10 && looks_hex {
+                    e.with_help(format!("hexadecimal numbers start with `0x`: `0x{t}`"))
+                } else {
+                    e
                 };
                 return Err(e);
             }
@@ -236,33 +261,43 @@ pub(crate) fn parse_u64_exact(t: &str) -> Result<u64, ValueError> {
         return Err(err("leading zeros are not allowed".into(), 0..1).with_help(help));
     }
     if overflow {
-        return Err(err(MSG_TOO_LARGE.into(), 0..t.len())
-            .with_help(format!("the largest value is {} ({:#x})", u64::MAX, u64::MAX)));
+        return Err(err(MSG_TOO_LARGE.into(), 0..t.len()).with_help(format!(
+            "the largest value is {} ({:#x})",
+            u64::MAX,
+            u64::MAX
+        )));
     }
     Ok(value)
 }
 
-/// An integer in `min..=max`, e.g. a pid limit. `what` names the quantity in
-/// messages ("pids must be at most 4194304").
+/// An integer in `min..=max` (any [`parse_u64`] form), e.g. a pid limit.
+/// `what` describes the quantity for `expected`, e.g. "a number of
+/// processes" gives "a number of processes from 1 to 4194304".
 pub fn parse_u32_in(s: &str, min: u32, max: u32, what: &str) -> Result<u32, ValueError> {
     let (off, t) = trim(s);
-    let expected = format!("{what}: an integer from {min} to {max}");
-    let range_help = || format!("{what} must be from {min} to {max}");
+    let expected = format!("{what} from {min} to {max}");
+    let at = off..off + t.len();
+    let above = || {
+        ValueError::new(
+            format!("`{t}` is above the maximum of {max}"),
+            expected.clone(),
+            at.clone(),
+        )
+        .with_help(format!("the largest allowed value is {max}"))
+    };
     let n = match parse_u64_exact(t) {
         Ok(n) => n,
-        Err(e) if e.message == MSG_TOO_LARGE => {
-            return Err(ValueError::new(format!("{what} must be at most {max}"), expected, off..off + t.len())
-                .with_help(range_help()))
-        }
+        Err(e) if e.message == MSG_TOO_LARGE => return Err(above()),
         Err(e) => return Err(e.shifted(off).with_expected(expected)),
     };
     if n < u64::from(min) {
-        return Err(ValueError::new(format!("{what} must be at least {min}"), expected, off..off + t.len())
-            .with_help(range_help()));
+        return Err(
+            ValueError::new(format!("`{t}` is below the minimum of {min}"), expected, at)
+                .with_help(format!("the smallest allowed value is {min}")),
+        );
     }
     if n > u64::from(max) {
-        return Err(ValueError::new(format!("{what} must be at most {max}"), expected, off..off + t.len())
-            .with_help(range_help()));
+        return Err(above());
     }
     // n <= max <= u32::MAX
     Ok(u32::try_from(n).unwrap_or(max))
@@ -292,17 +327,16 @@ mod tests {
             ("0xffff_ffff", 0xffff_ffff),
             ("0o755", 0o755),
             ("0b1010", 10),
-            ("0b_1", 1 /* placeholder, see u64_invalid */),
+            ("0b1_0", 2),
             ("18446744073709551615", u64::MAX),
             ("0xffffffffffffffff", u64::MAX),
+            ("0x0000000000000000000001", 1),
             ("0x0", 0),
             ("0o0", 0),
+            ("0b0", 0),
             ("  12  ", 12),
         ];
         for &(s, want) in cases {
-            if s == "0b_1" {
-                continue;
-            }
             assert_eq!(parse_u64(s), Ok(want), "{s:?}");
         }
     }
@@ -310,40 +344,85 @@ mod tests {
     #[test]
     fn u64_invalid() {
         let e = err("");
-        assert_eq!((e.message.as_str(), e.at), ("empty number", 0..0));
-        let e = err("   ");
-        assert_eq!(e.at, 3..3);
+        assert_eq!(
+            (e.message.as_str(), e.at, e.expected.as_str()),
+            ("empty number", 0..0, EXPECTED_INT)
+        );
+        assert_eq!(err("   ").at, 3..3);
         let e = err("-1");
-        assert_eq!(e.at, 0..1);
-        assert!(e.help.unwrap().contains("0xffffffffffffffff"));
+        assert_eq!(
+            (e.message.as_str(), e.at.clone()),
+            ("negative numbers are not allowed", 0..1)
+        );
+        assert!(e.help.unwrap().contains("`0xffffffffffffffff`"));
+        assert_eq!(err("-0").help, None);
         assert_eq!(err("+1").at, 0..1);
         let e = err("18446744073709551616");
         assert_eq!((e.message.as_str(), e.at), (MSG_TOO_LARGE, 0..20));
-        assert_eq!(err("0x1_0000_0000_0000_0000").message, MSG_TOO_LARGE);
+        assert_eq!(err(" 0x1_0000_0000_0000_0000").at, 1..24);
         let e = err("0755");
-        assert_eq!(e.message, "leading zeros are not allowed");
-        assert_eq!(e.help.as_deref(), Some("write `755` for decimal or `0o755` for octal"));
+        assert_eq!(
+            (e.message.as_str(), e.at.clone()),
+            ("leading zeros are not allowed", 0..1)
+        );
+        assert_eq!(
+            e.help.as_deref(),
+            Some("write `755` for decimal or `0o755` for octal")
+        );
         assert_eq!(err("09").help.as_deref(), Some("write `9`"));
-        assert_eq!(err("00").help.as_deref(), Some("write `0` for decimal or `0o0` for octal"));
+        assert_eq!(
+            err("00").help.as_deref(),
+            Some("write `0` for decimal or `0o0` for octal")
+        );
+        assert_eq!(err("0_1").message, "leading zeros are not allowed");
         let e = err("0x");
-        assert_eq!((e.message.as_str(), e.at), ("missing digits after `0x`", 0..2));
+        assert_eq!(
+            (e.message.as_str(), e.at),
+            ("missing digits after `0x`", 0..2)
+        );
+        assert_eq!(err("0b").message, "missing digits after `0b`");
         assert_eq!(err("0X1f").help.as_deref(), Some("write `0x1f`"));
         let e = err("0o8");
-        assert_eq!((e.message.as_str(), e.at), ("invalid digit `8` in a octal number".replace("a octal", "a octal").as_str(), 2..3));
+        assert_eq!(
+            (e.message.as_str(), e.at),
+            ("invalid digit `8` in an octal number", 2..3)
+        );
+        assert_eq!(err("0b102").message, "invalid digit `2` in a binary number");
         assert_eq!(err("0b102").at, 4..5);
-        assert_eq!(err("12a").message, "invalid digit `a` in a decimal number");
+        let e = err("1f");
+        assert_eq!(
+            (e.message.as_str(), e.help.as_deref()),
+            (
+                "unexpected character `f`",
+                Some("hexadecimal numbers start with `0x`: `0x1f`")
+            )
+        );
+        assert_eq!(err("12z").help, None);
         assert_eq!(err("0xfg").at, 3..4);
         let e = err("1e9");
         assert_eq!(e.at, 1..2);
-        assert!(e.help.unwrap().contains("exponent"));
+        assert_eq!(
+            e.help.as_deref(),
+            Some("exponent notation is not supported; write the number in full")
+        );
+        assert_eq!(
+            err("1ea").help.as_deref(),
+            Some("hexadecimal numbers start with `0x`: `0x1ea`")
+        );
+        let e = err("1e+9");
+        assert_eq!(
+            e.help.as_deref(),
+            Some("exponent notation is not supported; write the number in full")
+        );
         assert_eq!(err("1.5").message, "fractions are not allowed here");
         assert_eq!(err("_1").at, 0..1);
         assert_eq!(err("1_").at, 1..2);
         assert_eq!(err("1__0").at, 2..3);
         assert_eq!(err("0x_1").at, 2..3);
-        let e = err("1é");
-        assert_eq!(e.at, 1..3);
+        assert_eq!(err("0b_1").at, 2..3);
+        assert_eq!(err("1é").at, 1..3);
         assert_eq!(err(" 1 2").at, 2..3);
+        assert_eq!(err("١").at, 0..2); // Arabic-Indic digit one
     }
 
     #[test]
@@ -351,37 +430,117 @@ mod tests {
         assert_eq!(parse_u32_in("1", 1, 10, "pids"), Ok(1));
         assert_eq!(parse_u32_in("10", 1, 10, "pids"), Ok(10));
         assert_eq!(parse_u32_in("0xa", 1, 10, "pids"), Ok(10));
-        let e = parse_u32_in("0", 1, 10, "pids").unwrap_err();
-        assert_eq!((e.message.as_str(), e.at), ("pids must be at least 1", 0..1));
+        assert_eq!(parse_u32_in("1_0", 1, 10, "pids"), Ok(10));
+        let e = parse_u32_in("0", 1, 10, "a number of processes").unwrap_err();
+        assert_eq!(
+            (e.message.as_str(), e.at),
+            ("`0` is below the minimum of 1", 0..1)
+        );
+        assert_eq!(e.expected, "a number of processes from 1 to 10");
+        assert_eq!(e.help.as_deref(), Some("the smallest allowed value is 1"));
         let e = parse_u32_in(" 11", 1, 10, "pids").unwrap_err();
-        assert_eq!((e.message.as_str(), e.at), ("pids must be at most 10", 1..3));
+        assert_eq!(
+            (e.message.as_str(), e.at),
+            ("`11` is above the maximum of 10", 1..3)
+        );
         let e = parse_u32_in("99999999999999999999999", 1, 10, "pids").unwrap_err();
-        assert_eq!(e.message, "pids must be at most 10");
-        let e = parse_u32_in("x", 1, 10, "open files").unwrap_err();
-        assert_eq!(e.expected, "open files: an integer from 1 to 10");
+        assert_eq!(
+            (e.message.as_str(), e.at),
+            (
+                "`99999999999999999999999` is above the maximum of 10",
+                0..23
+            )
+        );
+        let e = parse_u32_in(" x", 1, 10, "a number of file descriptors").unwrap_err();
+        assert_eq!(
+            (e.message.as_str(), e.at),
+            ("unexpected character `x`", 1..2)
+        );
+        assert_eq!(e.expected, "a number of file descriptors from 1 to 10");
+        assert_eq!(
+            parse_u32_in("-1", 0, 10, "n").unwrap_err().message,
+            "negative numbers are not allowed"
+        );
         assert_eq!(parse_u32_in("4294967295", 0, u32::MAX, "n"), Ok(u32::MAX));
-        assert!(parse_u32_in("5", 10, 1, "n").is_err());
+        assert!(parse_u32_in("4294967296", 0, u32::MAX, "n").is_err());
+        assert!(parse_u32_in("5", 10, 1, "n").is_err()); // empty range: never panics
     }
 
     #[test]
     fn did_you_mean_works() {
         assert_eq!(did_you_mean("TCP", &["tcp", "udp"]), Some("tcp"));
         assert_eq!(did_you_mean("tpc", &["tcp", "udp"]), None); // distance 2, short word
-        assert_eq!(did_you_mean("kill_process", &["kill-process", "allow"]), Some("kill-process"));
+        assert_eq!(
+            did_you_mean("kill_process", &["kill-process", "allow"]),
+            Some("kill-process")
+        );
         assert_eq!(did_you_mean("zzzzzz", &["allow"]), None);
     }
 
     // ---- robustness: no parser panics, every `at` is in bounds ----
 
     const WEIRD: &[&str] = &[
-        "", " ", "-", "+", "_", ".", "/", "&", "=", "==", "9999999999999999999999", "1e9",
-        "0x", "0b", "0o", "0B", "0X", "é", "日本", "🦀", "1🦀", "🦀1", "1.5🦀", "\u{0}", "\t\n",
-        "0.", ".5", "1..2", "1.2.3", "arg", "arg9", "arg0 ==", "arg0 & == 1", "errno", "errno ",
-        "errno 🦀", "1h🦀", "🦀/8", "10.0.0.0/🦀", "::/", "/", "-/-", "1-", "-1", "1--2",
-        "18446744073709551615", "18446744073709551616", "18446744073709551615TiB",
-        "99999999999999999999999999999999999999999d", "0.99999999999999999999999999999999999GiB",
-        "1.0000000000000000000000000000000000001KiB", "4294967296", "1000000000000000000000m",
-        "1\u{a0}s", "\u{a0}", "ａ", "１", "٣", "arg٣ == 1", "arg0 == ٣", "10.0.0.0/٣",
+        "",
+        " ",
+        "-",
+        "+",
+        "_",
+        ".",
+        "/",
+        "&",
+        "=",
+        "==",
+        "9999999999999999999999",
+        "1e9",
+        "0x",
+        "0b",
+        "0o",
+        "0B",
+        "0X",
+        "é",
+        "日本",
+        "🦀",
+        "1🦀",
+        "🦀1",
+        "1.5🦀",
+        "\u{0}",
+        "\t\n",
+        "0.",
+        ".5",
+        "1..2",
+        "1.2.3",
+        "arg",
+        "arg9",
+        "arg0 ==",
+        "arg0 & == 1",
+        "errno",
+        "errno ",
+        "errno 🦀",
+        "1h🦀",
+        "🦀/8",
+        "10.0.0.0/🦀",
+        "::/",
+        "/",
+        "-/-",
+        "1-",
+        "-1",
+        "1--2",
+        "18446744073709551615",
+        "18446744073709551616",
+        "18446744073709551615TiB",
+        "99999999999999999999999999999999999999999d",
+        "0.99999999999999999999999999999999999GiB",
+        "1.0000000000000000000000000000000000001KiB",
+        "4294967296",
+        "1000000000000000000000m",
+        "1\u{a0}s",
+        "\u{a0}",
+        "ａ",
+        "１",
+        "٣",
+        "arg٣ == 1",
+        "arg0 == ٣",
+        "10.0.0.0/٣",
     ];
 
     fn alphabet() -> Vec<&'static str> {
@@ -392,46 +551,58 @@ mod tests {
         ]
     }
 
-    fn check_all(s: &str) {
-        fn chk<T: std::fmt::Debug + PartialEq + std::fmt::Display>(
-            s: &str,
-            r: Result<T, ValueError>,
-            p: fn(&str) -> Result<T, ValueError>,
-        ) {
-            match r {
-                Ok(v) => {
-                    let shown = v.to_string();
-                    assert_eq!(p(&shown).as_ref(), Ok(&v), "round trip of {s:?} via {shown:?}");
-                }
-                Err(e) => {
-                    assert!(e.at.start <= e.at.end && e.at.end <= s.len(), "{s:?}: {e:?}");
-                    assert!(s.is_char_boundary(e.at.start) && s.is_char_boundary(e.at.end), "{s:?}: {e:?}");
-                    assert!(!e.message.is_empty() && !e.expected.is_empty());
-                }
+    #[track_caller]
+    fn check_result<T: fmt::Debug + PartialEq + fmt::Display>(
+        s: &str,
+        r: Result<T, ValueError>,
+        parse: fn(&str) -> Result<T, ValueError>,
+    ) {
+        match r {
+            Ok(v) => {
+                let shown = v.to_string();
+                assert_eq!(
+                    parse(&shown).as_ref(),
+                    Ok(&v),
+                    "round trip of {s:?} via {shown:?}"
+                );
+            }
+            Err(e) => {
+                assert!(
+                    e.at.start <= e.at.end && e.at.end <= s.len(),
+                    "{s:?}: {e:?}"
+                );
+                assert!(
+                    s.is_char_boundary(e.at.start) && s.is_char_boundary(e.at.end),
+                    "{s:?}: {e:?}"
+                );
+                assert!(
+                    !e.message.is_empty() && !e.expected.is_empty(),
+                    "{s:?}: {e:?}"
+                );
             }
         }
+    }
+
+    fn check_all(s: &str) {
+        #[derive(Debug, PartialEq)]
         struct U(u64);
-        impl std::fmt::Display for U {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        impl fmt::Display for U {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, "{}", self.0)
             }
         }
-        match parse_u64(s) {
-            Ok(_) => {}
-            Err(e) => chk::<Size>(s, Err(e), parse_size),
-        }
-        let _ = U(0);
-        if let Err(e) = parse_u32_in(s, 1, 100, "n") {
-            chk::<Size>(s, Err(e), parse_size);
-        }
-        chk(s, parse_size(s), parse_size);
-        chk(s, parse_cpu(s), parse_cpu);
-        chk(s, parse_duration(s), parse_duration);
-        chk(s, parse_cidr(s), parse_cidr);
-        chk(s, parse_port_range(s), parse_port_range);
-        chk(s, parse_protocol(s), parse_protocol);
-        chk(s, parse_action(s), parse_action);
-        chk(s, parse_arg_condition(s), parse_arg_condition);
+        check_result(s, parse_u64(s).map(U), |x| parse_u64(x).map(U));
+        check_result(s, parse_u32_in(s, 1, 100, "n").map(|n| U(n.into())), |x| {
+            parse_u32_in(x, 1, 100, "n").map(|n| U(n.into()))
+        });
+        check_result(s, parse_size(s), parse_size);
+        check_result(s, parse_cpu(s), parse_cpu);
+        check_result(s, parse_duration(s), parse_duration);
+        check_result(s, parse_cidr(s), parse_cidr);
+        check_result(s, parse_port_range(s), parse_port_range);
+        check_result(s, parse_protocol(s), parse_protocol);
+        check_result(s, parse_action(s), parse_action);
+        check_result(s, parse_arg_condition(s), parse_arg_condition);
     }
 
     #[test]
@@ -452,9 +623,11 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for _ in 0..20_000 {
-            let len = (next() % 7) as usize;
-            let s: String = (0..len).map(|_| alpha[(next() % alpha.len() as u64) as usize]).collect();
+        for _ in 0..50_000 {
+            let len = (next() % 9) as usize;
+            let s: String = (0..len)
+                .map(|_| alpha[(next() % alpha.len() as u64) as usize])
+                .collect();
             check_all(&s);
         }
     }
