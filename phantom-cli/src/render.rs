@@ -58,7 +58,10 @@ fn span(s: phantom_dsl::source::Span) -> SourceSpan {
 pub fn render_one(sources: &SourceMap, d: &Diagnostic) -> String {
     let file = sources.get(d.span.file);
     let loc = sources.location(d.span);
-    let mut labels = vec![LabeledSpan::new_primary_with_span(d.label.clone().or_else(|| d.expected.as_ref().map(|e| format!("expected {e}"))), span(d.span))];
+    // Without a label, "expected ..." goes under the caret instead of into the help.
+    let expected_in_label = d.label.is_none() && d.expected.is_some();
+    let label = d.label.clone().or_else(|| d.expected.as_ref().map(|e| format!("expected {e}")));
+    let mut labels = vec![LabeledSpan::new_primary_with_span(label, span(d.span))];
     let mut notes = Vec::new();
     for (s, what) in &d.related {
         if s.file == d.span.file {
@@ -68,7 +71,8 @@ pub fn render_one(sources: &SourceMap, d: &Diagnostic) -> String {
         }
     }
     let mut help = Vec::new();
-    match (&d.expected, &d.found) {
+    let expected = if expected_in_label { None } else { d.expected.as_ref() };
+    match (expected, &d.found) {
         (Some(e), Some(f)) => help.push(format!("expected {e}, found {f}")),
         (Some(e), None) => help.push(format!("expected {e}")),
         (None, Some(f)) => help.push(format!("found {f}")),
@@ -80,7 +84,7 @@ pub fn render_one(sources: &SourceMap, d: &Diagnostic) -> String {
     }
     let report = Report {
         d,
-        src: NamedSource::new(loc.to_string(), file.text.clone()),
+        src: NamedSource::new(file.name.clone(), file.text.clone()),
         labels,
         help: if help.is_empty() { None } else { Some(help.join("\n")) },
     };
@@ -88,9 +92,9 @@ pub fn render_one(sources: &SourceMap, d: &Diagnostic) -> String {
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = handler.render_report(&mut out, &report);
-    // miette names the source after the span's start; make the first line
-    // greppable as `file:line:col` too.
-    format!("{loc}: {}\n{}", d.message, out)
+    // miette prints `[file:line:col]` above the excerpt.
+    let _ = loc;
+    out
 }
 
 /// Renders all diagnostics and a summary line.

@@ -22,7 +22,8 @@ fn render(rel: &str) -> (String, bool) {
     let text = std::fs::read_to_string(root.join(rel)).unwrap();
     let c = phantom_dsl::compile_source(rel, &text, &RepoLoader(root));
     let mut out = phantom_cli::render::render_all(&c.sources, &c.diagnostics);
-    out.push_str(&format!("{} errors, {} warnings\n", c.diagnostics.error_count(), c.diagnostics.warning_count()));
+    let plural = |n: usize, s: &str| format!("{n} {s}{}", if n == 1 { "" } else { "s" });
+    out.push_str(&format!("{}, {}\n", plural(c.diagnostics.error_count(), "error"), plural(c.diagnostics.warning_count(), "warning")));
     (out, c.has_errors())
 }
 

@@ -9,8 +9,11 @@ use crate::syscalls::{self, Arch};
 use crate::values::Action;
 use std::collections::BTreeMap;
 
+/// Runs every check. Warnings that judge the policy as a whole (such as
+/// "cannot exec") are skipped when earlier errors left it incomplete.
 pub fn check(p: &Policy, diags: &mut Diagnostics) {
-    check_seccomp(p, diags);
+    let complete = !diags.has_errors();
+    check_seccomp(p, diags, complete);
     check_filesystem(p, diags);
     check_network(p, diags);
     check_modes(p, diags);
@@ -21,7 +24,7 @@ pub fn check(p: &Policy, diags: &mut Diagnostics) {
 pub const EXEC_SYSCALLS: &[&str] =
     &["execve", "brk", "mmap", "mprotect", "munmap", "openat", "read", "close", "newfstatat", "pread64", "arch_prctl", "set_tid_address", "exit_group"];
 
-fn check_seccomp(p: &Policy, diags: &mut Diagnostics) {
+fn check_seccomp(p: &Policy, diags: &mut Diagnostics, complete: bool) {
     let s = &p.seccomp;
     if !s.enabled {
         return;
@@ -56,7 +59,7 @@ fn check_seccomp(p: &Policy, diags: &mut Diagnostics) {
             }
         }
     }
-    if s.default != Action::Allow {
+    if complete && s.default != Action::Allow {
         let allowed = |name: &str| {
             s.rules.iter().any(|r| r.name == name && r.conditions.is_empty() && matches!(r.action, Action::Allow | Action::Log))
         };
@@ -71,9 +74,8 @@ fn check_seccomp(p: &Policy, diags: &mut Diagnostics) {
             if let Some(span) = span {
                 diags.push(
                     Diagnostic::warning("P0204", span, "the syscall allow-list cannot exec the sandboxed command")
-                        .label("the default action applies to every syscall not listed")
-                        .found(format!("missing: {}", missing.join(", ")))
-                        .help(format!("add them to `allow`: execve and the dynamic loader need [{}]", missing.join(", "))),
+                        .label("every syscall not listed gets this default action")
+                        .help(format!("allow the syscalls that execve and the dynamic loader need: {}", missing.join(", "))),
                 );
             }
         }

@@ -50,8 +50,8 @@ pub(crate) fn load_merged(
     let canon = base_path.canonicalize().unwrap_or_else(|_| base_path.clone());
     if chain.contains(&canon) {
         diags.push(
-            Diagnostic::error("P0109", s.span, "`extends` cycle")
-                .found(format!("`{}` is already being extended", base_path.display()))
+            Diagnostic::error("P0109", s.span, format!("`extends` cycle: `{}` is already being extended", base_path.display()))
+                .label("this base extends the file that names it")
                 .help("a policy cannot extend itself, directly or through its bases"),
         );
         return doc;

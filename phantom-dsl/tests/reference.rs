@@ -43,7 +43,7 @@ fn reference_profile_compiles_with_the_exec_warning() {
     let w = &c.diagnostics.items[0];
     assert_eq!(w.code, "P0204");
     assert!(!w.is_error());
-    let found = w.found.as_deref().unwrap();
+    let found = w.help.as_deref().unwrap();
     for missing in ["execve", "brk", "mprotect", "arch_prctl"] {
         assert!(found.contains(missing), "{found}");
     }

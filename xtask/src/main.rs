@@ -1,1 +1,60 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, in Rust so that it runs wherever
+//! cargo does.
+//!
+//! - `run`: compile every example policy, write bundles, print summaries
+//! - `test`: the one test command (system packages, fmt, build, tests, policies)
+//! - `bench <name>`: benchmarks with a peer measured in the same run
+//! - `fuzz <target>`: cargo-fuzz targets (nightly)
+
+mod bench;
+mod deps;
+mod fuzz;
+mod run;
+mod test;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about = "Phantom project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Compile every policies/*.yaml, write bundles to target/phantom/bundles/, print summaries.
+    Run(run::Args),
+    /// Install test dependencies, then fmt check, build, test and check the example policies.
+    Test(test::Args),
+    /// Run a benchmark (`cargo xtask bench list` shows them).
+    Bench(bench::Args),
+    /// Run a cargo-fuzz target with the nightly toolchain.
+    Fuzz(fuzz::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Every path below is relative to the workspace root, whatever the
+    // caller's directory.
+    if let Err(e) = std::env::set_current_dir(util::workspace_root()) {
+        eprintln!("xtask: cannot enter the workspace root: {e}");
+        return ExitCode::from(2);
+    }
+    let result: Result<ExitCode> = match cli.command {
+        Command::Run(args) => run::main(&args),
+        Command::Test(args) => test::main(&args),
+        Command::Bench(args) => bench::main(&args),
+        Command::Fuzz(args) => fuzz::main(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -56,6 +56,9 @@ impl<'a> Decoder<'a> {
     }
 
     fn wrong_type(&mut self, node: &Node, what: &str, expected: &str, example: &str) {
+        if node.kind == NodeKind::Invalid {
+            return;
+        }
         let d = Diagnostic::error("P0102", node.span, format!("`{what}` must be {expected}"))
             .label(format!("expected {expected}"))
             .expected(expected.to_string())
@@ -212,6 +215,7 @@ impl<'a> Decoder<'a> {
     pub fn one_or_many<'n>(&mut self, node: &'n Node, what: &str, example: &str) -> Vec<&'n Node> {
         match &node.kind {
             NodeKind::Scalar(_) => vec![node],
+            NodeKind::Invalid => Vec::new(),
             _ => self.list(node, what, example),
         }
     }

@@ -113,7 +113,8 @@ impl<'a> Inline<'a, '_> {
         let text = self.text;
         if let Some(d) = self.forbidden(text) {
             self.diags.push(d);
-            return self.plain(text, text.len());
+            let n = self.plain(text, text.len());
+            return Node { kind: NodeKind::Invalid, span: n.span };
         }
         let node = match text.chars().next() {
             Some('[') | Some('{') | Some('"') | Some('\'') => self.flow_value(text, false),
@@ -153,6 +154,9 @@ impl<'a> Inline<'a, '_> {
         let (i, _) = blanks(i).unwrap_or((i, ""));
         if let Some(d) = self.forbidden(i) {
             self.diags.push(d);
+            let end = flow_plain(i).map_or(i.len(), |(rest, _)| i.len() - rest.len());
+            let rest = &i[end..];
+            return (rest, Node { kind: NodeKind::Invalid, span: self.span(i, rest) });
         }
         match i.chars().next() {
             Some('[') => self.flow_seq(i),
@@ -167,7 +171,7 @@ impl<'a> Inline<'a, '_> {
                         Diagnostic::error("P0014", sp, "expected a value")
                             .found(i.chars().next().map_or("the end of the line".into(), |c| format!("`{c}`"))),
                     );
-                    (i, Node { kind: NodeKind::Empty, span: sp })
+                    (i, Node { kind: NodeKind::Invalid, span: sp })
                 }
             },
             _ => (&i[i.len()..], self.plain(i, i.len())),
@@ -196,8 +200,7 @@ impl<'a> Inline<'a, '_> {
                         })
                         .help("strings end on the line where they start"),
                 );
-                let text = i.trim_matches(['"', '\'']).to_string();
-                (&i[i.len()..], Node { kind: NodeKind::Scalar(Scalar { text, style, span: sp }), span: sp })
+                (&i[i.len()..], Node { kind: NodeKind::Invalid, span: sp })
             }
         }
     }
@@ -212,7 +215,7 @@ impl<'a> Inline<'a, '_> {
                     Diagnostic::error("P0016", sp, format!("expected `,` or `{close}`"))
                         .found(i.chars().next().map_or("the end of the line".into(), |c| format!("`{c}`")))
                         .related(Span::new(self.file, self.off(open), self.off(open) + 1), "list or map opened here")
-                        .help("flow lists and maps must be closed on the same line"),
+                        .help(format!("close it with `{close}`; a list or map may continue over several lines until it is closed")),
                 );
                 Err(&i[i.len()..])
             }

@@ -65,7 +65,7 @@ fn print_entries(out: &mut String, entries: &[Entry], indent: usize, first_in_do
 /// Prints what follows `key:` or `- ` (the caller wrote that prefix).
 fn print_value(out: &mut String, v: &Node, indent: usize, t: &Trivia) {
     match &v.kind {
-        NodeKind::Empty => trailing(out, t),
+        NodeKind::Empty | NodeKind::Invalid => trailing(out, t),
         NodeKind::Scalar(s) => {
             out.push(' ');
             out.push_str(&scalar(s));
@@ -80,13 +80,11 @@ fn print_value(out: &mut String, v: &Node, indent: usize, t: &Trivia) {
             trailing(out, t);
         }
         NodeKind::Seq { items, .. } => {
-            if let Some(flow) = flow_list(items) {
-                if indent + flow.len() < FLOW_WIDTH {
-                    out.push(' ');
-                    out.push_str(&flow);
-                    trailing(out, t);
-                    return;
-                }
+            if let Some(parts) = flow_parts(items) {
+                out.push(' ');
+                out.push_str(&wrap_flow(&parts, out_column(out), indent + 2));
+                trailing(out, t);
+                return;
             }
             trailing(out, t);
             print_items(out, items, indent + 2);
@@ -118,8 +116,9 @@ fn print_items(out: &mut String, items: &[Item], indent: usize) {
     }
 }
 
-/// `[a, b, c]` when every item is a scalar without comments.
-fn flow_list(items: &[Item]) -> Option<String> {
+/// The items of a list that can be written `[a, b, c]`: scalars only,
+/// without comments.
+fn flow_parts(items: &[Item]) -> Option<Vec<String>> {
     let mut parts = Vec::with_capacity(items.len());
     for it in items {
         let s = it.value.as_scalar()?;
@@ -128,7 +127,40 @@ fn flow_list(items: &[Item]) -> Option<String> {
         }
         parts.push(flow_scalar(s));
     }
-    Some(format!("[{}]", parts.join(", ")))
+    Some(parts)
+}
+
+fn out_column(out: &str) -> usize {
+    out.len() - out.rfind('\n').map_or(0, |i| i + 1)
+}
+
+/// `[a, b, c]`, continued on lines indented by `cont` when it would pass
+/// FLOW_WIDTH.
+fn wrap_flow(parts: &[String], mut col: usize, cont: usize) -> String {
+    let mut s = String::from("[");
+    col += 1;
+    for (i, p) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let need = p.len() + if last { 1 } else { 1 };
+        if i > 0 {
+            if col + 1 + need > FLOW_WIDTH {
+                s.push('\n');
+                s.push_str(&" ".repeat(cont));
+                col = cont;
+            } else {
+                s.push(' ');
+                col += 1;
+            }
+        }
+        s.push_str(p);
+        col += p.len();
+        s.push(if last { ']' } else { ',' });
+        col += 1;
+    }
+    if parts.is_empty() {
+        s.push(']');
+    }
+    s
 }
 
 fn flow_scalar(s: &Scalar) -> String {

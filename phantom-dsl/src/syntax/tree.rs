@@ -29,6 +29,9 @@ pub enum NodeKind {
     Seq { items: Vec<Item>, flow: bool },
     /// A key with no value (`key:` and nothing indented under it).
     Empty,
+    /// A value whose syntax error was already reported; the decoder skips
+    /// it silently so that one mistake gives one diagnostic.
+    Invalid,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +99,7 @@ impl Node {
             NodeKind::Map(_) => "a map".into(),
             NodeKind::Seq { .. } => "a list".into(),
             NodeKind::Empty => "nothing".into(),
+            NodeKind::Invalid => "an invalid value".into(),
         }
     }
     /// Looks up a key in a map node.
