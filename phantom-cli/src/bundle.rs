@@ -36,7 +36,12 @@ pub fn build(policy: &Policy) -> Vec<(String, Vec<u8>)> {
     files.push(("policy.ir.json".to_string(), ir));
     let artifacts = files
         .iter()
-        .map(|(name, bytes): &(String, Vec<u8>)| Artifact { name: name.clone(), layer: None, bytes: bytes.len(), sha256: sha256_hex(bytes) })
+        .map(|(name, bytes): &(String, Vec<u8>)| Artifact {
+            name: name.clone(),
+            layer: None,
+            bytes: bytes.len(),
+            sha256: sha256_hex(bytes),
+        })
         .collect();
     let manifest = Manifest {
         format_version: FORMAT_VERSION,

@@ -88,7 +88,8 @@ pub fn render_one(sources: &SourceMap, d: &Diagnostic) -> String {
         labels,
         help: if help.is_empty() { None } else { Some(help.join("\n")) },
     };
-    let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100).with_links(false);
+    let handler =
+        GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100).with_links(false);
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = handler.render_report(&mut out, &report);

@@ -23,7 +23,11 @@ fn render(rel: &str) -> (String, bool) {
     let c = phantom_dsl::compile_source(rel, &text, &RepoLoader(root));
     let mut out = phantom_cli::render::render_all(&c.sources, &c.diagnostics);
     let plural = |n: usize, s: &str| format!("{n} {s}{}", if n == 1 { "" } else { "s" });
-    out.push_str(&format!("{}, {}\n", plural(c.diagnostics.error_count(), "error"), plural(c.diagnostics.warning_count(), "warning")));
+    out.push_str(&format!(
+        "{}, {}\n",
+        plural(c.diagnostics.error_count(), "error"),
+        plural(c.diagnostics.warning_count(), "warning")
+    ));
     (out, c.has_errors())
 }
 
@@ -53,7 +57,10 @@ fn bad_policies_fail_with_their_snapshot() {
         }
         match std::fs::read_to_string(&snap) {
             Ok(expected) if expected == out => {}
-            Ok(expected) => failures.push(format!("{rel}: rendered diagnostics differ from {}\n--- expected\n{expected}\n--- actual\n{out}", snap.display())),
+            Ok(expected) => failures.push(format!(
+                "{rel}: rendered diagnostics differ from {}\n--- expected\n{expected}\n--- actual\n{out}",
+                snap.display()
+            )),
             Err(_) => failures.push(format!("{rel}: no snapshot {} (run with PHANTOM_BLESS=1)\n{out}", snap.display())),
         }
     }

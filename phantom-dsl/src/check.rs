@@ -21,8 +21,21 @@ pub fn check(p: &Policy, diags: &mut Diagnostics) {
 
 /// Syscalls that execve and the dynamic loader of a glibc program need
 /// before `main` runs (x86_64 names; `arch_prctl` is x86_64 only).
-pub const EXEC_SYSCALLS: &[&str] =
-    &["execve", "brk", "mmap", "mprotect", "munmap", "openat", "read", "close", "newfstatat", "pread64", "arch_prctl", "set_tid_address", "exit_group"];
+pub const EXEC_SYSCALLS: &[&str] = &[
+    "execve",
+    "brk",
+    "mmap",
+    "mprotect",
+    "munmap",
+    "openat",
+    "read",
+    "close",
+    "newfstatat",
+    "pread64",
+    "arch_prctl",
+    "set_tid_address",
+    "exit_group",
+];
 
 fn check_seccomp(p: &Policy, diags: &mut Diagnostics, complete: bool) {
     let s = &p.seccomp;
@@ -52,30 +65,45 @@ fn check_seccomp(p: &Policy, diags: &mut Diagnostics, complete: bool) {
         if let Some(u) = first.get(r.name.as_str()) {
             if u.action == r.action {
                 diags.push(
-                    Diagnostic::warning("P0202", r.origin.span, format!("conditional rule for `{}` never changes the outcome", r.name))
-                        .related(u.origin.span, format!("`{}` is already `{}` unconditionally here", r.name, u.action))
-                        .help("remove the conditional rule, or the unconditional one"),
+                    Diagnostic::warning(
+                        "P0202",
+                        r.origin.span,
+                        format!("conditional rule for `{}` never changes the outcome", r.name),
+                    )
+                    .related(u.origin.span, format!("`{}` is already `{}` unconditionally here", r.name, u.action))
+                    .help("remove the conditional rule, or the unconditional one"),
                 );
             }
         }
     }
     if complete && s.default != Action::Allow {
         let allowed = |name: &str| {
-            s.rules.iter().any(|r| r.name == name && r.conditions.is_empty() && matches!(r.action, Action::Allow | Action::Log))
+            s.rules
+                .iter()
+                .any(|r| r.name == name && r.conditions.is_empty() && matches!(r.action, Action::Allow | Action::Log))
         };
         let missing: Vec<&str> = EXEC_SYSCALLS
             .iter()
             .copied()
-            .filter(|n| !(allowed(n) || (*n == "execve" && allowed("execveat")) || (*n == "newfstatat" && allowed("fstat"))))
+            .filter(|n| {
+                !(allowed(n) || (*n == "execve" && allowed("execveat")) || (*n == "newfstatat" && allowed("fstat")))
+            })
             .filter(|n| syscalls::number(Arch::X86_64, n).is_some())
             .collect();
         if !missing.is_empty() {
-            let span = if s.default_origin == Origin::NONE { s.rules.first().map(|r| r.origin.span) } else { Some(s.default_origin.span) };
+            let span = if s.default_origin == Origin::NONE {
+                s.rules.first().map(|r| r.origin.span)
+            } else {
+                Some(s.default_origin.span)
+            };
             if let Some(span) = span {
                 diags.push(
                     Diagnostic::warning("P0204", span, "the syscall allow-list cannot exec the sandboxed command")
                         .label("every syscall not listed gets this default action")
-                        .help(format!("allow the syscalls that execve and the dynamic loader need: {}", missing.join(", "))),
+                        .help(format!(
+                            "allow the syscalls that execve and the dynamic loader need: {}",
+                            missing.join(", ")
+                        )),
                 );
             }
         }

@@ -38,21 +38,32 @@ pub(crate) fn load_merged(
     let mut doc = parse_document(file, &text, diags);
     let Some(ext) = doc.root.get("extends").cloned() else { return doc };
     let Some(s) = ext.as_scalar() else {
-        diags.push(Diagnostic::error("P0102", ext.span, "`extends` must be a path").found(ext.describe()).help("extends: base.yaml"));
+        diags.push(
+            Diagnostic::error("P0102", ext.span, "`extends` must be a path")
+                .found(ext.describe())
+                .help("extends: base.yaml"),
+        );
         return doc;
     };
     let here = PathBuf::from(&sources.get(file).name);
     let base_path = here.parent().unwrap_or(Path::new("")).join(&s.text);
     if chain.len() >= MAX_DEPTH {
-        diags.push(Diagnostic::error("P0109", s.span, format!("`extends` nests deeper than {MAX_DEPTH} files")).help("flatten the chain of base policies"));
+        diags.push(
+            Diagnostic::error("P0109", s.span, format!("`extends` nests deeper than {MAX_DEPTH} files"))
+                .help("flatten the chain of base policies"),
+        );
         return doc;
     }
     let canon = base_path.canonicalize().unwrap_or_else(|_| base_path.clone());
     if chain.contains(&canon) {
         diags.push(
-            Diagnostic::error("P0109", s.span, format!("`extends` cycle: `{}` is already being extended", base_path.display()))
-                .label("this base extends the file that names it")
-                .help("a policy cannot extend itself, directly or through its bases"),
+            Diagnostic::error(
+                "P0109",
+                s.span,
+                format!("`extends` cycle: `{}` is already being extended", base_path.display()),
+            )
+            .label("this base extends the file that names it")
+            .help("a policy cannot extend itself, directly or through its bases"),
         );
         return doc;
     }
@@ -76,7 +87,9 @@ pub(crate) fn load_merged(
 
 /// `child` over `base`.
 fn merge(base: Node, child: Node) -> Node {
-    let (NodeKind::Map(base_entries), NodeKind::Map(child_entries)) = (base.kind, child.kind.clone()) else { return child };
+    let (NodeKind::Map(base_entries), NodeKind::Map(child_entries)) = (base.kind, child.kind.clone()) else {
+        return child;
+    };
     let mut out: Vec<Entry> = Vec::new();
     for b in base_entries {
         if b.key == "extends" {

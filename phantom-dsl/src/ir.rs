@@ -18,7 +18,8 @@ pub struct Origin {
 }
 
 impl Origin {
-    pub const NONE: Origin = Origin { file: FileId(0), line: 0, col: 0, span: Span { file: FileId(0), start: 0, end: 0 } };
+    pub const NONE: Origin =
+        Origin { file: FileId(0), line: 0, col: 0, span: Span { file: FileId(0), start: 0, end: 0 } };
 }
 
 /// One source file of the policy (the policy itself first, then `extends`).
@@ -427,11 +428,23 @@ impl Policy {
         }
         let denies = self.filesystem.rules.iter().filter(|r| r.effect == Effect::Deny).count();
         let k = &self.kernel;
-        let switches = [k.ptrace, k.mount, k.bpf, k.user_namespaces, k.io_uring, k.kernel_modules, k.signals_outside, k.raw_sockets]
-            .iter()
-            .filter(|t| **t == Toggle::Deny)
-            .count();
-        let lsm = denies + switches + self.exec.as_ref().map_or(0, |e| e.allow.len()) + k.unix_connect.as_ref().map_or(0, Vec::len);
+        let switches = [
+            k.ptrace,
+            k.mount,
+            k.bpf,
+            k.user_namespaces,
+            k.io_uring,
+            k.kernel_modules,
+            k.signals_outside,
+            k.raw_sockets,
+        ]
+        .iter()
+        .filter(|t| **t == Toggle::Deny)
+        .count();
+        let lsm = denies
+            + switches
+            + self.exec.as_ref().map_or(0, |e| e.allow.len())
+            + k.unix_connect.as_ref().map_or(0, Vec::len);
         if lsm > 0 {
             add(Layer::BpfLsm, lsm);
         }

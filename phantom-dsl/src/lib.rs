@@ -49,7 +49,8 @@ pub fn compile_source(name: &str, text: &str, loader: &dyn FileLoader) -> Compil
     let mut diags = Diagnostics::default();
     let id = sources.add(SourceFile::new(name, text));
     let doc = extends::load_merged(loader, &mut sources, &mut diags, id, &mut Vec::new());
-    let infos: Vec<SourceInfo> = sources.files().map(|(_, f)| SourceInfo { path: f.name.clone(), sha256: f.sha256_hex() }).collect();
+    let infos: Vec<SourceInfo> =
+        sources.files().map(|(_, f)| SourceInfo { path: f.name.clone(), sha256: f.sha256_hex() }).collect();
     let policy = {
         let mut d = decode::Decoder { sources: &sources, diags: &mut diags };
         let policy = decode::decode_policy(&mut d, &doc.root, infos);

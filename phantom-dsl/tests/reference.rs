@@ -10,7 +10,11 @@ fn policies_dir() -> PathBuf {
 }
 
 fn example_policies() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(policies_dir()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(policies_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
     v.sort();
     v
 }
@@ -32,7 +36,10 @@ fn reference_profile_compiles_with_the_exec_warning() {
     assert_eq!(p.filesystem.rules[1].path, PathPattern { path: "/usr/lib/python3".into(), prefix_glob: true });
     assert_eq!(p.filesystem.rules[1].access, [Access::Read, Access::Exec].into_iter().collect());
     assert_eq!(p.filesystem.rules[1].origin.line, 15);
-    assert_eq!(p.performance, Performance { zygote: true, io_mode: IoMode::Uring, memory_allocator: Allocator::Jemalloc });
+    assert_eq!(
+        p.performance,
+        Performance { zygote: true, io_mode: IoMode::Uring, memory_allocator: Allocator::Jemalloc }
+    );
     assert_eq!(p.resources.memory, Some(Size(512_000_000)));
     assert_eq!(p.resources.cpu, Some(Cpu(1000)));
     assert_eq!(p.resources.pids, Some(256));

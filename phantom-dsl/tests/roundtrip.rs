@@ -7,8 +7,31 @@ use phantom_dsl::ir::Policy;
 use proptest::prelude::*;
 
 const SYSCALLS: &[&str] = &[
-    "read", "write", "openat", "close", "mmap", "munmap", "mprotect", "brk", "execve", "exit_group", "futex", "getpid", "ioctl", "fcntl",
-    "socket", "connect", "sendto", "recvfrom", "clock_gettime", "getrandom", "pread64", "lseek", "dup3", "pipe2", "wait4",
+    "read",
+    "write",
+    "openat",
+    "close",
+    "mmap",
+    "munmap",
+    "mprotect",
+    "brk",
+    "execve",
+    "exit_group",
+    "futex",
+    "getpid",
+    "ioctl",
+    "fcntl",
+    "socket",
+    "connect",
+    "sendto",
+    "recvfrom",
+    "clock_gettime",
+    "getrandom",
+    "pread64",
+    "lseek",
+    "dup3",
+    "pipe2",
+    "wait4",
 ];
 const ACTIONS: &[&str] = &["allow", "deny", "kill", "kill-thread", "log", "trap", "errno 13", "errno EACCES", "notify"];
 const COMPONENTS: &[&str] = &["usr", "lib", "tmp", "data", "work space", "python3", "cache", "x-y_z", "bin"];

@@ -9,8 +9,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "phantom-policy", version, about = "Compile Phantom sandbox policies into kernel enforcement artifacts")]
-#[command(after_help = "Examples:\n  phantom-policy check policies/*.yaml\n  phantom-policy compile policies/python-ai-turbo.yaml -o out/\n  phantom-policy fmt --write policies/python-ai-turbo.yaml\n\nThe policy language is described in docs/policy-language.md.")]
+#[command(
+    name = "phantom-policy",
+    version,
+    about = "Compile Phantom sandbox policies into kernel enforcement artifacts"
+)]
+#[command(
+    after_help = "Examples:\n  phantom-policy check policies/*.yaml\n  phantom-policy compile policies/python-ai-turbo.yaml -o out/\n  phantom-policy fmt --write policies/python-ai-turbo.yaml\n\nThe policy language is described in docs/policy-language.md."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,7 +33,9 @@ enum Format {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Parse and check policies; report every error and warning.
-    #[command(after_help = "Exit status: 0 when no file has errors, 1 when one has, 2 on usage or I/O problems.\n\nExample:\n  phantom-policy check policies/*.yaml\n  phantom-policy check --format json my.yaml | jq '.[].diagnostics'")]
+    #[command(
+        after_help = "Exit status: 0 when no file has errors, 1 when one has, 2 on usage or I/O problems.\n\nExample:\n  phantom-policy check policies/*.yaml\n  phantom-policy check --format json my.yaml | jq '.[].diagnostics'"
+    )]
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -38,7 +46,9 @@ enum Command {
         deny_warnings: bool,
     },
     /// Compile one policy into a bundle directory (IR, manifest, artifacts).
-    #[command(after_help = "Writes DIR/policy.ir.json and DIR/manifest.json (source hash, artifact hashes, layers).\nThe same input always produces byte-identical files.\n\nExample:\n  phantom-policy compile policies/python-ai-turbo.yaml -o build/python-ai-turbo")]
+    #[command(
+        after_help = "Writes DIR/policy.ir.json and DIR/manifest.json (source hash, artifact hashes, layers).\nThe same input always produces byte-identical files.\n\nExample:\n  phantom-policy compile policies/python-ai-turbo.yaml -o build/python-ai-turbo"
+    )]
     Compile {
         file: PathBuf,
         /// Output directory (created if missing).
@@ -48,7 +58,9 @@ enum Command {
         format: Format,
     },
     /// Print policies in canonical form (comments kept).
-    #[command(after_help = "Without --write or --check, prints the formatted file to stdout.\n\nExample:\n  phantom-policy fmt --check policies/*.yaml\n  phantom-policy fmt --write my.yaml")]
+    #[command(
+        after_help = "Without --write or --check, prints the formatted file to stdout.\n\nExample:\n  phantom-policy fmt --check policies/*.yaml\n  phantom-policy fmt --write my.yaml"
+    )]
     Fmt {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -101,7 +113,11 @@ fn check(files: &[PathBuf], format: Format, deny_warnings: bool) -> Result<ExitC
         match format {
             Format::Human => {
                 eprint!("{}", render::render_all(&c.sources, &c.diagnostics));
-                eprintln!("{}: {}", f.display(), if bad { format!("failed ({})", summary_line(&c)) } else { format!("ok ({})", summary_line(&c)) });
+                eprintln!(
+                    "{}: {}",
+                    f.display(),
+                    if bad { format!("failed ({})", summary_line(&c)) } else { format!("ok ({})", summary_line(&c)) }
+                );
             }
             Format::Json => json.push(serde_json::json!({
                 "file": f.display().to_string(),
@@ -128,7 +144,9 @@ fn compile(file: &PathBuf, out: &PathBuf, format: Format) -> Result<ExitCode> {
             }
             Format::Json => println!(
                 "{}",
-                serde_json::to_string_pretty(&serde_json::json!({"ok": false, "diagnostics": render::to_json(&c.sources, &c.diagnostics)}))?
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"ok": false, "diagnostics": render::to_json(&c.sources, &c.diagnostics)})
+                )?
             ),
         }
         return Ok(ExitCode::from(1));
@@ -138,8 +156,15 @@ fn compile(file: &PathBuf, out: &PathBuf, format: Format) -> Result<ExitCode> {
     match format {
         Format::Human => {
             eprint!("{}", render::render_all(&c.sources, &c.diagnostics));
-            let layers: Vec<String> = policy.layers().iter().map(|l| format!("{} ({} rules)", l.layer.name(), l.rules)).collect();
-            eprintln!("{}: compiled to {} ({}); layers: {}", file.display(), out.display(), summary_line(&c), if layers.is_empty() { "none".into() } else { layers.join(", ") });
+            let layers: Vec<String> =
+                policy.layers().iter().map(|l| format!("{} ({} rules)", l.layer.name(), l.rules)).collect();
+            eprintln!(
+                "{}: compiled to {} ({}); layers: {}",
+                file.display(),
+                out.display(),
+                summary_line(&c),
+                if layers.is_empty() { "none".into() } else { layers.join(", ") }
+            );
         }
         Format::Json => println!(
             "{}",

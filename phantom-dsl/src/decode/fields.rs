@@ -177,7 +177,12 @@ impl<'a> Decoder<'a> {
         self.parse_scalar(s, what, parse)
     }
 
-    pub fn parse_scalar<T>(&mut self, s: &Scalar, what: &str, parse: impl Fn(&str) -> Result<T, ValueError>) -> Option<T> {
+    pub fn parse_scalar<T>(
+        &mut self,
+        s: &Scalar,
+        what: &str,
+        parse: impl Fn(&str) -> Result<T, ValueError>,
+    ) -> Option<T> {
         match parse(&s.text) {
             Ok(v) => Some(v),
             Err(e) => {

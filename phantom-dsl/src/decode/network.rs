@@ -10,9 +10,15 @@ use std::collections::BTreeSet;
 pub(crate) fn decode_network(d: &mut Decoder, n: Option<&Node>) -> NetworkPolicy {
     let mut p = NetworkPolicy { mode: NetMode::None, egress: Vec::new(), ingress: Vec::new(), bind: Vec::new() };
     let Some(n) = n else { return p };
-    let Some(f) = d.map(n, "network", &["mode", "egress", "ingress", "bind"], "network:\n  mode: loopback-only") else { return p };
+    let Some(f) = d.map(n, "network", &["mode", "egress", "ingress", "bind"], "network:\n  mode: loopback-only") else {
+        return p;
+    };
     if let Some(m) = f.get("mode") {
-        if let Some(m) = d.keyword(m, "network.mode", &[("none", NetMode::None), ("loopback-only", NetMode::LoopbackOnly), ("allowlist", NetMode::Allowlist)]) {
+        if let Some(m) = d.keyword(
+            m,
+            "network.mode",
+            &[("none", NetMode::None), ("loopback-only", NetMode::LoopbackOnly), ("allowlist", NetMode::Allowlist)],
+        ) {
             p.mode = m;
         }
     }
@@ -32,8 +38,11 @@ pub(crate) fn decode_network(d: &mut Decoder, n: Option<&Node>) -> NetworkPolicy
     }
     if let Some(v) = f.get("bind") {
         for item in d.list(v, "network.bind", "bind:\n  - ports: [8080]") {
-            let Some(rf) = d.map(item, "bind rule", &["ports", "protocol"], "- ports: [8080]\n  protocol: tcp") else { continue };
-            let protocol = rf.get("protocol").and_then(|n| d.value(n, "protocol", parse_protocol)).unwrap_or(Protocol::Tcp);
+            let Some(rf) = d.map(item, "bind rule", &["ports", "protocol"], "- ports: [8080]\n  protocol: tcp") else {
+                continue;
+            };
+            let protocol =
+                rf.get("protocol").and_then(|n| d.value(n, "protocol", parse_protocol)).unwrap_or(Protocol::Tcp);
             let ports = match rf.get("ports") {
                 Some(pn) => ports(d, pn),
                 None => {
@@ -42,7 +51,14 @@ pub(crate) fn decode_network(d: &mut Decoder, n: Option<&Node>) -> NetworkPolicy
                 }
             };
             if matches!(protocol, Protocol::Icmp) {
-                d.push(Diagnostic::error("P0105", rf.get("protocol").map_or(item.span, |n| n.span), "icmp sockets cannot bind ports").help("use `tcp` or `udp`"));
+                d.push(
+                    Diagnostic::error(
+                        "P0105",
+                        rf.get("protocol").map_or(item.span, |n| n.span),
+                        "icmp sockets cannot bind ports",
+                    )
+                    .help("use `tcp` or `udp`"),
+                );
                 continue;
             }
             p.bind.push(BindRule { ports, protocol, origin: d.origin(item.span) });
@@ -52,13 +68,25 @@ pub(crate) fn decode_network(d: &mut Decoder, n: Option<&Node>) -> NetworkPolicy
 }
 
 fn ports(d: &mut Decoder, n: &Node) -> Vec<crate::values::PortRange> {
-    d.one_or_many(n, "ports", "ports: [443, 8000-8100]").into_iter().filter_map(|p| d.value(p, "port", parse_port_range)).collect()
+    d.one_or_many(n, "ports", "ports: [443, 8000-8100]")
+        .into_iter()
+        .filter_map(|p| d.value(p, "port", parse_port_range))
+        .collect()
 }
 
 fn decode_net_rule(d: &mut Decoder, item: &Node, peer_key: &str) -> Option<NetRule> {
-    let rf = d.map(item, "network rule", &[peer_key, "ports", "protocol"], &format!("- {peer_key}: 10.0.0.0/8\n  ports: [443]\n  protocol: tcp"))?;
+    let rf = d.map(
+        item,
+        "network rule",
+        &[peer_key, "ports", "protocol"],
+        &format!("- {peer_key}: 10.0.0.0/8\n  ports: [443]\n  protocol: tcp"),
+    )?;
     let cidrs = match rf.get(peer_key) {
-        Some(c) => d.one_or_many(c, peer_key, "to: [10.0.0.0/8, 2001:db8::/32]").into_iter().filter_map(|c| d.value(c, "address", parse_cidr)).collect(),
+        Some(c) => d
+            .one_or_many(c, peer_key, "to: [10.0.0.0/8, 2001:db8::/32]")
+            .into_iter()
+            .filter_map(|c| d.value(c, "address", parse_cidr))
+            .collect(),
         None => Vec::new(),
     };
     let protocol = rf.get("protocol").and_then(|n| d.value(n, "protocol", parse_protocol)).unwrap_or(Protocol::Any);
@@ -71,7 +99,9 @@ fn decode_net_rule(d: &mut Decoder, item: &Node, peer_key: &str) -> Option<NetRu
         return None;
     }
     if rf.get(peer_key).is_none() && rf.get("ports").is_none() && rf.get("protocol").is_none() {
-        d.push(Diagnostic::error("P0103", item.span, "an empty network rule would match all traffic").help(format!("add `{peer_key}:`, `ports:` or `protocol:`; to allow everything write `{peer_key}: [0.0.0.0/0, ::/0]`")));
+        d.push(Diagnostic::error("P0103", item.span, "an empty network rule would match all traffic").help(format!(
+            "add `{peer_key}:`, `ports:` or `protocol:`; to allow everything write `{peer_key}: [0.0.0.0/0, ::/0]`"
+        )));
         return None;
     }
     Some(NetRule { cidrs, ports, protocol, origin: d.origin(item.span) })
@@ -80,12 +110,30 @@ fn decode_net_rule(d: &mut Decoder, item: &Node, peer_key: &str) -> Option<NetRu
 pub(crate) fn decode_devices(d: &mut Decoder, n: Option<&Node>) -> DevicePolicy {
     let mut p = DevicePolicy { allow: Vec::new() };
     let Some(n) = n else { return p };
-    let Some(f) = d.map(n, "devices", &["allow"], "devices:\n  allow:\n    - {type: char, major: 1, minor: 3, access: [read, write]}") else { return p };
+    let Some(f) = d.map(
+        n,
+        "devices",
+        &["allow"],
+        "devices:\n  allow:\n    - {type: char, major: 1, minor: 3, access: [read, write]}",
+    ) else {
+        return p;
+    };
     let Some(v) = f.get("allow") else { return p };
     for item in d.list(v, "devices.allow", "allow:\n  - {type: char, major: 1, minor: 3, access: [read, write]}") {
-        let Some(rf) = d.map(item, "device rule", &["type", "major", "minor", "access"], "- {type: char, major: 1, minor: 3, access: [read, write]}") else { continue };
+        let Some(rf) = d.map(
+            item,
+            "device rule",
+            &["type", "major", "minor", "access"],
+            "- {type: char, major: 1, minor: 3, access: [read, write]}",
+        ) else {
+            continue;
+        };
         let kind = match rf.get("type") {
-            Some(t) => d.keyword(t, "device type", &[("char", DeviceType::Char), ("block", DeviceType::Block), ("any", DeviceType::Any)]),
+            Some(t) => d.keyword(
+                t,
+                "device type",
+                &[("char", DeviceType::Char), ("block", DeviceType::Block), ("any", DeviceType::Any)],
+            ),
             None => {
                 d.missing(&rf, "type", "device rule", "type: char");
                 None
@@ -95,7 +143,9 @@ pub(crate) fn decode_devices(d: &mut Decoder, n: Option<&Node>) -> DevicePolicy 
             match rf.get(key) {
                 None => Some(None),
                 Some(v) if v.as_scalar().is_some_and(|s| s.text == "*") => Some(None),
-                Some(v) => d.value(v, &format!("device {key}"), |s| parse_u32_in(s, 0, (1 << 20) - 1, "a device number or `*`")).map(Some),
+                Some(v) => d
+                    .value(v, &format!("device {key}"), |s| parse_u32_in(s, 0, (1 << 20) - 1, "a device number or `*`"))
+                    .map(Some),
             }
         };
         let (major, minor) = (num("major"), num("minor"));
@@ -103,7 +153,11 @@ pub(crate) fn decode_devices(d: &mut Decoder, n: Option<&Node>) -> DevicePolicy 
             Some(a) => {
                 let mut set = BTreeSet::new();
                 for i in d.one_or_many(a, "device access", "access: [read, write]") {
-                    if let Some(x) = d.keyword(i, "device access", &[("read", DeviceAccess::Read), ("write", DeviceAccess::Write), ("mknod", DeviceAccess::Mknod)]) {
+                    if let Some(x) = d.keyword(
+                        i,
+                        "device access",
+                        &[("read", DeviceAccess::Read), ("write", DeviceAccess::Write), ("mknod", DeviceAccess::Mknod)],
+                    ) {
                         set.insert(x);
                     }
                 }

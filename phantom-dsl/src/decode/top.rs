@@ -8,8 +8,20 @@ use crate::values::{parse_cpu, parse_duration, parse_size, parse_u32_in};
 use std::collections::BTreeSet;
 
 pub(crate) const TOP_KEYS: &[&str] = &[
-    "profile", "extends", "mode", "runtime", "require", "audit", "security", "filesystem", "exec", "network", "devices", "kernel",
-    "resources", "performance",
+    "profile",
+    "extends",
+    "mode",
+    "runtime",
+    "require",
+    "audit",
+    "security",
+    "filesystem",
+    "exec",
+    "network",
+    "devices",
+    "kernel",
+    "resources",
+    "performance",
 ];
 
 pub(crate) fn decode_policy(d: &mut Decoder, root: &Node, sources: Vec<SourceInfo>) -> Policy {
@@ -17,7 +29,9 @@ pub(crate) fn decode_policy(d: &mut Decoder, root: &Node, sources: Vec<SourceInf
     let get = |k: &str| f.as_ref().and_then(|f| f.get(k));
 
     let profile = match get("profile") {
-        Some(n) => d.string(n, "profile", "profile: python-ai").map(|p| check_profile_name(d, n, p)).unwrap_or_default(),
+        Some(n) => {
+            d.string(n, "profile", "profile: python-ai").map(|p| check_profile_name(d, n, p)).unwrap_or_default()
+        }
         None => {
             if let Some(f) = &f {
                 d.missing(f, "profile", "policy", "profile: my-profile");
@@ -30,16 +44,26 @@ pub(crate) fn decode_policy(d: &mut Decoder, root: &Node, sources: Vec<SourceInf
             d.keyword(
                 n,
                 "mode",
-                &[("direct", Mode::Direct), ("sandbox", Mode::Sandbox), ("hardened", Mode::Hardened), ("wasm", Mode::Wasm), ("auto", Mode::Auto)],
+                &[
+                    ("direct", Mode::Direct),
+                    ("sandbox", Mode::Sandbox),
+                    ("hardened", Mode::Hardened),
+                    ("wasm", Mode::Wasm),
+                    ("auto", Mode::Auto),
+                ],
             )
         })
         .unwrap_or(Mode::Auto);
     let runtime = get("runtime")
-        .and_then(|n| d.keyword(n, "runtime", &[("auto", Runtime::Auto), ("native", Runtime::Native), ("wasm", Runtime::Wasm)]))
+        .and_then(|n| {
+            d.keyword(n, "runtime", &[("auto", Runtime::Auto), ("native", Runtime::Native), ("wasm", Runtime::Wasm)])
+        })
         .unwrap_or(Runtime::Auto);
     let require = get("require").map(|n| decode_require(d, n)).unwrap_or_default();
     if let (Some(m), Some(r)) = (get("mode"), get("runtime")) {
-        if (mode == Mode::Wasm && runtime == Runtime::Native) || (runtime == Runtime::Wasm && !matches!(mode, Mode::Wasm | Mode::Auto)) {
+        if (mode == Mode::Wasm && runtime == Runtime::Native)
+            || (runtime == Runtime::Wasm && !matches!(mode, Mode::Wasm | Mode::Auto))
+        {
             d.push(
                 Diagnostic::error("P0201", r.span, "contradictory `mode` and `runtime`")
                     .related(m.span, "mode set here")
@@ -58,10 +82,13 @@ pub(crate) fn decode_policy(d: &mut Decoder, root: &Node, sources: Vec<SourceInf
     }
     let audit = get("audit").and_then(|n| decode_audit(d, n)).unwrap_or(AuditMode::Enforce);
 
-    let security = get("security").and_then(|n| d.map(n, "security", &["level", "seccomp", "landlock"], "security:\n  level: medium"));
+    let security = get("security")
+        .and_then(|n| d.map(n, "security", &["level", "seccomp", "landlock"], "security:\n  level: medium"));
     let sget = |k: &str| security.as_ref().and_then(|s| s.get(k));
     let level = sget("level")
-        .and_then(|n| d.keyword(n, "security.level", &[("low", Level::Low), ("medium", Level::Medium), ("high", Level::High)]))
+        .and_then(|n| {
+            d.keyword(n, "security.level", &[("low", Level::Low), ("medium", Level::Medium), ("high", Level::High)])
+        })
         .unwrap_or(Level::Medium);
     let seccomp = super::security::decode_seccomp(d, sget("seccomp"));
     let filesystem = super::security::decode_filesystem(d, sget("landlock"), get("filesystem"));
@@ -99,7 +126,9 @@ fn check_profile_name(d: &mut Decoder, n: &Node, p: String) -> String {
     if !ok {
         d.push(
             Diagnostic::error("P0105", n.span, "invalid profile name")
-                .expected("1 to 64 characters: lowercase letters, digits, `-`, `_`, `.`, starting with a letter or digit")
+                .expected(
+                    "1 to 64 characters: lowercase letters, digits, `-`, `_`, `.`, starting with a letter or digit",
+                )
                 .found(format!("`{p}`"))
                 .help("the name becomes part of cgroup and pin paths, so it is restricted"),
         );
@@ -113,7 +142,10 @@ fn decode_require(d: &mut Decoder, n: &Node) -> BTreeSet<Layer> {
     for item in d.list(n, "require", "require: [seccomp, landlock]") {
         if let Some(l) = d.keyword(item, "require", &opts) {
             if !out.insert(l) {
-                d.push(Diagnostic::warning("P0206", item.span, format!("`{}` is listed twice in `require`", l.name())).help("remove the duplicate"));
+                d.push(
+                    Diagnostic::warning("P0206", item.span, format!("`{}` is listed twice in `require`", l.name()))
+                        .help("remove the duplicate"),
+                );
             }
         }
     }
@@ -132,26 +164,34 @@ fn decode_resources(d: &mut Decoder, n: &Node) -> Resources {
     Resources {
         memory: f.get("memory").and_then(|n| d.value(n, "resources.memory", parse_size)),
         cpu: f.get("cpu").and_then(|n| d.value(n, "resources.cpu", parse_cpu)),
-        pids: f.get("pids").and_then(|n| d.value(n, "resources.pids", |s| parse_u32_in(s, 1, 4_194_304, "a number of processes"))),
+        pids: f
+            .get("pids")
+            .and_then(|n| d.value(n, "resources.pids", |s| parse_u32_in(s, 1, 4_194_304, "a number of processes"))),
         wall_time: f.get("wall_time").and_then(|n| d.value(n, "resources.wall_time", parse_duration)),
         file_size: f.get("file_size").and_then(|n| d.value(n, "resources.file_size", parse_size)),
-        open_files: f
-            .get("open_files")
-            .and_then(|n| d.value(n, "resources.open_files", |s| parse_u32_in(s, 3, 1 << 20, "a number of file descriptors"))),
+        open_files: f.get("open_files").and_then(|n| {
+            d.value(n, "resources.open_files", |s| parse_u32_in(s, 3, 1 << 20, "a number of file descriptors"))
+        }),
     }
 }
 
 fn decode_performance(d: &mut Decoder, n: Option<&Node>) -> Performance {
     let mut p = Performance { zygote: true, io_mode: IoMode::Epoll, memory_allocator: Allocator::System };
     let Some(n) = n else { return p };
-    let Some(f) = d.map(n, "performance", &["zygote", "io_mode", "memory_allocator"], "performance:\n  zygote: true") else { return p };
+    let Some(f) = d.map(n, "performance", &["zygote", "io_mode", "memory_allocator"], "performance:\n  zygote: true")
+    else {
+        return p;
+    };
     if let Some(v) = f.get("zygote").and_then(|n| d.boolean(n, "performance.zygote")) {
         p.zygote = v;
     }
-    if let Some(v) = f
-        .get("io_mode")
-        .and_then(|n| d.keyword(n, "performance.io_mode", &[("uring", IoMode::Uring), ("epoll", IoMode::Epoll), ("blocking", IoMode::Blocking)]))
-    {
+    if let Some(v) = f.get("io_mode").and_then(|n| {
+        d.keyword(
+            n,
+            "performance.io_mode",
+            &[("uring", IoMode::Uring), ("epoll", IoMode::Epoll), ("blocking", IoMode::Blocking)],
+        )
+    }) {
         p.io_mode = v;
     }
     if let Some(v) = f.get("memory_allocator").and_then(|n| {

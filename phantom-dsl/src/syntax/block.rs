@@ -31,9 +31,13 @@ pub fn parse_document(file: FileId, text: &str, diags: &mut Diagnostics) -> Docu
         if first != 0 {
             let l = &p.lines[0];
             p.diags.push(
-                Diagnostic::error("P0002", Span::new(file, l.start.saturating_sub(l.indent), l.start), "top-level keys must start at column 1")
-                    .found(format!("indentation of {} spaces", l.indent))
-                    .help("remove the indentation of the first line"),
+                Diagnostic::error(
+                    "P0002",
+                    Span::new(file, l.start.saturating_sub(l.indent), l.start),
+                    "top-level keys must start at column 1",
+                )
+                .found(format!("indentation of {} spaces", l.indent))
+                .help("remove the indentation of the first line"),
             );
         }
         let root = p.parse_block(first, false);
@@ -163,7 +167,8 @@ impl<'s> BlockParser<'s, '_> {
             } else if self.pos < self.lines.len() && self.lines[self.pos].indent > indent {
                 let child = self.lines[self.pos].indent;
                 self.parse_block(child, false)
-            } else if self.pos < self.lines.len() && self.lines[self.pos].indent == indent && self.lines[self.pos].dash {
+            } else if self.pos < self.lines.len() && self.lines[self.pos].indent == indent && self.lines[self.pos].dash
+            {
                 // `key:` followed by `- item` at the same column, as YAML allows.
                 self.parse_seq(indent)
             } else {

@@ -98,8 +98,14 @@ impl<'a> Inline<'a, '_> {
         let c = at.chars().next()?;
         let sp = Span::new(self.file, self.off(at), self.off(at) + c.len_utf8());
         let (what, help) = match c {
-            '&' => ("anchors are not allowed", "write the value out in full; to share settings between policies use `extends:`"),
-            '*' => ("aliases are not allowed", "write the value out in full; to share settings between policies use `extends:`"),
+            '&' => (
+                "anchors are not allowed",
+                "write the value out in full; to share settings between policies use `extends:`",
+            ),
+            '*' => (
+                "aliases are not allowed",
+                "write the value out in full; to share settings between policies use `extends:`",
+            ),
             '!' => ("tags are not allowed", "remove the tag: every value is typed by the schema"),
             '|' | '>' => ("block scalars are not allowed", "write the value on one line, quoted if needed"),
             '@' | '`' | '%' => ("reserved character at the start of a value", "quote the value: \"...\""),
@@ -122,9 +128,13 @@ impl<'a> Inline<'a, '_> {
                 if let Some(pos) = text.find(": ") {
                     let at = &text[pos..];
                     self.diags.push(
-                        Diagnostic::error("P0012", Span::new(self.file, self.off(at), self.off(at) + 1), "`: ` inside a plain value")
-                            .label("a second `key: value` cannot start here")
-                            .help("put nested keys on their own indented lines, or quote the value"),
+                        Diagnostic::error(
+                            "P0012",
+                            Span::new(self.file, self.off(at), self.off(at) + 1),
+                            "`: ` inside a plain value",
+                        )
+                        .label("a second `key: value` cannot start here")
+                        .help("put nested keys on their own indented lines, or quote the value"),
                     );
                 }
                 return self.plain(text, text.len());
@@ -146,7 +156,14 @@ impl<'a> Inline<'a, '_> {
         let trimmed = raw.trim_end();
         let lead = raw.len() - raw.trim_start().len();
         let sp = Span::new(self.file, self.off(at) + lead, self.off(at) + trimmed.len());
-        Node { kind: NodeKind::Scalar(Scalar { text: trimmed.trim_start().to_string(), style: ScalarStyle::Plain, span: sp }), span: sp }
+        Node {
+            kind: NodeKind::Scalar(Scalar {
+                text: trimmed.trim_start().to_string(),
+                style: ScalarStyle::Plain,
+                span: sp,
+            }),
+            span: sp,
+        }
     }
 
     /// A value inside flow context or starting with a flow indicator.
@@ -166,7 +183,8 @@ impl<'a> Inline<'a, '_> {
             _ if in_flow => match flow_plain(i) {
                 Ok((rest, s)) => (rest, self.plain(i, s.len())),
                 Err(_) => {
-                    let sp = Span::new(self.file, self.off(i), self.off(i) + i.chars().next().map_or(0, char::len_utf8));
+                    let sp =
+                        Span::new(self.file, self.off(i), self.off(i) + i.chars().next().map_or(0, char::len_utf8));
                     self.diags.push(
                         Diagnostic::error("P0014", sp, "expected a value")
                             .found(i.chars().next().map_or("the end of the line".into(), |c| format!("`{c}`"))),
@@ -215,7 +233,9 @@ impl<'a> Inline<'a, '_> {
                     Diagnostic::error("P0016", sp, format!("expected `,` or `{close}`"))
                         .found(i.chars().next().map_or("the end of the line".into(), |c| format!("`{c}`")))
                         .related(Span::new(self.file, self.off(open), self.off(open) + 1), "list or map opened here")
-                        .help(format!("close it with `{close}`; a list or map may continue over several lines until it is closed")),
+                        .help(format!(
+                            "close it with `{close}`; a list or map may continue over several lines until it is closed"
+                        )),
                 );
                 Err(&i[i.len()..])
             }
@@ -262,17 +282,25 @@ impl<'a> Inline<'a, '_> {
             }
             let Ok((after_key, k)) = key(r) else {
                 let sp = Span::new(self.file, self.off(r), self.off(r) + r.chars().next().map_or(0, char::len_utf8));
-                self.diags.push(Diagnostic::error("P0016", sp, "expected a key in `{...}`").found(
-                    r.chars().next().map_or("the end of the line".into(), |c| format!("`{c}`")),
-                ));
+                self.diags.push(
+                    Diagnostic::error("P0016", sp, "expected a key in `{...}`")
+                        .found(r.chars().next().map_or("the end of the line".into(), |c| format!("`{c}`"))),
+                );
                 rest = &r[r.len()..];
                 break;
             };
             let key_span = self.span(r, after_key);
-            let Some(after_colon) = after_key.strip_prefix(": ").or_else(|| after_key.strip_prefix(':').filter(|s| s.starts_with([',', '}']))) else {
+            let Some(after_colon) = after_key
+                .strip_prefix(": ")
+                .or_else(|| after_key.strip_prefix(':').filter(|s| s.starts_with([',', '}'])))
+            else {
                 self.diags.push(
-                    Diagnostic::error("P0016", Span::new(self.file, self.off(after_key), self.off(after_key) + 1), "expected `: ` after the key")
-                        .found(after_key.chars().next().map_or("the end of the line".into(), |c| format!("`{c}`"))),
+                    Diagnostic::error(
+                        "P0016",
+                        Span::new(self.file, self.off(after_key), self.off(after_key) + 1),
+                        "expected `: ` after the key",
+                    )
+                    .found(after_key.chars().next().map_or("the end of the line".into(), |c| format!("`{c}`"))),
                 );
                 rest = &r[r.len()..];
                 break;
@@ -352,7 +380,15 @@ mod tests {
 
     #[test]
     fn forbidden_yaml_features_are_named() {
-        for (s, code) in [("&a x", "P0011"), ("*a", "P0011"), ("!!str x", "P0011"), ("|", "P0011"), ("[a, b", "P0016"), ("\"abc", "P0015"), ("a: b", "P0012")] {
+        for (s, code) in [
+            ("&a x", "P0011"),
+            ("*a", "P0011"),
+            ("!!str x", "P0011"),
+            ("|", "P0011"),
+            ("[a, b", "P0016"),
+            ("\"abc", "P0015"),
+            ("a: b", "P0012"),
+        ] {
             let (_, d) = inline(s);
             assert_eq!(d.items.first().map(|d| d.code), Some(code), "{s}");
         }

@@ -55,11 +55,15 @@ pub(crate) fn lex<'s>(file: FileId, text: &'s str, diags: &mut Diagnostics) -> L
             let rest = &body[ws_len..];
             if !rest.is_empty() && !rest.starts_with('#') {
                 diags.push(
-                    Diagnostic::error("P0003", Span::new(file, line_start + tab, line_start + tab + 1), "tab in indentation")
-                        .label("tab here")
-                        .expected("spaces")
-                        .found("a tab character")
-                        .help("indent with spaces only; tabs are not allowed in policy files"),
+                    Diagnostic::error(
+                        "P0003",
+                        Span::new(file, line_start + tab, line_start + tab + 1),
+                        "tab in indentation",
+                    )
+                    .label("tab here")
+                    .expected("spaces")
+                    .found("a tab character")
+                    .help("indent with spaces only; tabs are not allowed in policy files"),
                 );
             }
             // Count a tab as two spaces so that the rest of the file still parses.
@@ -77,20 +81,28 @@ pub(crate) fn lex<'s>(file: FileId, text: &'s str, diags: &mut Diagnostics) -> L
         let content_start = line_start + ws_len;
         if ws_len == 0 && (rest.starts_with("---") || rest.starts_with("...")) && rest[3..].trim().is_empty() {
             diags.push(
-                Diagnostic::error("P0004", Span::new(file, content_start, content_start + 3), "document markers are not allowed")
-                    .label("document marker")
-                    .expected("a single policy document")
-                    .found(format!("`{}`", &rest[..3]))
-                    .help("a policy file holds exactly one document; remove the marker"),
+                Diagnostic::error(
+                    "P0004",
+                    Span::new(file, content_start, content_start + 3),
+                    "document markers are not allowed",
+                )
+                .label("document marker")
+                .expected("a single policy document")
+                .found(format!("`{}`", &rest[..3]))
+                .help("a policy file holds exactly one document; remove the marker"),
             );
             continue;
         }
         if ws_len == 0 && rest.starts_with('%') {
             diags.push(
-                Diagnostic::error("P0004", Span::new(file, content_start, content_start + rest.trim_end().len()), "YAML directives are not allowed")
-                    .label("directive")
-                    .found(format!("`{}`", rest.trim_end()))
-                    .help("remove the directive; policy files are not general YAML"),
+                Diagnostic::error(
+                    "P0004",
+                    Span::new(file, content_start, content_start + rest.trim_end().len()),
+                    "YAML directives are not allowed",
+                )
+                .label("directive")
+                .found(format!("`{}`", rest.trim_end()))
+                .help("remove the directive; policy files are not general YAML"),
             );
             continue;
         }
@@ -108,7 +120,11 @@ pub(crate) fn lex<'s>(file: FileId, text: &'s str, diags: &mut Diagnostics) -> L
                     continue;
                 }
                 if com.is_some() || body.contains('\t') {
-                    let what = if com.is_some() { "comments are not allowed inside a multi-line `[...]` or `{...}`" } else { "tab inside a multi-line `[...]` or `{...}`" };
+                    let what = if com.is_some() {
+                        "comments are not allowed inside a multi-line `[...]` or `{...}`"
+                    } else {
+                        "tab inside a multi-line `[...]` or `{...}`"
+                    };
                     diags.push(
                         Diagnostic::error("P0016", Span::new(file, next_start, next_start + body.len()), what)
                             .help("close the list first, or write it as a block list with one `- item` per line"),

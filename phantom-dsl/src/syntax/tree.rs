@@ -26,7 +26,10 @@ pub enum NodeKind {
     Scalar(Scalar),
     Map(Vec<Entry>),
     /// `flow` records `[a, b]` versus block `- a` form.
-    Seq { items: Vec<Item>, flow: bool },
+    Seq {
+        items: Vec<Item>,
+        flow: bool,
+    },
     /// A key with no value (`key:` and nothing indented under it).
     Empty,
     /// A value whose syntax error was already reported; the decoder skips

@@ -17,9 +17,7 @@ mod x32;
 mod x86_64;
 
 /// A syscall ABI.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arch {
     /// 64-bit x86 (`AUDIT_ARCH_X86_64`).
@@ -73,27 +71,20 @@ pub fn table(arch: Arch) -> &'static [(&'static str, u32)] {
 /// not `"fstatat"`); matching is exact and case-sensitive.
 pub fn number(arch: Arch, name: &str) -> Option<u32> {
     let table = table(arch);
-    table
-        .binary_search_by(|&(n, _)| n.cmp(name))
-        .ok()
-        .map(|i| table[i].1)
+    table.binary_search_by(|&(n, _)| n.cmp(name)).ok().map(|i| table[i].1)
 }
 
 /// The name of syscall number `nr` on `arch`, if it is assigned.
 pub fn name(arch: Arch, nr: u32) -> Option<&'static str> {
     let by_nr = by_number(arch);
-    by_nr
-        .binary_search_by_key(&nr, |&(n, _)| n)
-        .ok()
-        .map(|i| by_nr[i].1)
+    by_nr.binary_search_by_key(&nr, |&(n, _)| n).ok().map(|i| by_nr[i].1)
 }
 
 /// The table of `arch` sorted by number, built on first use.
 fn by_number(arch: Arch) -> &'static [(u32, &'static str)] {
     static VIEWS: [OnceLock<Vec<(u32, &'static str)>>; 4] = [const { OnceLock::new() }; 4];
     VIEWS[arch.index()].get_or_init(|| {
-        let mut v: Vec<(u32, &'static str)> =
-            table(arch).iter().map(|&(name, nr)| (nr, name)).collect();
+        let mut v: Vec<(u32, &'static str)> = table(arch).iter().map(|&(name, nr)| (nr, name)).collect();
         v.sort_unstable();
         v
     })
@@ -101,9 +92,7 @@ fn by_number(arch: Arch) -> &'static [(u32, &'static str)] {
 
 /// Known on x86_64 or aarch64 (the arches a policy targets).
 pub fn is_known(name: &str) -> bool {
-    Arch::POLICY_ARCHES
-        .iter()
-        .any(|&arch| number(arch, name).is_some())
+    Arch::POLICY_ARCHES.iter().any(|&arch| number(arch, name).is_some())
 }
 
 /// Closest known name (x86_64 ∪ aarch64) for a "did you mean" hint, or
@@ -208,17 +197,13 @@ mod tests {
         assert_eq!(number(Arch::X32, "read"), Some(0x4000_0000));
         assert_eq!(number(Arch::X32, "execve"), Some(0x4000_0000 + 520));
         assert_eq!(name(Arch::X32, 0x4000_0000 + 257), Some("openat"));
-        assert!(table(Arch::X32)
-            .iter()
-            .all(|&(_, nr)| nr & 0x4000_0000 != 0));
+        assert!(table(Arch::X32).iter().all(|&(_, nr)| nr & 0x4000_0000 != 0));
     }
 
     #[test]
     fn legacy_and_32bit_names_are_not_on_aarch64() {
         assert!(number(Arch::X86_64, "open").is_some());
-        for legacy in [
-            "open", "stat", "lstat", "fork", "vfork", "pipe", "mmap2", "fcntl64",
-        ] {
+        for legacy in ["open", "stat", "lstat", "fork", "vfork", "pipe", "mmap2", "fcntl64"] {
             assert_eq!(number(Arch::Aarch64, legacy), None, "{legacy}");
         }
         // Placeholders of the generic header are not syscalls.
@@ -227,10 +212,7 @@ mod tests {
         }
         assert!(is_known("open"));
         assert!(is_known("newfstatat"));
-        assert!(
-            !is_known("socketcall"),
-            "i386-only names are not policy names"
-        );
+        assert!(!is_known("socketcall"), "i386-only names are not policy names");
         assert!(!is_known("Open"));
         assert!(!is_known(""));
     }
@@ -239,20 +221,9 @@ mod tests {
     fn tables_sorted_unique_and_round_trip() {
         for arch in ALL {
             let t = table(arch);
-            assert!(
-                t.len() > 250,
-                "{} table too small: {}",
-                arch.name(),
-                t.len()
-            );
+            assert!(t.len() > 250, "{} table too small: {}", arch.name(), t.len());
             for pair in t.windows(2) {
-                assert!(
-                    pair[0].0 < pair[1].0,
-                    "{}: {:?} !< {:?}",
-                    arch.name(),
-                    pair[0],
-                    pair[1]
-                );
+                assert!(pair[0].0 < pair[1].0, "{}: {:?} !< {:?}", arch.name(), pair[0], pair[1]);
             }
             let mut numbers: Vec<u32> = t.iter().map(|&(_, nr)| nr).collect();
             numbers.sort_unstable();

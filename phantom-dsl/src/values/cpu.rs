@@ -55,34 +55,18 @@ fn parse_trimmed(t: &str) -> Result<Cpu, ValueError> {
     };
     match first {
         '-' => return Err(err("cpu amounts cannot be negative", first_at)),
-        '+' => {
-            return Err(
-                err("a sign is not allowed", first_at).with_help(format!("write `{}`", &t[1..]))
-            )
-        }
-        '.' => {
-            return Err(
-                err("missing digits before `.`", first_at).with_help(format!("write `0{t}`"))
-            )
-        }
+        '+' => return Err(err("a sign is not allowed", first_at).with_help(format!("write `{}`", &t[1..]))),
+        '.' => return Err(err("missing digits before `.`", first_at).with_help(format!("write `0{t}`"))),
         _ => {}
     }
     let int_end = span_while(t, |c| c.is_ascii_digit());
     if int_end == 0 {
-        return Err(err(
-            format!("expected a number, found `{}`", first.escape_debug()),
-            first_at,
-        ));
+        return Err(err(format!("expected a number, found `{}`", first.escape_debug()), first_at));
     }
-    let too_large = || {
-        err("cpu amount is too large", 0..t.len()).with_help("the maximum is 1000 CPUs (`1000`)")
-    };
+    let too_large = || err("cpu amount is too large", 0..t.len()).with_help("the maximum is 1000 CPUs (`1000`)");
     let mut int: u64 = 0;
     for b in t[..int_end].bytes() {
-        int = int
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(u64::from(b - b'0')))
-            .ok_or_else(too_large)?;
+        int = int.checked_mul(10).and_then(|v| v.checked_add(u64::from(b - b'0'))).ok_or_else(too_large)?;
     }
 
     let mut end = int_end;
@@ -101,8 +85,7 @@ fn parse_trimmed(t: &str) -> Result<Cpu, ValueError> {
     let ws = span_while(rest, char::is_whitespace);
     if ws > 0 {
         let fixed: String = t.split_whitespace().collect();
-        return Err(err("unexpected space in cpu amount", end..end + ws)
-            .with_help(format!("write `{fixed}`")));
+        return Err(err("unexpected space in cpu amount", end..end + ws).with_help(format!("write `{fixed}`")));
     }
     let millis = match rest {
         "" => {
@@ -110,12 +93,8 @@ fn parse_trimmed(t: &str) -> Result<Cpu, ValueError> {
             if let Some(at) = frac_at {
                 let digits = t[at.clone()].trim_end_matches('0');
                 if digits.len() > 3 {
-                    return Err(
-                        err("too many decimal places", at.start..at.start + digits.len())
-                            .with_help(
-                                "cpu amounts have at most 3 decimal places (`0.001` = `1m`)",
-                            ),
-                    );
+                    return Err(err("too many decimal places", at.start..at.start + digits.len())
+                        .with_help("cpu amounts have at most 3 decimal places (`0.001` = `1m`)"));
                 }
                 let mut m: u64 = 0;
                 for (i, b) in digits.bytes().enumerate() {
@@ -134,10 +113,7 @@ fn parse_trimmed(t: &str) -> Result<Cpu, ValueError> {
         }
         _ => {
             let number = &t[..end];
-            let e = err(
-                format!("unknown cpu unit `{}`", rest.escape_debug()),
-                end..t.len(),
-            );
+            let e = err(format!("unknown cpu unit `{}`", rest.escape_debug()), end..t.len());
             let help = match rest {
                 "M" | "mc" | "mcpu" | "millicpu" | "millicpus" | "millis" => {
                     format!("the milli-cpu suffix is a lower-case `m`: `{number}m`")
@@ -152,8 +128,9 @@ fn parse_trimmed(t: &str) -> Result<Cpu, ValueError> {
         }
     };
     if millis == 0 {
-        return Err(err("cpu amount must be greater than zero", 0..t.len())
-            .with_help("the smallest amount is `0.001` (`1m`)"));
+        return Err(
+            err("cpu amount must be greater than zero", 0..t.len()).with_help("the smallest amount is `0.001` (`1m`)")
+        );
     }
     if millis > MAX_MILLIS {
         return Err(too_large());
@@ -214,17 +191,11 @@ mod tests {
         assert_eq!(bad("0m").message, "cpu amount must be greater than zero");
         assert_eq!(bad("0.0").message, "cpu amount must be greater than zero");
         let e = bad("0.0005");
-        assert_eq!(
-            (e.message.as_str(), e.at),
-            ("too many decimal places", 2..6)
-        );
+        assert_eq!((e.message.as_str(), e.at), ("too many decimal places", 2..6));
         assert_eq!(bad("1.2345").at, 2..6);
         assert_eq!(bad("1000.001").message, "cpu amount is too large");
         assert_eq!(bad("1000001m").message, "cpu amount is too large");
-        assert_eq!(
-            bad("99999999999999999999999").message,
-            "cpu amount is too large"
-        );
+        assert_eq!(bad("99999999999999999999999").message, "cpu amount is too large");
         assert_eq!(bad("18446744073709551").message, "cpu amount is too large");
         assert_eq!(bad("-1").at, 0..1);
         assert_eq!(bad("+1").message, "a sign is not allowed");
@@ -236,18 +207,9 @@ mod tests {
             ("milli-cpu amounts must be whole", 1..3, Some("write `1m`"))
         );
         let e = bad("500M");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("unknown cpu unit `M`", 3..4)
-        );
-        assert_eq!(
-            e.help.as_deref(),
-            Some("the milli-cpu suffix is a lower-case `m`: `500m`")
-        );
-        assert_eq!(
-            bad("2cpus").help.as_deref(),
-            Some("write just the number of CPUs: `2`")
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("unknown cpu unit `M`", 3..4));
+        assert_eq!(e.help.as_deref(), Some("the milli-cpu suffix is a lower-case `m`: `500m`"));
+        assert_eq!(bad("2cpus").help.as_deref(), Some("write just the number of CPUs: `2`"));
         assert_eq!(bad("50%").message, "unknown cpu unit `%`");
         assert_eq!(bad("500 m").at, 3..4);
         assert_eq!(bad("1e3").message, "unknown cpu unit `e3`");

@@ -14,13 +14,7 @@ const EXPECTED: &str = "a duration such as `30s`, `500ms` or `1h30m`";
 const UNIT_LIST: &str = "valid units are `d`, `h`, `m`, `s` and `ms`";
 
 /// Units, largest first: (name, milliseconds).
-const UNITS: &[(&str, u64)] = &[
-    ("d", 86_400_000),
-    ("h", 3_600_000),
-    ("m", 60_000),
-    ("s", 1_000),
-    ("ms", 1),
-];
+const UNITS: &[(&str, u64)] = &[("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
 
 /// A duration in milliseconds.
 ///
@@ -77,9 +71,7 @@ fn err(msg: impl Into<String>, at: Range<usize>) -> ValueError {
 /// accepted (`1.5h` → error suggesting `1h30m`); the total must be > 0.
 pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
     let (off, t) = trim(s);
-    parse_trimmed(t, true)
-        .map(Duration)
-        .map_err(|e| e.shifted(off))
+    parse_trimmed(t, true).map(Duration).map_err(|e| e.shifted(off))
 }
 
 type NomErr<'a> = nom::error::Error<&'a str>;
@@ -108,16 +100,11 @@ fn parse_trimmed(t: &str, strict: bool) -> Result<u64, ValueError> {
     };
     match first {
         '-' => return Err(err("durations cannot be negative", first_at)),
-        '+' => {
-            return Err(
-                err("a sign is not allowed", first_at).with_help(format!("write `{}`", &t[1..]))
-            )
-        }
+        '+' => return Err(err("a sign is not allowed", first_at).with_help(format!("write `{}`", &t[1..]))),
         _ => {}
     }
     let too_large = |at: Range<usize>| {
-        err("duration is too large", at)
-            .with_help("durations are limited to about 584 million years")
+        err("duration is too large", at).with_help("durations are limited to about 584 million years")
     };
 
     let mut total: u64 = 0;
@@ -128,25 +115,18 @@ fn parse_trimmed(t: &str, strict: bool) -> Result<u64, ValueError> {
         let ws = span_while(rest, char::is_whitespace);
         if ws > 0 {
             let fixed: String = t.split_whitespace().collect();
-            return Err(err("unexpected space in duration", pos..pos + ws)
-                .with_help(format!("write `{fixed}`")));
+            return Err(err("unexpected space in duration", pos..pos + ws).with_help(format!("write `{fixed}`")));
         }
         let Ok((after, c)) = component(rest) else {
             let (ch, at) = char_at(t, pos).unwrap_or((' ', pos..pos));
             if ch.is_alphabetic() {
                 let w = span_while(rest, char::is_alphabetic);
-                return Err(err(
-                    format!("missing number before unit `{}`", &rest[..w]),
-                    pos..pos + w,
-                ));
+                return Err(err(format!("missing number before unit `{}`", &rest[..w]), pos..pos + w));
             }
             if ch == '.' {
                 return Err(err("missing digits before `.`", at));
             }
-            return Err(err(
-                format!("unexpected character `{}`", ch.escape_debug()),
-                at,
-            ));
+            return Err(err(format!("unexpected character `{}`", ch.escape_debug()), at));
         };
         let end = t.len() - after.len();
         let num_end = pos + c.int.len() + c.frac.map_or(0, |f| f.len() + 1);
@@ -177,16 +157,11 @@ fn parse_trimmed(t: &str, strict: bool) -> Result<u64, ValueError> {
             let (ch, at) = char_at(t, end).unwrap_or((' ', end..end));
             if ch.is_whitespace() {
                 let fixed: String = t.split_whitespace().collect();
-                return Err(err(
-                    "unexpected space in duration",
-                    end..end + span_while(after, char::is_whitespace),
-                )
-                .with_help(format!("write `{fixed}`")));
+                return Err(err("unexpected space in duration", end..end + span_while(after, char::is_whitespace))
+                    .with_help(format!("write `{fixed}`")));
             }
-            return Err(
-                err(format!("unexpected character `{}`", ch.escape_debug()), at)
-                    .with_help(format!("each number needs a unit; {UNIT_LIST}")),
-            );
+            return Err(err(format!("unexpected character `{}`", ch.escape_debug()), at)
+                .with_help(format!("each number needs a unit; {UNIT_LIST}")));
         };
         let unit_at = num_end..end;
         let Some(idx) = UNITS.iter().position(|u| u.0 == unit) else {
@@ -195,10 +170,7 @@ fn parse_trimmed(t: &str, strict: bool) -> Result<u64, ValueError> {
         let mult = UNITS[idx].1;
 
         if let Some(frac) = c.frac {
-            let mut e = err(
-                "fractional durations are not supported",
-                num_end - frac.len() - 1..num_end,
-            );
+            let mut e = err("fractional durations are not supported", num_end - frac.len() - 1..num_end);
             if let Some(ms) = exact_ms(c.int, frac, mult) {
                 if ms > 0 {
                     e = e.with_help(format!("write `{}`", Duration(ms)));
@@ -233,8 +205,7 @@ fn parse_trimmed(t: &str, strict: bool) -> Result<u64, ValueError> {
         pos = end;
     }
     if total == 0 && strict {
-        return Err(err("duration must be greater than zero", 0..t.len())
-            .with_help("the shortest duration is `1ms`"));
+        return Err(err("duration must be greater than zero", 0..t.len()).with_help("the shortest duration is `1ms`"));
     }
     Ok(total)
 }
@@ -246,32 +217,19 @@ fn exact_ms(int: &str, frac: &str, mult: u64) -> Option<u64> {
         return None;
     }
     let int: u128 = int.parse().ok()?;
-    let f: u128 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse().ok()?
-    };
+    let f: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
     let den = 10u128.pow(frac.len() as u32);
     let scaled = f * u128::from(mult);
     if !scaled.is_multiple_of(den) {
         return None;
     }
-    u64::try_from(
-        int.checked_mul(u128::from(mult))?
-            .checked_add(scaled / den)?,
-    )
-    .ok()
+    u64::try_from(int.checked_mul(u128::from(mult))?.checked_add(scaled / den)?).ok()
 }
 
 fn unknown_unit(number: &str, unit: &str, at: Range<usize>) -> ValueError {
     let e = err(format!("unknown duration unit `{unit}`"), at);
-    if let Some((name, _)) = UNITS
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(unit))
-    {
-        return e.with_help(format!(
-            "units are lower-case: did you mean `{number}{name}`?"
-        ));
+    if let Some((name, _)) = UNITS.iter().find(|(name, _)| name.eq_ignore_ascii_case(unit)) {
+        return e.with_help(format!("units are lower-case: did you mean `{number}{name}`?"));
     }
     let suggestion = match unit {
         "sec" | "secs" | "second" | "seconds" => Some("s"),
@@ -285,15 +243,11 @@ fn unknown_unit(number: &str, unit: &str, at: Range<usize>) -> ValueError {
         return e.with_help(format!("did you mean `{number}{u}`?"));
     }
     match unit {
-        "us" | "µs" | "μs" | "ns" => {
-            e.with_help("durations have millisecond precision; the smallest is `1ms`")
-        }
-        "w" | "wk" | "week" | "weeks" => {
-            match number.parse::<u64>().ok().and_then(|n| n.checked_mul(7)) {
-                Some(days) => e.with_help(format!("weeks are not supported: write `{days}d`")),
-                None => e.with_help(UNIT_LIST),
-            }
-        }
+        "us" | "µs" | "μs" | "ns" => e.with_help("durations have millisecond precision; the smallest is `1ms`"),
+        "w" | "wk" | "week" | "weeks" => match number.parse::<u64>().ok().and_then(|n| n.checked_mul(7)) {
+            Some(days) => e.with_help(format!("weeks are not supported: write `{days}d`")),
+            None => e.with_help(UNIT_LIST),
+        },
         _ => e.with_help(UNIT_LIST),
     }
 }
@@ -351,10 +305,7 @@ mod tests {
         assert_eq!(bad("1s500").help.as_deref(), Some("add a unit: `1s500ms`"));
         assert_eq!(bad("1ms5").help.as_deref(), Some(UNIT_LIST));
         let e = bad("0s");
-        assert_eq!(
-            (e.message.as_str(), e.at),
-            ("duration must be greater than zero", 0..2)
-        );
+        assert_eq!((e.message.as_str(), e.at), ("duration must be greater than zero", 0..2));
         assert_eq!(bad("0h0m").message, "duration must be greater than zero");
         let e = bad("");
         assert_eq!((e.message.as_str(), e.at), ("empty duration", 0..0));
@@ -362,30 +313,15 @@ mod tests {
         assert_eq!(bad("-5s").message, "durations cannot be negative");
         assert_eq!(bad("+5s").message, "a sign is not allowed");
         let e = bad("30S");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("unknown duration unit `S`", 2..3)
-        );
-        assert_eq!(
-            e.help.as_deref(),
-            Some("units are lower-case: did you mean `30s`?")
-        );
-        assert_eq!(
-            bad("5MS").help.as_deref(),
-            Some("units are lower-case: did you mean `5ms`?")
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("unknown duration unit `S`", 2..3));
+        assert_eq!(e.help.as_deref(), Some("units are lower-case: did you mean `30s`?"));
+        assert_eq!(bad("5MS").help.as_deref(), Some("units are lower-case: did you mean `5ms`?"));
         assert_eq!(bad("30sec").help.as_deref(), Some("did you mean `30s`?"));
         assert_eq!(bad("5min").help.as_deref(), Some("did you mean `5m`?"));
         assert_eq!(bad("2hours").help.as_deref(), Some("did you mean `2h`?"));
-        assert_eq!(
-            bad("2w").help.as_deref(),
-            Some("weeks are not supported: write `14d`")
-        );
+        assert_eq!(bad("2w").help.as_deref(), Some("weeks are not supported: write `14d`"));
         let e = bad("10µs");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("unknown duration unit `µs`", 2..5)
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("unknown duration unit `µs`", 2..5));
         assert_eq!(bad("5x").help.as_deref(), Some(UNIT_LIST));
         let e = bad("1h 30m");
         assert_eq!(
@@ -396,11 +332,7 @@ mod tests {
         let e = bad("30m1h");
         assert_eq!(
             (e.message.as_str(), e.at.clone(), e.help.as_deref()),
-            (
-                "units must go from largest to smallest",
-                3..5,
-                Some("write `1h30m`")
-            )
+            ("units must go from largest to smallest", 3..5, Some("write `1h30m`"))
         );
         let e = bad("1h1h");
         assert_eq!(
@@ -410,17 +342,10 @@ mod tests {
         let e = bad("1.5h");
         assert_eq!(
             (e.message.as_str(), e.at.clone(), e.help.as_deref()),
-            (
-                "fractional durations are not supported",
-                1..3,
-                Some("write `1h30m`")
-            )
+            ("fractional durations are not supported", 1..3, Some("write `1h30m`"))
         );
         assert_eq!(bad("0.5s").help.as_deref(), Some("write `500ms`"));
-        assert_eq!(
-            bad("1.5ms").help.as_deref(),
-            Some("use a smaller unit, e.g. `1h30m` instead of `1.5h`")
-        );
+        assert_eq!(bad("1.5ms").help.as_deref(), Some("use a smaller unit, e.g. `1h30m` instead of `1.5h`"));
         assert_eq!(bad("h").message, "missing number before unit `h`");
         assert_eq!(bad("1h,30m").at, 2..3);
         assert_eq!(bad("1h_").message, "unexpected character `_`");
@@ -429,14 +354,8 @@ mod tests {
         assert_eq!(bad("1.5.5s").message, "unexpected `.`");
         let e = bad("99999999999999999999999s");
         assert_eq!((e.message.as_str(), e.at), ("duration is too large", 0..23));
-        assert_eq!(
-            bad("18446744073709551615s").message,
-            "duration is too large"
-        );
-        assert_eq!(
-            bad("18446744073709551s616ms").message,
-            "duration is too large"
-        );
+        assert_eq!(bad("18446744073709551615s").message, "duration is too large");
+        assert_eq!(bad("18446744073709551s616ms").message, "duration is too large");
         assert_eq!(bad("30🦀").at, 2..6);
     }
 
@@ -463,16 +382,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let mut vals: Vec<u64> = (1..2000).collect();
-        vals.extend([
-            59_999,
-            60_000,
-            60_001,
-            3_599_999,
-            86_399_999,
-            86_400_000,
-            u64::MAX,
-            u64::MAX - 1,
-        ]);
+        vals.extend([59_999, 60_000, 60_001, 3_599_999, 86_399_999, 86_400_000, u64::MAX, u64::MAX - 1]);
         for &(_, m) in UNITS {
             vals.extend([m, m + 1, m * 7 + 3, m * 1000]);
         }
@@ -484,10 +394,7 @@ mod tests {
             let d = parse_duration(s).unwrap();
             assert_eq!(parse_duration(&d.to_string()), Ok(d));
         }
-        assert_eq!(
-            Duration(1500).to_std(),
-            std::time::Duration::from_millis(1500)
-        );
+        assert_eq!(Duration(1500).to_std(), std::time::Duration::from_millis(1500));
         assert_eq!(serde_json::to_string(&Duration(1500)).unwrap(), "1500");
     }
 }

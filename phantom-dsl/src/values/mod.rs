@@ -23,9 +23,7 @@ mod size;
 pub use cpu::{parse_cpu, Cpu};
 pub use duration::{parse_duration, Duration};
 pub use net::{parse_cidr, parse_port_range, parse_protocol, Cidr, PortRange, Protocol};
-pub use seccomp::{
-    errno_name, errno_number, parse_action, parse_arg_condition, Action, ArgCondition, CmpOp,
-};
+pub use seccomp::{errno_name, errno_number, parse_action, parse_arg_condition, Action, ArgCondition, CmpOp};
 pub use size::{parse_size, Size};
 
 use std::fmt;
@@ -48,12 +46,7 @@ pub struct ValueError {
 
 impl ValueError {
     pub fn new(message: impl Into<String>, expected: impl Into<String>, at: Range<usize>) -> Self {
-        ValueError {
-            message: message.into(),
-            expected: expected.into(),
-            help: None,
-            at,
-        }
+        ValueError { message: message.into(), expected: expected.into(), help: None, at }
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -99,9 +92,7 @@ pub(crate) fn char_at(s: &str, i: usize) -> Option<(char, Range<usize>)> {
 
 /// Length in bytes of the leading run of chars satisfying `pred`.
 pub(crate) fn span_while(s: &str, pred: impl Fn(char) -> bool) -> usize {
-    s.char_indices()
-        .find(|&(_, c)| !pred(c))
-        .map_or(s.len(), |(i, _)| i)
+    s.char_indices().find(|&(_, c)| !pred(c)).map_or(s.len(), |(i, _)| i)
 }
 
 /// Serde helper: deserialize a value from its string form with a parser.
@@ -115,10 +106,7 @@ where
 {
     let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
     parse(&s).map_err(|e| {
-        serde::de::Error::custom(format_args!(
-            "invalid {what} `{s}`: {}; expected {}",
-            e.message, e.expected
-        ))
+        serde::de::Error::custom(format_args!("invalid {what} `{s}`: {}; expected {}", e.message, e.expected))
     })
 }
 
@@ -128,10 +116,8 @@ pub(crate) fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a
     if let Some(c) = candidates.iter().find(|c| c.to_lowercase() == lower) {
         return Some(c);
     }
-    let (best, dist) = candidates
-        .iter()
-        .map(|c| (*c, strsim::levenshtein(&lower, &c.to_lowercase())))
-        .min_by_key(|&(_, d)| d)?;
+    let (best, dist) =
+        candidates.iter().map(|c| (*c, strsim::levenshtein(&lower, &c.to_lowercase()))).min_by_key(|&(_, d)| d)?;
     let limit = if word.chars().count() <= 3 { 1 } else { 2 };
     (dist <= limit).then_some(best)
 }
@@ -174,8 +160,9 @@ pub(crate) fn parse_u64_exact(t: &str) -> Result<u64, ValueError> {
             return Err(e);
         }
         '+' => {
-            return Err(err("a sign is not allowed".into(), first_at)
-                .with_help(format!("remove the `+`: `{}`", &t[1..])))
+            return Err(
+                err("a sign is not allowed".into(), first_at).with_help(format!("remove the `+`: `{}`", &t[1..]))
+            )
         }
         _ => {}
     }
@@ -187,8 +174,9 @@ pub(crate) fn parse_u64_exact(t: &str) -> Result<u64, ValueError> {
         (Some(b'0'), Some(b'b')) => (2, 2, "a binary"),
         (Some(b'0'), Some(p @ (b'X' | b'O' | b'B'))) => {
             let lower = (*p as char).to_ascii_lowercase();
-            return Err(err("radix prefix must be lower-case".into(), 0..2)
-                .with_help(format!("write `0{lower}{}`", &t[2..])));
+            return Err(
+                err("radix prefix must be lower-case".into(), 0..2).with_help(format!("write `0{lower}{}`", &t[2..]))
+            );
         }
         _ => (10, 0, "a decimal"),
     };
@@ -211,24 +199,20 @@ pub(crate) fn parse_u64_exact(t: &str) -> Result<u64, ValueError> {
         }
         prev_underscore = false;
         match c.to_digit(radix) {
-            Some(d) => match value
-                .checked_mul(u64::from(radix))
-                .and_then(|v| v.checked_add(u64::from(d)))
-            {
+            Some(d) => match value.checked_mul(u64::from(radix)).and_then(|v| v.checked_add(u64::from(d))) {
                 Some(v) => value = v,
                 None => overflow = true,
             },
             None => {
                 let e = if c == '.' {
-                    err("fractions are not allowed here".into(), at)
-                        .with_help("write a whole number")
+                    err("fractions are not allowed here".into(), at).with_help("write a whole number")
                 } else if c.is_ascii_digit() {
                     err(format!("invalid digit `{c}` in {radix_name} number"), at)
                 } else {
                     err(format!("unexpected character `{}`", c.escape_debug()), at)
                 };
-                let looks_hex = t.bytes().all(|b| b.is_ascii_hexdigit() || b == b'_')
-                    && t.bytes().any(|b| b.is_ascii_alphabetic());
+                let looks_hex =
+                    t.bytes().all(|b| b.is_ascii_hexdigit() || b == b'_') && t.bytes().any(|b| b.is_ascii_alphabetic());
                 let exponent = {
                     let after = &digits[i + c.len_utf8()..];
                     let after = after.strip_prefix(['+', '-']).unwrap_or(after);
@@ -278,12 +262,8 @@ pub fn parse_u32_in(s: &str, min: u32, max: u32, what: &str) -> Result<u32, Valu
     let expected = format!("{what} from {min} to {max}");
     let at = off..off + t.len();
     let above = || {
-        ValueError::new(
-            format!("`{t}` is above the maximum of {max}"),
-            expected.clone(),
-            at.clone(),
-        )
-        .with_help(format!("the largest allowed value is {max}"))
+        ValueError::new(format!("`{t}` is above the maximum of {max}"), expected.clone(), at.clone())
+            .with_help(format!("the largest allowed value is {max}"))
     };
     let n = match parse_u64_exact(t) {
         Ok(n) => n,
@@ -291,10 +271,8 @@ pub fn parse_u32_in(s: &str, min: u32, max: u32, what: &str) -> Result<u32, Valu
         Err(e) => return Err(e.shifted(off).with_expected(expected)),
     };
     if n < u64::from(min) {
-        return Err(
-            ValueError::new(format!("`{t}` is below the minimum of {min}"), expected, at)
-                .with_help(format!("the smallest allowed value is {min}")),
-        );
+        return Err(ValueError::new(format!("`{t}` is below the minimum of {min}"), expected, at)
+            .with_help(format!("the smallest allowed value is {min}")));
     }
     if n > u64::from(max) {
         return Err(above());
@@ -344,16 +322,10 @@ mod tests {
     #[test]
     fn u64_invalid() {
         let e = err("");
-        assert_eq!(
-            (e.message.as_str(), e.at, e.expected.as_str()),
-            ("empty number", 0..0, EXPECTED_INT)
-        );
+        assert_eq!((e.message.as_str(), e.at, e.expected.as_str()), ("empty number", 0..0, EXPECTED_INT));
         assert_eq!(err("   ").at, 3..3);
         let e = err("-1");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("negative numbers are not allowed", 0..1)
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("negative numbers are not allowed", 0..1));
         assert!(e.help.unwrap().contains("`0xffffffffffffffff`"));
         assert_eq!(err("-0").help, None);
         assert_eq!(err("+1").at, 0..1);
@@ -361,59 +333,32 @@ mod tests {
         assert_eq!((e.message.as_str(), e.at), (MSG_TOO_LARGE, 0..20));
         assert_eq!(err(" 0x1_0000_0000_0000_0000").at, 1..24);
         let e = err("0755");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("leading zeros are not allowed", 0..1)
-        );
-        assert_eq!(
-            e.help.as_deref(),
-            Some("write `755` for decimal or `0o755` for octal")
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("leading zeros are not allowed", 0..1));
+        assert_eq!(e.help.as_deref(), Some("write `755` for decimal or `0o755` for octal"));
         assert_eq!(err("09").help.as_deref(), Some("write `9`"));
-        assert_eq!(
-            err("00").help.as_deref(),
-            Some("write `0` for decimal or `0o0` for octal")
-        );
+        assert_eq!(err("00").help.as_deref(), Some("write `0` for decimal or `0o0` for octal"));
         assert_eq!(err("0_1").message, "leading zeros are not allowed");
         let e = err("0x");
-        assert_eq!(
-            (e.message.as_str(), e.at),
-            ("missing digits after `0x`", 0..2)
-        );
+        assert_eq!((e.message.as_str(), e.at), ("missing digits after `0x`", 0..2));
         assert_eq!(err("0b").message, "missing digits after `0b`");
         assert_eq!(err("0X1f").help.as_deref(), Some("write `0x1f`"));
         let e = err("0o8");
-        assert_eq!(
-            (e.message.as_str(), e.at),
-            ("invalid digit `8` in an octal number", 2..3)
-        );
+        assert_eq!((e.message.as_str(), e.at), ("invalid digit `8` in an octal number", 2..3));
         assert_eq!(err("0b102").message, "invalid digit `2` in a binary number");
         assert_eq!(err("0b102").at, 4..5);
         let e = err("1f");
         assert_eq!(
             (e.message.as_str(), e.help.as_deref()),
-            (
-                "unexpected character `f`",
-                Some("hexadecimal numbers start with `0x`: `0x1f`")
-            )
+            ("unexpected character `f`", Some("hexadecimal numbers start with `0x`: `0x1f`"))
         );
         assert_eq!(err("12z").help, None);
         assert_eq!(err("0xfg").at, 3..4);
         let e = err("1e9");
         assert_eq!(e.at, 1..2);
-        assert_eq!(
-            e.help.as_deref(),
-            Some("exponent notation is not supported; write the number in full")
-        );
-        assert_eq!(
-            err("1ea").help.as_deref(),
-            Some("hexadecimal numbers start with `0x`: `0x1ea`")
-        );
+        assert_eq!(e.help.as_deref(), Some("exponent notation is not supported; write the number in full"));
+        assert_eq!(err("1ea").help.as_deref(), Some("hexadecimal numbers start with `0x`: `0x1ea`"));
         let e = err("1e+9");
-        assert_eq!(
-            e.help.as_deref(),
-            Some("exponent notation is not supported; write the number in full")
-        );
+        assert_eq!(e.help.as_deref(), Some("exponent notation is not supported; write the number in full"));
         assert_eq!(err("1.5").message, "fractions are not allowed here");
         assert_eq!(err("_1").at, 0..1);
         assert_eq!(err("1_").at, 1..2);
@@ -432,35 +377,17 @@ mod tests {
         assert_eq!(parse_u32_in("0xa", 1, 10, "pids"), Ok(10));
         assert_eq!(parse_u32_in("1_0", 1, 10, "pids"), Ok(10));
         let e = parse_u32_in("0", 1, 10, "a number of processes").unwrap_err();
-        assert_eq!(
-            (e.message.as_str(), e.at),
-            ("`0` is below the minimum of 1", 0..1)
-        );
+        assert_eq!((e.message.as_str(), e.at), ("`0` is below the minimum of 1", 0..1));
         assert_eq!(e.expected, "a number of processes from 1 to 10");
         assert_eq!(e.help.as_deref(), Some("the smallest allowed value is 1"));
         let e = parse_u32_in(" 11", 1, 10, "pids").unwrap_err();
-        assert_eq!(
-            (e.message.as_str(), e.at),
-            ("`11` is above the maximum of 10", 1..3)
-        );
+        assert_eq!((e.message.as_str(), e.at), ("`11` is above the maximum of 10", 1..3));
         let e = parse_u32_in("99999999999999999999999", 1, 10, "pids").unwrap_err();
-        assert_eq!(
-            (e.message.as_str(), e.at),
-            (
-                "`99999999999999999999999` is above the maximum of 10",
-                0..23
-            )
-        );
+        assert_eq!((e.message.as_str(), e.at), ("`99999999999999999999999` is above the maximum of 10", 0..23));
         let e = parse_u32_in(" x", 1, 10, "a number of file descriptors").unwrap_err();
-        assert_eq!(
-            (e.message.as_str(), e.at),
-            ("unexpected character `x`", 1..2)
-        );
+        assert_eq!((e.message.as_str(), e.at), ("unexpected character `x`", 1..2));
         assert_eq!(e.expected, "a number of file descriptors from 1 to 10");
-        assert_eq!(
-            parse_u32_in("-1", 0, 10, "n").unwrap_err().message,
-            "negative numbers are not allowed"
-        );
+        assert_eq!(parse_u32_in("-1", 0, 10, "n").unwrap_err().message, "negative numbers are not allowed");
         assert_eq!(parse_u32_in("4294967295", 0, u32::MAX, "n"), Ok(u32::MAX));
         assert!(parse_u32_in("4294967296", 0, u32::MAX, "n").is_err());
         assert!(parse_u32_in("5", 10, 1, "n").is_err()); // empty range: never panics
@@ -470,10 +397,7 @@ mod tests {
     fn did_you_mean_works() {
         assert_eq!(did_you_mean("TCP", &["tcp", "udp"]), Some("tcp"));
         assert_eq!(did_you_mean("tpc", &["tcp", "udp"]), None); // distance 2, short word
-        assert_eq!(
-            did_you_mean("kill_process", &["kill-process", "allow"]),
-            Some("kill-process")
-        );
+        assert_eq!(did_you_mean("kill_process", &["kill-process", "allow"]), Some("kill-process"));
         assert_eq!(did_you_mean("zzzzzz", &["allow"]), None);
     }
 
@@ -545,9 +469,9 @@ mod tests {
 
     fn alphabet() -> Vec<&'static str> {
         vec![
-            "0", "1", "5", "9", "x", "b", "o", "_", ".", "-", "/", ":", "&", "=", "!", "<", ">",
-            " ", "B", "K", "M", "G", "T", "i", "m", "s", "h", "d", "arg", "errno", "E", "PERM",
-            "é", "🦀", "a", "f", "tcp", "::", "255", "0x", "TiB",
+            "0", "1", "5", "9", "x", "b", "o", "_", ".", "-", "/", ":", "&", "=", "!", "<", ">", " ", "B", "K", "M",
+            "G", "T", "i", "m", "s", "h", "d", "arg", "errno", "E", "PERM", "é", "🦀", "a", "f", "tcp", "::", "255",
+            "0x", "TiB",
         ]
     }
 
@@ -560,25 +484,12 @@ mod tests {
         match r {
             Ok(v) => {
                 let shown = v.to_string();
-                assert_eq!(
-                    parse(&shown).as_ref(),
-                    Ok(&v),
-                    "round trip of {s:?} via {shown:?}"
-                );
+                assert_eq!(parse(&shown).as_ref(), Ok(&v), "round trip of {s:?} via {shown:?}");
             }
             Err(e) => {
-                assert!(
-                    e.at.start <= e.at.end && e.at.end <= s.len(),
-                    "{s:?}: {e:?}"
-                );
-                assert!(
-                    s.is_char_boundary(e.at.start) && s.is_char_boundary(e.at.end),
-                    "{s:?}: {e:?}"
-                );
-                assert!(
-                    !e.message.is_empty() && !e.expected.is_empty(),
-                    "{s:?}: {e:?}"
-                );
+                assert!(e.at.start <= e.at.end && e.at.end <= s.len(), "{s:?}: {e:?}");
+                assert!(s.is_char_boundary(e.at.start) && s.is_char_boundary(e.at.end), "{s:?}: {e:?}");
+                assert!(!e.message.is_empty() && !e.expected.is_empty(), "{s:?}: {e:?}");
             }
         }
     }
@@ -625,9 +536,7 @@ mod tests {
         };
         for _ in 0..50_000 {
             let len = (next() % 9) as usize;
-            let s: String = (0..len)
-                .map(|_| alpha[(next() % alpha.len() as u64) as usize])
-                .collect();
+            let s: String = (0..len).map(|_| alpha[(next() % alpha.len() as u64) as usize]).collect();
             check_all(&s);
         }
     }

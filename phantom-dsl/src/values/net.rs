@@ -24,15 +24,11 @@ pub struct Cidr {
 }
 
 fn mask4(prefix: u8) -> u32 {
-    u32::MAX
-        .checked_shl(32 - u32::from(prefix.min(32)))
-        .unwrap_or(0)
+    u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0)
 }
 
 fn mask6(prefix: u8) -> u128 {
-    u128::MAX
-        .checked_shl(128 - u32::from(prefix.min(128)))
-        .unwrap_or(0)
+    u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0)
 }
 
 /// `addr` with everything after `prefix` cleared.
@@ -66,9 +62,7 @@ impl Cidr {
 
     /// Whether every address of `other` is inside this network.
     pub fn contains_cidr(&self, other: &Cidr) -> bool {
-        self.addr.is_ipv4() == other.addr.is_ipv4()
-            && other.prefix >= self.prefix
-            && self.contains(other.addr)
+        self.addr.is_ipv4() == other.addr.is_ipv4() && other.prefix >= self.prefix && self.contains(other.addr)
     }
 }
 
@@ -120,8 +114,7 @@ fn parse_cidr_trimmed(t: &str) -> Result<Cidr, ValueError> {
     if ws < t.len() {
         let len = span_while(&t[ws..], char::is_whitespace);
         let fixed: String = t.split_whitespace().collect();
-        return Err(cerr("unexpected space in network address", ws..ws + len)
-            .with_help(format!("write `{fixed}`")));
+        return Err(cerr("unexpected space in network address", ws..ws + len).with_help(format!("write `{fixed}`")));
     }
     let (addr_s, slash) = match t.find('/') {
         Some(i) => (&t[..i], Some(i)),
@@ -144,13 +137,7 @@ fn parse_cidr_trimmed(t: &str) -> Result<Cidr, ValueError> {
     Ok(Cidr { addr, prefix })
 }
 
-fn parse_prefix(
-    t: &str,
-    slash: usize,
-    addr: IpAddr,
-    max: u8,
-    family: &str,
-) -> Result<u8, ValueError> {
+fn parse_prefix(t: &str, slash: usize, addr: IpAddr, max: u8, family: &str) -> Result<u8, ValueError> {
     let p = &t[slash + 1..];
     let at = slash + 1..t.len();
     if p.is_empty() {
@@ -181,11 +168,8 @@ fn parse_prefix(
     }
     match p.parse::<u64>() {
         Ok(n) if n <= u64::from(max) => Ok(n as u8),
-        _ => Err(cerr(
-            format!("prefix length /{p} is too long for an {family} address"),
-            at,
-        )
-        .with_help(format!("{family} prefixes go from /0 to /{max}"))),
+        _ => Err(cerr(format!("prefix length /{p} is too long for an {family} address"), at)
+            .with_help(format!("{family} prefixes go from /0 to /{max}"))),
     }
 }
 
@@ -199,15 +183,10 @@ fn parse_addr(a: &str) -> Result<IpAddr, ValueError> {
     }
     if let Some(inner) = a.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
         let e = cerr("brackets are not used around IPv6 addresses", at);
-        return Err(if inner.parse::<Ipv6Addr>().is_ok() {
-            e.with_help(format!("write `{inner}`"))
-        } else {
-            e
-        });
+        return Err(if inner.parse::<Ipv6Addr>().is_ok() { e.with_help(format!("write `{inner}`")) } else { e });
     }
     if let Some(i) = a.find('%') {
-        return Err(cerr("zone indices are not supported", i..a.len())
-            .with_help(format!("write `{}`", &a[..i])));
+        return Err(cerr("zone indices are not supported", i..a.len()).with_help(format!("write `{}`", &a[..i])));
     }
     let only_v4_chars = a.bytes().all(|b| b.is_ascii_digit() || b == b'.');
     if only_v4_chars {
@@ -221,16 +200,10 @@ fn parse_addr(a: &str) -> Result<IpAddr, ValueError> {
         }
     }
     if !a.contains(':') && a.chars().any(char::is_alphabetic) {
-        return Err(
-            cerr(format!("`{}` is not an IP address", a.escape_debug()), at).with_help(
-                "host names are not resolved; write an IP address or network such as `10.0.0.0/8`",
-            ),
-        );
+        return Err(cerr(format!("`{}` is not an IP address", a.escape_debug()), at)
+            .with_help("host names are not resolved; write an IP address or network such as `10.0.0.0/8`"));
     }
-    Err(cerr(
-        format!("invalid IP address `{}`", a.escape_debug()),
-        at,
-    ))
+    Err(cerr(format!("invalid IP address `{}`", a.escape_debug()), at))
 }
 
 /// Explains why a string of digits and dots is not an IPv4 address.
@@ -246,36 +219,23 @@ fn ipv4_error(a: &str) -> ValueError {
         .collect();
     for (p, r) in &parts {
         if p.is_empty() {
-            let at = if r.start < a.len() {
-                r.start..r.start + 1
-            } else {
-                a.len() - 1..a.len()
-            };
+            let at = if r.start < a.len() { r.start..r.start + 1 } else { a.len() - 1..a.len() };
             return cerr("empty part in IPv4 address", at);
         }
         if p.len() > 1 && p.starts_with('0') {
-            return cerr("leading zeros are not allowed in IPv4 addresses", r.clone()).with_help(
-                format!(
-                    "they are ambiguous (octal in some tools); write `{}`",
-                    p.trim_start_matches('0').max("0")
-                ),
-            );
+            return cerr("leading zeros are not allowed in IPv4 addresses", r.clone()).with_help(format!(
+                "they are ambiguous (octal in some tools); write `{}`",
+                p.trim_start_matches('0').max("0")
+            ));
         }
         if p.parse::<u8>().is_err() {
-            return cerr(
-                format!("IPv4 address part `{p}` is out of range"),
-                r.clone(),
-            )
-            .with_help("each part of an IPv4 address is 0 to 255");
+            return cerr(format!("IPv4 address part `{p}` is out of range"), r.clone())
+                .with_help("each part of an IPv4 address is 0 to 255");
         }
     }
     let e = cerr("an IPv4 address has four parts", 0..a.len());
     if parts.len() < 4 {
-        let padded: Vec<&str> = parts
-            .iter()
-            .map(|p| p.0)
-            .chain(std::iter::repeat_n("0", 4 - parts.len()))
-            .collect();
+        let padded: Vec<&str> = parts.iter().map(|p| p.0).chain(std::iter::repeat_n("0", 4 - parts.len())).collect();
         return e.with_help(format!("did you mean `{}`?", padded.join(".")));
     }
     e
@@ -339,23 +299,18 @@ impl<'de> Deserialize<'de> for PortRange {
                 f.write_str("a port number or a port range string such as \"8000-8100\"")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<PortRange, E> {
-                parse_port_range(s)
-                    .map_err(|e| E::custom(format_args!("invalid port range `{s}`: {}", e.message)))
+                parse_port_range(s).map_err(|e| E::custom(format_args!("invalid port range `{s}`: {}", e.message)))
             }
             fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<PortRange, E> {
                 match u16::try_from(n) {
                     Ok(p) if p > 0 => Ok(PortRange { start: p, end: p }),
-                    _ => Err(E::custom(format_args!(
-                        "port {n} is out of range: {PORT_HELP}"
-                    ))),
+                    _ => Err(E::custom(format_args!("port {n} is out of range: {PORT_HELP}"))),
                 }
             }
             fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<PortRange, E> {
                 match u64::try_from(n) {
                     Ok(n) => self.visit_u64(n),
-                    Err(_) => Err(E::custom(format_args!(
-                        "port {n} is out of range: {PORT_HELP}"
-                    ))),
+                    Err(_) => Err(E::custom(format_args!("port {n} is out of range: {PORT_HELP}"))),
                 }
             }
         }
@@ -384,8 +339,7 @@ fn parse_ports_trimmed(t: &str) -> Result<PortRange, ValueError> {
     if nws < t.len() {
         let len = span_while(&t[nws..], char::is_whitespace);
         let fixed: String = t.split_whitespace().collect();
-        return Err(perr("unexpected space in port range", nws..nws + len)
-            .with_help(format!("write `{fixed}`")));
+        return Err(perr("unexpected space in port range", nws..nws + len).with_help(format!("write `{fixed}`")));
     }
     let (a, b) = match t.find('-') {
         None => (t, None),
@@ -400,11 +354,8 @@ fn parse_ports_trimmed(t: &str) -> Result<PortRange, ValueError> {
     };
     let b = &t[dash + 1..];
     if b.is_empty() {
-        return Err(
-            perr("missing port after `-`", dash..dash + 1).with_help(format!(
-                "write `{a}` for a single port or `{a}-<last>` for a range"
-            )),
-        );
+        return Err(perr("missing port after `-`", dash..dash + 1)
+            .with_help(format!("write `{a}` for a single port or `{a}-<last>` for a range")));
     }
     if let Some(i) = b.find('-') {
         let p = dash + 1 + i;
@@ -412,8 +363,7 @@ fn parse_ports_trimmed(t: &str) -> Result<PortRange, ValueError> {
     }
     let end = parse_port(b, dash + 1)?;
     if start > end {
-        return Err(perr("port range is reversed", 0..t.len())
-            .with_help(format!("did you mean `{end}-{start}`?")));
+        return Err(perr("port range is reversed", 0..t.len()).with_help(format!("did you mean `{end}-{start}`?")));
     }
     Ok(PortRange { start, end })
 }
@@ -427,14 +377,9 @@ const SERVICES: &[(&str, u16)] = &[
 fn parse_port(p: &str, off: usize) -> Result<u16, ValueError> {
     let at = off..off + p.len();
     if !p.bytes().all(|b| b.is_ascii_digit()) {
-        if let Some(&(name, n)) = SERVICES
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(p))
-        {
-            return Err(
-                perr(format!("service names are not supported: `{name}`"), at)
-                    .with_help(format!("write the port number: `{n}`")),
-            );
+        if let Some(&(name, n)) = SERVICES.iter().find(|(name, _)| name.eq_ignore_ascii_case(p)) {
+            return Err(perr(format!("service names are not supported: `{name}`"), at)
+                .with_help(format!("write the port number: `{n}`")));
         }
         let i = span_while(p, |c| c.is_ascii_digit());
         let (c, cat) = char_at(p, i).unwrap_or((' ', i..i));
@@ -501,16 +446,11 @@ pub fn parse_protocol(s: &str) -> Result<Protocol, ValueError> {
         "any" => Protocol::Any,
         "" => return Err(ValueError::new("empty protocol", EXPECTED_PROTO, off..off)),
         _ => {
-            let e = ValueError::new(
-                format!("unknown protocol `{}`", t.escape_debug()),
-                EXPECTED_PROTO,
-                off..off + t.len(),
-            );
+            let e =
+                ValueError::new(format!("unknown protocol `{}`", t.escape_debug()), EXPECTED_PROTO, off..off + t.len());
             const NAMES: &[&str] = &["tcp", "udp", "icmp", "any"];
             let help = if let Some(n) = NAMES.iter().find(|n| n.eq_ignore_ascii_case(t)) {
-                Some(format!(
-                    "protocol names are lower-case: did you mean `{n}`?"
-                ))
+                Some(format!("protocol names are lower-case: did you mean `{n}`?"))
             } else if matches!(t, "all" | "*" | "ip" | "ALL") {
                 Some("did you mean `any`?".to_string())
             } else if matches!(t, "sctp" | "dccp" | "udplite" | "raw" | "gre" | "esp") {
@@ -554,41 +494,11 @@ mod tests {
 
     #[test]
     fn cidr_valid() {
-        assert_eq!(
-            cidr("10.0.0.0/8"),
-            Cidr {
-                addr: v4("10.0.0.0"),
-                prefix: 8
-            }
-        );
-        assert_eq!(
-            cidr("192.168.1.5"),
-            Cidr {
-                addr: v4("192.168.1.5"),
-                prefix: 32
-            }
-        );
-        assert_eq!(
-            cidr("2001:db8::/32"),
-            Cidr {
-                addr: ip("2001:db8::"),
-                prefix: 32
-            }
-        );
-        assert_eq!(
-            cidr("::1"),
-            Cidr {
-                addr: ip("::1"),
-                prefix: 128
-            }
-        );
-        assert_eq!(
-            cidr("0.0.0.0/0"),
-            Cidr {
-                addr: v4("0.0.0.0"),
-                prefix: 0
-            }
-        );
+        assert_eq!(cidr("10.0.0.0/8"), Cidr { addr: v4("10.0.0.0"), prefix: 8 });
+        assert_eq!(cidr("192.168.1.5"), Cidr { addr: v4("192.168.1.5"), prefix: 32 });
+        assert_eq!(cidr("2001:db8::/32"), Cidr { addr: ip("2001:db8::"), prefix: 32 });
+        assert_eq!(cidr("::1"), Cidr { addr: ip("::1"), prefix: 128 });
+        assert_eq!(cidr("0.0.0.0/0"), Cidr { addr: v4("0.0.0.0"), prefix: 0 });
         assert_eq!(cidr("::/0").prefix, 0);
         assert_eq!(cidr("255.255.255.255/32").prefix, 32);
         assert_eq!(cidr("10.1.2.3/32").prefix, 32);
@@ -606,66 +516,33 @@ mod tests {
         assert_eq!(e.message, "host bits are set in `10.0.0.1/8`");
         assert_eq!(e.help.as_deref(), Some("did you mean `10.0.0.0/8`?"));
         assert_eq!(e.at, 0..10);
-        assert_eq!(
-            cbad("2001:db8::1/32").help.as_deref(),
-            Some("did you mean `2001:db8::/32`?")
-        );
-        assert_eq!(
-            cbad("0.0.0.1/0").help.as_deref(),
-            Some("did you mean `0.0.0.0/0`?")
-        );
+        assert_eq!(cbad("2001:db8::1/32").help.as_deref(), Some("did you mean `2001:db8::/32`?"));
+        assert_eq!(cbad("0.0.0.1/0").help.as_deref(), Some("did you mean `0.0.0.0/0`?"));
         let e = cbad("10.0.0.0/33");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("prefix length /33 is too long for an IPv4 address", 9..11)
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("prefix length /33 is too long for an IPv4 address", 9..11));
         assert_eq!(e.help.as_deref(), Some("IPv4 prefixes go from /0 to /32"));
-        assert_eq!(
-            cbad("::/129").message,
-            "prefix length /129 is too long for an IPv6 address"
-        );
+        assert_eq!(cbad("::/129").message, "prefix length /129 is too long for an IPv6 address");
         assert_eq!(cbad("::/99999999999999999999999").at, 3..26);
         let e = cbad("10.0.0.0/");
-        assert_eq!(
-            (e.message.as_str(), e.at),
-            ("missing prefix length after `/`", 8..9)
-        );
+        assert_eq!((e.message.as_str(), e.at), ("missing prefix length after `/`", 8..9));
         assert_eq!(cbad("10.0.0.0/x").message, "invalid prefix length `x`");
         assert_eq!(cbad("10.0.0.0/-1").message, "invalid prefix length `-1`");
         assert_eq!(cbad("10.0.0.0/8/8").at, 10..11);
         let e = cbad("10.0.0.0/255.0.0.0");
-        assert_eq!(
-            (e.message.as_str(), e.help.as_deref()),
-            ("netmasks are not supported", Some("write `10.0.0.0/8`"))
-        );
+        assert_eq!((e.message.as_str(), e.help.as_deref()), ("netmasks are not supported", Some("write `10.0.0.0/8`")));
         let e = cbad("");
         assert_eq!((e.message.as_str(), e.at), ("empty network address", 0..0));
         assert_eq!(cbad("/8").message, "missing address before `/`");
         let e = cbad("256.0.0.0/8");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("IPv4 address part `256` is out of range", 0..3)
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("IPv4 address part `256` is out of range", 0..3));
         let e = cbad("10.010.0.0/16");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("leading zeros are not allowed in IPv4 addresses", 3..6)
-        );
-        assert_eq!(
-            e.help.as_deref(),
-            Some("they are ambiguous (octal in some tools); write `10`")
-        );
-        assert_eq!(
-            cbad("10.00.0.0").help.as_deref(),
-            Some("they are ambiguous (octal in some tools); write `0`")
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("leading zeros are not allowed in IPv4 addresses", 3..6));
+        assert_eq!(e.help.as_deref(), Some("they are ambiguous (octal in some tools); write `10`"));
+        assert_eq!(cbad("10.00.0.0").help.as_deref(), Some("they are ambiguous (octal in some tools); write `0`"));
         let e = cbad("10/8");
         assert_eq!(
             (e.message.as_str(), e.help.as_deref()),
-            (
-                "an IPv4 address has four parts",
-                Some("did you mean `10.0.0.0`?")
-            )
+            ("an IPv4 address has four parts", Some("did you mean `10.0.0.0`?"))
         );
         assert_eq!(cbad("1.2.3.4.5").message, "an IPv4 address has four parts");
         assert_eq!(cbad("10..0.0").at, 3..4);
@@ -673,19 +550,10 @@ mod tests {
         assert_eq!(cbad("[::1]").help.as_deref(), Some("write `::1`"));
         assert_eq!(cbad("fe80::1%eth0").at, 7..12);
         assert_eq!(cbad("10.0.0.1:80").message, "a network address has no port");
-        assert_eq!(
-            cbad("example.com").message,
-            "`example.com` is not an IP address"
-        );
-        assert_eq!(
-            cbad("2001:db8::g").message,
-            "invalid IP address `2001:db8::g`"
-        );
+        assert_eq!(cbad("example.com").message, "`example.com` is not an IP address");
+        assert_eq!(cbad("2001:db8::g").message, "invalid IP address `2001:db8::g`");
         assert_eq!(cbad("10.0.0.0 /8").at, 8..9);
-        assert_eq!(
-            cbad("10.0.0.0/8 x").message,
-            "unexpected space in network address"
-        );
+        assert_eq!(cbad("10.0.0.0/8 x").message, "unexpected space in network address");
     }
 
     #[test]
@@ -709,15 +577,9 @@ mod tests {
         assert!(!cidr("::/0").contains_cidr(&cidr("0.0.0.0/0")));
         assert!(cidr("::/0").contains_cidr(&cidr("::1")));
         // Hand-built values with host bits still compare by network.
-        let odd = Cidr {
-            addr: v4("10.1.2.3"),
-            prefix: 8,
-        };
+        let odd = Cidr { addr: v4("10.1.2.3"), prefix: 8 };
         assert!(odd.contains(v4("10.9.9.9")));
-        let huge = Cidr {
-            addr: v4("10.1.2.3"),
-            prefix: 200,
-        };
+        let huge = Cidr { addr: v4("10.1.2.3"), prefix: 200 };
         assert!(huge.contains(v4("10.1.2.3")));
     }
 
@@ -742,52 +604,20 @@ mod tests {
         let c = cidr("10.0.0.0/8");
         assert_eq!(serde_json::to_string(&c).unwrap(), "\"10.0.0.0/8\"");
         assert_eq!(serde_json::from_str::<Cidr>("\"10.0.0.0/8\"").unwrap(), c);
-        assert_eq!(
-            serde_json::from_str::<Cidr>("\"::1\"").unwrap(),
-            cidr("::1/128")
-        );
-        let e = serde_json::from_str::<Cidr>("\"10.0.0.1/8\"")
-            .unwrap_err()
-            .to_string();
+        assert_eq!(serde_json::from_str::<Cidr>("\"::1\"").unwrap(), cidr("::1/128"));
+        let e = serde_json::from_str::<Cidr>("\"10.0.0.1/8\"").unwrap_err().to_string();
         assert!(e.contains("host bits are set"), "{e}");
         assert!(serde_json::from_str::<Cidr>("8").is_err());
     }
 
     #[test]
     fn ports() {
-        assert_eq!(
-            parse_port_range("443"),
-            Ok(PortRange {
-                start: 443,
-                end: 443
-            })
-        );
-        assert_eq!(
-            parse_port_range("8000-8100"),
-            Ok(PortRange {
-                start: 8000,
-                end: 8100
-            })
-        );
-        assert_eq!(
-            parse_port_range("1-65535"),
-            Ok(PortRange {
-                start: 1,
-                end: 65535
-            })
-        );
-        assert_eq!(
-            parse_port_range(" 80 "),
-            Ok(PortRange { start: 80, end: 80 })
-        );
-        assert_eq!(
-            parse_port_range("80-80"),
-            Ok(PortRange { start: 80, end: 80 })
-        );
-        assert_eq!(
-            parse_port_range("080"),
-            Ok(PortRange { start: 80, end: 80 })
-        );
+        assert_eq!(parse_port_range("443"), Ok(PortRange { start: 443, end: 443 }));
+        assert_eq!(parse_port_range("8000-8100"), Ok(PortRange { start: 8000, end: 8100 }));
+        assert_eq!(parse_port_range("1-65535"), Ok(PortRange { start: 1, end: 65535 }));
+        assert_eq!(parse_port_range(" 80 "), Ok(PortRange { start: 80, end: 80 }));
+        assert_eq!(parse_port_range("80-80"), Ok(PortRange { start: 80, end: 80 }));
+        assert_eq!(parse_port_range("080"), Ok(PortRange { start: 80, end: 80 }));
 
         let bad = |s: &str| parse_port_range(s).unwrap_err();
         let e = bad("0");
@@ -796,35 +626,22 @@ mod tests {
             ("port 0 is not allowed", 0..1, Some(PORT_HELP))
         );
         let e = bad("65536");
-        assert_eq!(
-            (e.message.as_str(), e.at),
-            ("port 65536 is out of range", 0..5)
-        );
+        assert_eq!((e.message.as_str(), e.at), ("port 65536 is out of range", 0..5));
         assert_eq!(bad("1-99999999999999999999999").at, 2..25);
         let e = bad("8100-8000");
         assert_eq!(
             (e.message.as_str(), e.at.clone(), e.help.as_deref()),
-            (
-                "port range is reversed",
-                0..9,
-                Some("did you mean `8000-8100`?")
-            )
+            ("port range is reversed", 0..9, Some("did you mean `8000-8100`?"))
         );
         assert_eq!(bad("").message, "empty port");
         assert_eq!(bad("-80").message, "missing port before `-`");
         assert_eq!(bad("80-").at, 2..3);
         assert_eq!(bad("1-2-3").at, 3..4);
-        assert_eq!(
-            bad("8000 - 8100").help.as_deref(),
-            Some("write `8000-8100`")
-        );
+        assert_eq!(bad("8000 - 8100").help.as_deref(), Some("write `8000-8100`"));
         let e = bad("https");
         assert_eq!(
             (e.message.as_str(), e.help.as_deref()),
-            (
-                "service names are not supported: `https`",
-                Some("write the port number: `443`")
-            )
+            ("service names are not supported: `https`", Some("write the port number: `443`"))
         );
         assert_eq!(bad("80a").at, 2..3);
         assert_eq!(bad("1-0x10").at, 3..4);
@@ -834,57 +651,23 @@ mod tests {
 
     #[test]
     fn port_methods_round_trip_serde() {
-        let r = PortRange {
-            start: 8000,
-            end: 8100,
-        };
+        let r = PortRange { start: 8000, end: 8100 };
         assert!(r.contains(8000) && r.contains(8100) && r.contains(8050));
         assert!(!r.contains(7999) && !r.contains(8101));
-        assert!(r.overlaps(&PortRange {
-            start: 8100,
-            end: 9000
-        }));
-        assert!(r.overlaps(&PortRange {
-            start: 1,
-            end: 8000
-        }));
-        assert!(r.overlaps(&PortRange {
-            start: 8050,
-            end: 8050
-        }));
-        assert!(!r.overlaps(&PortRange {
-            start: 8101,
-            end: 9000
-        }));
-        assert!(!r.overlaps(&PortRange {
-            start: 1,
-            end: 7999
-        }));
+        assert!(r.overlaps(&PortRange { start: 8100, end: 9000 }));
+        assert!(r.overlaps(&PortRange { start: 1, end: 8000 }));
+        assert!(r.overlaps(&PortRange { start: 8050, end: 8050 }));
+        assert!(!r.overlaps(&PortRange { start: 8101, end: 9000 }));
+        assert!(!r.overlaps(&PortRange { start: 1, end: 7999 }));
         for (a, b) in [(1, 1), (443, 443), (8000, 8100), (1, 65535), (65535, 65535)] {
             let r = PortRange { start: a, end: b };
             assert_eq!(parse_port_range(&r.to_string()), Ok(r));
         }
-        assert_eq!(
-            PortRange {
-                start: 443,
-                end: 443
-            }
-            .to_string(),
-            "443"
-        );
+        assert_eq!(PortRange { start: 443, end: 443 }.to_string(), "443");
         assert_eq!(r.to_string(), "8000-8100");
         assert_eq!(serde_json::to_string(&r).unwrap(), "\"8000-8100\"");
-        assert_eq!(
-            serde_json::from_str::<PortRange>("\"8000-8100\"").unwrap(),
-            r
-        );
-        assert_eq!(
-            serde_json::from_str::<PortRange>("443").unwrap(),
-            PortRange {
-                start: 443,
-                end: 443
-            }
-        );
+        assert_eq!(serde_json::from_str::<PortRange>("\"8000-8100\"").unwrap(), r);
+        assert_eq!(serde_json::from_str::<PortRange>("443").unwrap(), PortRange { start: 443, end: 443 });
         assert!(serde_json::from_str::<PortRange>("0").is_err());
         assert!(serde_json::from_str::<PortRange>("70000").is_err());
         assert!(serde_json::from_str::<PortRange>("-1").is_err());
@@ -893,55 +676,27 @@ mod tests {
 
     #[test]
     fn protocols() {
-        for (s, p) in [
-            ("tcp", Protocol::Tcp),
-            ("udp", Protocol::Udp),
-            ("icmp", Protocol::Icmp),
-            ("any", Protocol::Any),
-        ] {
+        for (s, p) in [("tcp", Protocol::Tcp), ("udp", Protocol::Udp), ("icmp", Protocol::Icmp), ("any", Protocol::Any)]
+        {
             assert_eq!(parse_protocol(s), Ok(p));
             assert_eq!(p.to_string(), s);
             assert_eq!(parse_protocol(&p.to_string()), Ok(p));
             assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{s}\""));
-            assert_eq!(
-                serde_json::from_str::<Protocol>(&format!("\"{s}\"")).unwrap(),
-                p
-            );
+            assert_eq!(serde_json::from_str::<Protocol>(&format!("\"{s}\"")).unwrap(), p);
         }
         assert_eq!(parse_protocol(" tcp "), Ok(Protocol::Tcp));
         let e = parse_protocol("TCP").unwrap_err();
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("unknown protocol `TCP`", 0..3)
-        );
-        assert_eq!(
-            e.help.as_deref(),
-            Some("protocol names are lower-case: did you mean `tcp`?")
-        );
-        assert_eq!(
-            parse_protocol("icmpv6").unwrap_err().help.as_deref(),
-            Some("did you mean `icmp`?")
-        );
-        assert_eq!(
-            parse_protocol("icmp6").unwrap_err().help.as_deref(),
-            Some("did you mean `icmp`?")
-        );
-        assert_eq!(
-            parse_protocol("udpp").unwrap_err().help.as_deref(),
-            Some("did you mean `udp`?")
-        );
-        assert_eq!(
-            parse_protocol("all").unwrap_err().help.as_deref(),
-            Some("did you mean `any`?")
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("unknown protocol `TCP`", 0..3));
+        assert_eq!(e.help.as_deref(), Some("protocol names are lower-case: did you mean `tcp`?"));
+        assert_eq!(parse_protocol("icmpv6").unwrap_err().help.as_deref(), Some("did you mean `icmp`?"));
+        assert_eq!(parse_protocol("icmp6").unwrap_err().help.as_deref(), Some("did you mean `icmp`?"));
+        assert_eq!(parse_protocol("udpp").unwrap_err().help.as_deref(), Some("did you mean `udp`?"));
+        assert_eq!(parse_protocol("all").unwrap_err().help.as_deref(), Some("did you mean `any`?"));
         assert_eq!(
             parse_protocol("sctp").unwrap_err().help.as_deref(),
             Some("only `tcp`, `udp`, `icmp` and `any` are supported")
         );
-        assert_eq!(
-            parse_protocol("frobnicate").unwrap_err().help.as_deref(),
-            None
-        );
+        assert_eq!(parse_protocol("frobnicate").unwrap_err().help.as_deref(), None);
         let e = parse_protocol("  ").unwrap_err();
         assert_eq!((e.message.as_str(), e.at), ("empty protocol", 2..2));
         assert_eq!(parse_protocol(" quic").unwrap_err().at, 1..5);

@@ -50,20 +50,13 @@ const ERRNO_ALIASES: &[(&str, u16)] = &[("EWOULDBLOCK", 11), ("EDEADLOCK", 35), 
 
 /// The standard name of errno `n` (`1` → `EPERM`); aliases are never returned.
 pub fn errno_name(n: u16) -> Option<&'static str> {
-    ERRNOS
-        .binary_search_by_key(&n, |e| e.1)
-        .ok()
-        .map(|i| ERRNOS[i].0)
+    ERRNOS.binary_search_by_key(&n, |e| e.1).ok().map(|i| ERRNOS[i].0)
 }
 
 /// The number of an errno name (case-sensitive; aliases such as
 /// `EWOULDBLOCK` included).
 pub fn errno_number(name: &str) -> Option<u16> {
-    ERRNOS
-        .iter()
-        .chain(ERRNO_ALIASES)
-        .find(|e| e.0 == name)
-        .map(|e| e.1)
+    ERRNOS.iter().chain(ERRNO_ALIASES).find(|e| e.0 == name).map(|e| e.1)
 }
 
 // ---------------------------------------------------------------------------
@@ -116,17 +109,8 @@ impl std::str::FromStr for Action {
     }
 }
 
-const ACTION_WORDS: &[&str] = &[
-    "allow",
-    "deny",
-    "kill",
-    "kill-process",
-    "kill-thread",
-    "trap",
-    "log",
-    "notify",
-    "errno",
-];
+const ACTION_WORDS: &[&str] =
+    &["allow", "deny", "kill", "kill-process", "kill-thread", "trap", "log", "notify", "errno"];
 
 fn aerr(msg: impl Into<String>, at: Range<usize>) -> ValueError {
     ValueError::new(msg, EXPECTED_ACTION, at)
@@ -170,11 +154,8 @@ fn parse_action_trimmed(t: &str) -> Result<Action, ValueError> {
             return Ok(action);
         }
         let r0 = word_end + span_while(rest, char::is_whitespace);
-        return Err(aerr(
-            format!("unexpected `{}` after `{word}`", t[r0..].escape_debug()),
-            r0..t.len(),
-        )
-        .with_help(format!("`{word}` takes no argument")));
+        return Err(aerr(format!("unexpected `{}` after `{word}`", t[r0..].escape_debug()), r0..t.len())
+            .with_help(format!("`{word}` takes no argument")));
     }
 
     // errno
@@ -197,43 +178,30 @@ fn parse_action_trimmed(t: &str) -> Result<Action, ValueError> {
     let arg_at = arg_start..arg_start + arg_len;
     if arg_start + arg_len < t.len() {
         let r0 = arg_start + arg_len + span_while(&t[arg_start + arg_len..], char::is_whitespace);
-        return Err(aerr(
-            format!(
-                "unexpected `{}` after the errno value",
-                t[r0..].escape_debug()
-            ),
-            r0..t.len(),
-        ));
+        return Err(aerr(format!("unexpected `{}` after the errno value", t[r0..].escape_debug()), r0..t.len()));
     }
     if arg.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+') {
         let n = parse_u64_exact(arg).map_err(|e| {
             let e = e.shifted(arg_start).with_expected(EXPECTED_ACTION);
             match arg.strip_prefix('-') {
-                Some(abs) => ValueError {
-                    help: Some(format!("errno values are positive: write `errno {abs}`")),
-                    ..e
-                },
+                Some(abs) => ValueError { help: Some(format!("errno values are positive: write `errno {abs}`")), ..e },
                 None => e,
             }
         })?;
         if n > MAX_ERRNO {
-            return Err(aerr(format!("errno value {n} is out of range"), arg_at)
-                .with_help("errno values go from 0 to 4095"));
+            return Err(
+                aerr(format!("errno value {n} is out of range"), arg_at).with_help("errno values go from 0 to 4095")
+            );
         }
         return Ok(Action::Errno(n as u16));
     }
     if let Some(n) = errno_number(arg) {
         return Ok(Action::Errno(n));
     }
-    let e = aerr(
-        format!("unknown errno name `{}`", arg.escape_debug()),
-        arg_at,
-    );
+    let e = aerr(format!("unknown errno name `{}`", arg.escape_debug()), arg_at);
     let upper = arg.to_ascii_uppercase();
     if errno_number(&upper).is_some() {
-        return Err(e.with_help(format!(
-            "errno names are upper-case: did you mean `{upper}`?"
-        )));
+        return Err(e.with_help(format!("errno names are upper-case: did you mean `{upper}`?")));
     }
     let names: Vec<&str> = ERRNOS.iter().chain(ERRNO_ALIASES).map(|e| e.0).collect();
     Err(match did_you_mean(arg, &names) {
@@ -243,10 +211,7 @@ fn parse_action_trimmed(t: &str) -> Result<Action, ValueError> {
 }
 
 fn unknown_action(word: &str) -> ValueError {
-    let e = aerr(
-        format!("unknown action `{}`", word.escape_debug()),
-        0..word.len(),
-    );
+    let e = aerr(format!("unknown action `{}`", word.escape_debug()), 0..word.len());
     if errno_number(word).is_some() || word.bytes().all(|b| b.is_ascii_digit()) {
         return e.with_help(format!("did you mean `errno {word}`?"));
     }
@@ -255,11 +220,7 @@ fn unknown_action(word: &str) -> ValueError {
         return e.with_help(format!("did you mean `errno {upper}`?"));
     }
     // libseccomp spellings: SCMP_ACT_KILL_PROCESS, SCMP_ACT_ALLOW, ...
-    let lowered = word
-        .strip_prefix("SCMP_ACT_")
-        .unwrap_or(word)
-        .to_ascii_lowercase()
-        .replace('_', "-");
+    let lowered = word.strip_prefix("SCMP_ACT_").unwrap_or(word).to_ascii_lowercase().replace('_', "-");
     let lowered = match lowered.as_str() {
         "notif" | "user-notif" | "user-notify" => "notify".to_string(),
         "errno" if word.starts_with("SCMP_ACT_") => "errno".to_string(),
@@ -270,9 +231,7 @@ fn unknown_action(word: &str) -> ValueError {
         return e.with_help(format!("did you mean `{w}`?"));
     }
     if lowered == "trace" {
-        return e.with_help(
-            "tracing is not supported; use `notify` to hand the syscall to a supervisor",
-        );
+        return e.with_help("tracing is not supported; use `notify` to hand the syscall to a supervisor");
     }
     match did_you_mean(word, ACTION_WORDS) {
         Some(w) => e.with_help(format!("did you mean `{w}`?")),
@@ -285,8 +244,7 @@ fn unknown_action(word: &str) -> ValueError {
 // ---------------------------------------------------------------------------
 
 const EXPECTED_COND: &str = "a condition such as `arg0 == 1` or `arg1 & 0x3 == 1`";
-const OPS_HELP: &str =
-    "operators are `==`, `!=`, `<`, `<=`, `>`, `>=`, and `&` for a mask (`arg1 & 0x3 == 1`)";
+const OPS_HELP: &str = "operators are `==`, `!=`, `<`, `<=`, `>`, `>=`, and `&` for a mask (`arg1 & 0x3 == 1`)";
 
 /// Comparison on a 64-bit syscall argument (unsigned).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -417,41 +375,27 @@ fn parse_cond_trimmed(t: &str) -> Result<ArgCondition, ValueError> {
 
     // `arg` INDEX
     let Ok((rest, _)) = tag::<&str, &str, NomErr<'_>>("arg").parse(t) else {
-        let len = span_while(t, |c| {
-            c.is_alphanumeric() || matches!(c, '_' | '$' | '[' | ']')
-        });
-        let len = if len == 0 {
-            char_at(t, 0).map_or(0, |(c, _)| c.len_utf8())
-        } else {
-            len
-        };
+        let len = span_while(t, |c| c.is_alphanumeric() || matches!(c, '_' | '$' | '[' | ']'));
+        let len = if len == 0 { char_at(t, 0).map_or(0, |(c, _)| c.len_utf8()) } else { len };
         let tok = &t[..len];
-        let mut e = cerr(
-            format!("expected `arg0` to `arg5`, found `{}`", tok.escape_debug()),
-            0..len,
-        );
+        let mut e = cerr(format!("expected `arg0` to `arg5`, found `{}`", tok.escape_debug()), 0..len);
         let digits: String = tok.chars().filter(char::is_ascii_digit).collect();
-        if !digits.is_empty()
-            && digits.len() == 1
-            && digits.as_str() <= "5"
-            && tok.chars().any(char::is_alphabetic)
-        {
+        if !digits.is_empty() && digits.len() == 1 && digits.as_str() <= "5" && tok.chars().any(char::is_alphabetic) {
             e = e.with_help(format!("write `arg{digits}`"));
         }
         return Err(e);
     };
     let Ok((rest, idx)) = digit1::<&str, NomErr<'_>>(rest) else {
-        return Err(cerr("missing argument index after `arg`", 0..3)
-            .with_help("syscall arguments are `arg0` to `arg5`"));
+        return Err(
+            cerr("missing argument index after `arg`", 0..3).with_help("syscall arguments are `arg0` to `arg5`")
+        );
     };
     let idx_at = 3..3 + idx.len();
     let arg = match idx {
         "0" | "1" | "2" | "3" | "4" | "5" => idx.as_bytes()[0] - b'0',
         _ => {
-            return Err(
-                cerr(format!("argument index {idx} is out of range"), idx_at)
-                    .with_help("syscalls have six arguments, `arg0` to `arg5`"),
-            )
+            return Err(cerr(format!("argument index {idx} is out of range"), idx_at)
+                .with_help("syscalls have six arguments, `arg0` to `arg5`"))
         }
     };
     let rest = ws(rest);
@@ -472,9 +416,8 @@ fn parse_cond_trimmed(t: &str) -> Result<ArgCondition, ValueError> {
         OpTok::Mask => {
             if rest.starts_with('&') {
                 let p = pos(rest);
-                return Err(cerr("`&&` is not supported", p - 1..p + 1).with_help(
-                    "a condition has exactly one comparison; write several conditions instead",
-                ));
+                return Err(cerr("`&&` is not supported", p - 1..p + 1)
+                    .with_help("a condition has exactly one comparison; write several conditions instead"));
             }
             let (rest, _, mask) = number(t, rest)?;
             let rest = ws(rest);
@@ -501,14 +444,8 @@ fn parse_cond_trimmed(t: &str) -> Result<ArgCondition, ValueError> {
     if !rest.is_empty() {
         let p = pos(rest);
         let mut e = cerr(format!("unexpected `{}`", rest.escape_debug()), p..t.len());
-        if rest.starts_with("&&")
-            || rest.starts_with("||")
-            || rest.starts_with("and")
-            || rest.starts_with("or")
-        {
-            e = e.with_help(
-                "a condition has exactly one comparison; write several conditions instead",
-            );
+        if rest.starts_with("&&") || rest.starts_with("||") || rest.starts_with("and") || rest.starts_with("or") {
+            e = e.with_help("a condition has exactly one comparison; write several conditions instead");
         }
         return Err(e);
     }
@@ -543,30 +480,18 @@ fn bad_operator(t: &str, p: usize) -> ValueError {
         return cerr(format!("unknown operator `{bad}`"), p..p + bad.len())
             .with_help(format!("did you mean `{good}`?"));
     }
-    cerr(
-        format!(
-            "expected a comparison operator, found `{}`",
-            c.escape_debug()
-        ),
-        at,
-    )
-    .with_help(OPS_HELP)
+    cerr(format!("expected a comparison operator, found `{}`", c.escape_debug()), at).with_help(OPS_HELP)
 }
 
 /// A value token starting at `rest` (a suffix of `t`): everything up to
 /// whitespace or an operator character, parsed with `parse_u64` rules.
 fn number<'a>(t: &str, rest: &'a str) -> Result<(&'a str, Range<usize>, u64), ValueError> {
     let p = t.len() - rest.len();
-    let len = span_while(rest, |c| {
-        !c.is_whitespace() && !matches!(c, '=' | '!' | '<' | '>' | '&')
-    });
+    let len = span_while(rest, |c| !c.is_whitespace() && !matches!(c, '=' | '!' | '<' | '>' | '&'));
     if len == 0 {
         return Err(match char_at(t, p) {
             None => cerr("missing value", p..p).with_help("e.g. `arg0 == 1`"),
-            Some((c, at)) => cerr(
-                format!("expected a number, found `{}`", c.escape_debug()),
-                at,
-            ),
+            Some((c, at)) => cerr(format!("expected a number, found `{}`", c.escape_debug()), at),
         });
     }
     let v = parse_u64_exact(&rest[..len]).map_err(|e| e.shifted(p).with_expected(EXPECTED_COND))?;
@@ -647,92 +572,42 @@ mod tests {
         let e = abad("");
         assert_eq!((e.message.as_str(), e.at), ("empty action", 0..0));
         let e = abad("errno");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("missing errno value", 0..5)
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("missing errno value", 0..5));
         assert_eq!(abad("errno  ").message, "missing errno value");
         let e = abad("errno 4096");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("errno value 4096 is out of range", 6..10)
-        );
-        assert_eq!(
-            abad("errno 99999999999999999999999").message,
-            "number is too large"
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("errno value 4096 is out of range", 6..10));
+        assert_eq!(abad("errno 99999999999999999999999").message, "number is too large");
         let e = abad("errno eperm");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("unknown errno name `eperm`", 6..11)
-        );
-        assert_eq!(
-            e.help.as_deref(),
-            Some("errno names are upper-case: did you mean `EPERM`?")
-        );
-        assert_eq!(
-            abad("errno EACESS").help.as_deref(),
-            Some("did you mean `EACCES`?")
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("unknown errno name `eperm`", 6..11));
+        assert_eq!(e.help.as_deref(), Some("errno names are upper-case: did you mean `EPERM`?"));
+        assert_eq!(abad("errno EACESS").help.as_deref(), Some("did you mean `EACCES`?"));
         assert_eq!(
             abad("errno EFOOBARBAZ").help.as_deref(),
             Some("use a Linux errno name such as `EPERM` or `EACCES`, or a number")
         );
         let e = abad("errno -1");
-        assert_eq!(
-            (e.at.clone(), e.help.as_deref()),
-            (6..7, Some("errno values are positive: write `errno 1`"))
-        );
+        assert_eq!((e.at.clone(), e.help.as_deref()), (6..7, Some("errno values are positive: write `errno 1`")));
         assert_eq!(abad("errno 1 2").at, 8..9);
         assert_eq!(abad("errno 1x").at, 7..8);
         let e = abad("errno(EPERM)");
         assert_eq!(
             (e.message.as_str(), e.at.clone(), e.help.as_deref()),
-            (
-                "expected a space after `errno`",
-                5..6,
-                Some("write `errno EPERM`")
-            )
+            ("expected a space after `errno`", 5..6, Some("write `errno EPERM`"))
         );
         assert_eq!(abad("errno=13").help.as_deref(), Some("write `errno 13`"));
         let e = abad("allow now");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("unexpected `now` after `allow`", 6..9)
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("unexpected `now` after `allow`", 6..9));
         let e = abad("ALLOW");
         assert_eq!(
             (e.message.as_str(), e.at.clone(), e.help.as_deref()),
-            (
-                "unknown action `ALLOW`",
-                0..5,
-                Some("did you mean `allow`?")
-            )
+            ("unknown action `ALLOW`", 0..5, Some("did you mean `allow`?"))
         );
-        assert_eq!(
-            abad("kill_process").help.as_deref(),
-            Some("did you mean `kill-process`?")
-        );
-        assert_eq!(
-            abad("SCMP_ACT_KILL_THREAD").help.as_deref(),
-            Some("did you mean `kill-thread`?")
-        );
-        assert_eq!(
-            abad("SCMP_ACT_ERRNO").help.as_deref(),
-            Some("did you mean `errno EPERM`?")
-        );
-        assert_eq!(
-            abad("user-notif").help.as_deref(),
-            Some("did you mean `notify`?")
-        );
-        assert_eq!(
-            abad("EPERM").help.as_deref(),
-            Some("did you mean `errno EPERM`?")
-        );
-        assert_eq!(
-            abad("eacces").help.as_deref(),
-            Some("did you mean `errno EACCES`?")
-        );
+        assert_eq!(abad("kill_process").help.as_deref(), Some("did you mean `kill-process`?"));
+        assert_eq!(abad("SCMP_ACT_KILL_THREAD").help.as_deref(), Some("did you mean `kill-thread`?"));
+        assert_eq!(abad("SCMP_ACT_ERRNO").help.as_deref(), Some("did you mean `errno EPERM`?"));
+        assert_eq!(abad("user-notif").help.as_deref(), Some("did you mean `notify`?"));
+        assert_eq!(abad("EPERM").help.as_deref(), Some("did you mean `errno EPERM`?"));
+        assert_eq!(abad("eacces").help.as_deref(), Some("did you mean `errno EACCES`?"));
         assert_eq!(abad("13").help.as_deref(), Some("did you mean `errno 13`?"));
         assert_eq!(abad("alow").help.as_deref(), Some("did you mean `allow`?"));
         assert!(abad("trace").help.unwrap().contains("notify"));
@@ -750,36 +625,16 @@ mod tests {
         assert_eq!(Action::Errno(41).to_string(), "errno 41");
         assert_eq!(Action::Errno(1234).to_string(), "errno 1234");
         assert_eq!(Action::Notify.to_string(), "notify");
-        let mut all = vec![
-            Action::Allow,
-            Action::KillProcess,
-            Action::KillThread,
-            Action::Trap,
-            Action::Log,
-            Action::Notify,
-        ];
+        let mut all =
+            vec![Action::Allow, Action::KillProcess, Action::KillThread, Action::Trap, Action::Log, Action::Notify];
         all.extend((0..=4095).map(Action::Errno));
         for a in all {
             assert_eq!(parse_action(&a.to_string()), Ok(a), "{a:?}");
         }
-        assert_eq!(
-            serde_json::to_string(&Action::Allow).unwrap(),
-            r#"{"action":"allow"}"#
-        );
-        assert_eq!(
-            serde_json::to_string(&Action::KillProcess).unwrap(),
-            r#"{"action":"kill-process"}"#
-        );
-        assert_eq!(
-            serde_json::to_string(&Action::Errno(13)).unwrap(),
-            r#"{"action":"errno","errno":13}"#
-        );
-        for a in [
-            Action::Allow,
-            Action::Errno(13),
-            Action::KillThread,
-            Action::Notify,
-        ] {
+        assert_eq!(serde_json::to_string(&Action::Allow).unwrap(), r#"{"action":"allow"}"#);
+        assert_eq!(serde_json::to_string(&Action::KillProcess).unwrap(), r#"{"action":"kill-process"}"#);
+        assert_eq!(serde_json::to_string(&Action::Errno(13)).unwrap(), r#"{"action":"errno","errno":13}"#);
+        for a in [Action::Allow, Action::Errno(13), Action::KillThread, Action::Notify] {
             let j = serde_json::to_string(&a).unwrap();
             assert_eq!(serde_json::from_str::<Action>(&j).unwrap(), a);
         }
@@ -802,16 +657,10 @@ mod tests {
             ("arg5==0", cond(5, CmpOp::Eq, 0)),
             ("arg1&0x3==1", cond(1, CmpOp::MaskedEq { mask: 3 }, 1)),
             ("  arg0   ==\t7  ", cond(0, CmpOp::Eq, 7)),
-            (
-                "arg0 == 0xffff_ffff_ffff_ffff",
-                cond(0, CmpOp::Eq, u64::MAX),
-            ),
+            ("arg0 == 0xffff_ffff_ffff_ffff", cond(0, CmpOp::Eq, u64::MAX)),
             ("arg0 == 0o755", cond(0, CmpOp::Eq, 0o755)),
             ("arg3 & 0 == 0", cond(3, CmpOp::MaskedEq { mask: 0 }, 0)),
-            (
-                "arg3 & 0xff00 == 0x1200",
-                cond(3, CmpOp::MaskedEq { mask: 0xff00 }, 0x1200),
-            ),
+            ("arg3 & 0xff00 == 0x1200", cond(3, CmpOp::MaskedEq { mask: 0xff00 }, 0x1200)),
         ];
         for (s, c) in cases {
             assert_eq!(parse_arg_condition(s), Ok(*c), "{s:?}");
@@ -829,36 +678,23 @@ mod tests {
     #[test]
     fn conditions_invalid() {
         let e = cbad("arg1 & 0x3 == 4");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("value has bits outside the mask", 14..15)
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("value has bits outside the mask", 14..15));
         assert!(e.help.unwrap().contains("never match"));
         let e = cbad("arg6 == 1");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("argument index 6 is out of range", 3..4)
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("argument index 6 is out of range", 3..4));
         assert_eq!(cbad("arg00 == 1").at, 3..5);
         assert_eq!(
             cbad("arg99999999999999999999999 == 1").message,
             "argument index 99999999999999999999999 is out of range"
         );
         let e = cbad("arg == 1");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("missing argument index after `arg`", 0..3)
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("missing argument index after `arg`", 0..3));
         let e = cbad("args[1] == 1");
         assert_eq!(e.message, "missing argument index after `arg`");
         let e = cbad("a1 == 1");
         assert_eq!(
             (e.message.as_str(), e.at.clone(), e.help.as_deref()),
-            (
-                "expected `arg0` to `arg5`, found `a1`",
-                0..2,
-                Some("write `arg1`")
-            )
+            ("expected `arg0` to `arg5`, found `a1`", 0..2, Some("write `arg1`"))
         );
         assert_eq!(cbad("$1 == 1").help.as_deref(), None);
         let e = cbad("arg0 = 1");
@@ -866,47 +702,23 @@ mod tests {
             (e.message.as_str(), e.at.clone(), e.help.as_deref()),
             ("unknown operator `=`", 5..6, Some("did you mean `==`?"))
         );
-        assert_eq!(
-            cbad("arg0 => 1").help.as_deref(),
-            Some("did you mean `>=`?")
-        );
-        assert_eq!(
-            cbad("arg0 =< 1").help.as_deref(),
-            Some("did you mean `<=`?")
-        );
-        assert_eq!(
-            cbad("arg0 <> 1").help.as_deref(),
-            Some("did you mean `!=`?")
-        );
+        assert_eq!(cbad("arg0 => 1").help.as_deref(), Some("did you mean `>=`?"));
+        assert_eq!(cbad("arg0 =< 1").help.as_deref(), Some("did you mean `<=`?"));
+        assert_eq!(cbad("arg0 <> 1").help.as_deref(), Some("did you mean `!=`?"));
         let e = cbad("arg0");
-        assert_eq!(
-            (e.message.as_str(), e.at),
-            ("missing comparison operator", 4..4)
-        );
+        assert_eq!((e.message.as_str(), e.at), ("missing comparison operator", 4..4));
         let e = cbad("arg0 ==");
         assert_eq!((e.message.as_str(), e.at), ("missing value", 7..7));
         let e = cbad("arg0 == -1");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("negative numbers are not allowed", 8..9)
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("negative numbers are not allowed", 8..9));
         assert!(e.help.unwrap().contains("0xffffffffffffffff"));
-        assert_eq!(
-            cbad("arg0 == 1.5").message,
-            "fractions are not allowed here"
-        );
+        assert_eq!(cbad("arg0 == 1.5").message, "fractions are not allowed here");
         assert_eq!(cbad("arg0 == 18446744073709551616").at, 8..28);
         assert_eq!(cbad("arg0 == 1 2").at, 10..11);
-        assert!(cbad("arg0 == 1 && arg1 == 2")
-            .help
-            .unwrap()
-            .contains("one comparison"));
+        assert!(cbad("arg0 == 1 && arg1 == 2").help.unwrap().contains("one comparison"));
         assert_eq!(cbad("arg0 && 1").message, "`&&` is not supported");
         let e = cbad("arg1 & 0x3 != 1");
-        assert_eq!(
-            (e.message.as_str(), e.at.clone()),
-            ("only `==` can follow a mask", 11..13)
-        );
+        assert_eq!((e.message.as_str(), e.at.clone()), ("only `==` can follow a mask", 11..13));
         assert_eq!(cbad("arg1 & 0x3").message, "missing `==` after the mask");
         assert_eq!(cbad("arg1 & == 1").message, "expected a number, found `=`");
         assert_eq!(cbad("arg1 & 0x3 = 1").message, "unknown operator `=`");
@@ -929,33 +741,18 @@ mod tests {
             (cond(4, CmpOp::Gt, 0), "arg4 > 0"),
             (cond(5, CmpOp::Ge, 10), "arg5 >= 10"),
             (cond(0, CmpOp::MaskedEq { mask: 0 }, 0), "arg0 & 0x0 == 0"),
-            (
-                cond(0, CmpOp::MaskedEq { mask: u64::MAX }, 0x10000),
-                "arg0 & 0xffffffffffffffff == 0x10000",
-            ),
+            (cond(0, CmpOp::MaskedEq { mask: u64::MAX }, 0x10000), "arg0 & 0xffffffffffffffff == 0x10000"),
         ];
         for (c, s) in cases {
             assert_eq!(c.to_string(), *s);
             assert_eq!(parse_arg_condition(s), Ok(*c));
         }
-        for s in [
-            "arg1&3==1",
-            "arg0==0x2",
-            "  arg2<=0b11 ",
-            "arg3 != 1_000_000",
-        ] {
+        for s in ["arg1&3==1", "arg0==0x2", "  arg2<=0b11 ", "arg3 != 1_000_000"] {
             let c = parse_arg_condition(s).unwrap();
             assert_eq!(parse_arg_condition(&c.to_string()), Ok(c), "{s}");
         }
-        let ops = [
-            CmpOp::Eq,
-            CmpOp::Ne,
-            CmpOp::Lt,
-            CmpOp::Le,
-            CmpOp::Gt,
-            CmpOp::Ge,
-            CmpOp::MaskedEq { mask: 0xffff_0000 },
-        ];
+        let ops =
+            [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge, CmpOp::MaskedEq { mask: 0xffff_0000 }];
         for arg in 0..=5 {
             for op in ops {
                 for v in [0, 1, 4095, 4096, 0xffff_0000, u64::MAX] {
@@ -984,15 +781,9 @@ mod tests {
         assert!(m("arg0 > 5", 6) && !m("arg0 > 5", 5));
         assert!(m("arg0 >= 5", 5) && !m("arg0 >= 5", 4));
         assert!(m("arg0 > 5", u64::MAX)); // unsigned: -1 is large
-        assert_eq!(
-            serde_json::to_string(&c).unwrap(),
-            r#"{"arg":1,"op":{"op":"masked-eq","mask":3},"value":1}"#
-        );
+        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"arg":1,"op":{"op":"masked-eq","mask":3},"value":1}"#);
         let e = parse_arg_condition("arg0 <= 7").unwrap();
-        assert_eq!(
-            serde_json::to_string(&e).unwrap(),
-            r#"{"arg":0,"op":{"op":"le"},"value":7}"#
-        );
+        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"arg":0,"op":{"op":"le"},"value":7}"#);
         for x in [c, e] {
             let j = serde_json::to_string(&x).unwrap();
             assert_eq!(serde_json::from_str::<ArgCondition>(&j).unwrap(), x);

@@ -5,8 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 const EXPECTED: &str = "a size such as `512MB` or `1GiB`";
-const UNIT_LIST: &str =
-    "valid units are B, KB, MB, GB, TB (powers of 1000) and KiB, MiB, GiB, TiB (powers of 1024)";
+const UNIT_LIST: &str = "valid units are B, KB, MB, GB, TB (powers of 1000) and KiB, MiB, GiB, TiB (powers of 1024)";
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -80,16 +79,8 @@ fn parse_trimmed(t: &str) -> Result<Size, ValueError> {
     };
     match first {
         '-' => return Err(err("sizes cannot be negative", first_at)),
-        '+' => {
-            return Err(
-                err("a sign is not allowed", first_at).with_help(format!("write `{}`", &t[1..]))
-            )
-        }
-        '.' => {
-            return Err(
-                err("missing digits before `.`", first_at).with_help(format!("write `0{t}`"))
-            )
-        }
+        '+' => return Err(err("a sign is not allowed", first_at).with_help(format!("write `{}`", &t[1..]))),
+        '.' => return Err(err("missing digits before `.`", first_at).with_help(format!("write `0{t}`"))),
         _ => {}
     }
     // Radix prefixes: `0x10` is rejected rather than guessed at. (`0b` without
@@ -115,10 +106,7 @@ fn parse_trimmed(t: &str) -> Result<Size, ValueError> {
     let int_end = span_while(t, |c| c.is_ascii_digit() || c == '_');
     if int_end == 0 {
         let (c, at) = char_at(t, 0).unwrap_or((' ', 0..0));
-        return Err(err(
-            format!("expected a number, found `{}`", c.escape_debug()),
-            at,
-        ));
+        return Err(err(format!("expected a number, found `{}`", c.escape_debug()), at));
     }
     let int_s = &t[..int_end];
     for (i, c) in int_s.char_indices() {
@@ -149,11 +137,8 @@ fn parse_trimmed(t: &str) -> Result<Size, ValueError> {
     let ws = span_while(rest, char::is_whitespace);
     if ws > 0 {
         let fixed: String = t.split_whitespace().collect();
-        return Err(err(
-            "unexpected space between number and unit",
-            num_end..num_end + ws,
-        )
-        .with_help(format!("write `{fixed}`")));
+        return Err(err("unexpected space between number and unit", num_end..num_end + ws)
+            .with_help(format!("write `{fixed}`")));
     }
     let unit_at = num_end..t.len();
     let mult = if rest.is_empty() {
@@ -167,10 +152,8 @@ fn parse_trimmed(t: &str) -> Result<Size, ValueError> {
 
     // Value, computed exactly in u128.
     let too_large = || {
-        err("size is too large", 0..t.len()).with_help(format!(
-            "the largest size is {} bytes (just under 16777216TiB)",
-            u64::MAX
-        ))
+        err("size is too large", 0..t.len())
+            .with_help(format!("the largest size is {} bytes (just under 16777216TiB)", u64::MAX))
     };
     let mut int: u128 = 0;
     for c in int_s.chars().filter(char::is_ascii_digit) {
@@ -182,11 +165,8 @@ fn parse_trimmed(t: &str) -> Result<Size, ValueError> {
     let frac = frac.trim_end_matches('0');
     let Some(mult) = mult else {
         if !frac.is_empty() {
-            return Err(
-                err("a fractional size needs a unit", 0..t.len()).with_help(format!(
-                    "a bare number counts bytes; add a unit, e.g. `{number}KiB`"
-                )),
-            );
+            return Err(err("a fractional size needs a unit", 0..t.len())
+                .with_help(format!("a bare number counts bytes; add a unit, e.g. `{number}KiB`")));
         }
         return Ok(Size(int as u64));
     };
@@ -196,10 +176,8 @@ fn parse_trimmed(t: &str) -> Result<Size, ValueError> {
         return u64::try_from(whole).map(Size).map_err(|_| too_large());
     }
     if frac.len() > 20 {
-        return Err(
-            err("too many decimal places", num_end - frac.len()..num_end)
-                .with_help("a size is a whole number of bytes; use a smaller unit"),
-        );
+        return Err(err("too many decimal places", num_end - frac.len()..num_end)
+            .with_help("a size is a whole number of bytes; use a smaller unit"));
     }
     let den = 10u128.pow(frac.len() as u32);
     let mut f: u128 = 0;
@@ -214,11 +192,7 @@ fn parse_trimmed(t: &str) -> Result<Size, ValueError> {
     if !scaled.is_multiple_of(den) {
         let mut e = err(format!("`{t}` is not a whole number of bytes"), 0..t.len());
         if let (Ok(lo), Ok(hi)) = (u64::try_from(bytes), u64::try_from(bytes + 1)) {
-            e = e.with_help(format!(
-                "the nearest whole sizes are `{}` and `{}`",
-                Size(lo),
-                Size(hi)
-            ));
+            e = e.with_help(format!("the nearest whole sizes are `{}` and `{}`", Size(lo), Size(hi)));
         }
         return Err(e);
     }
@@ -227,13 +201,8 @@ fn parse_trimmed(t: &str) -> Result<Size, ValueError> {
 
 fn unknown_unit(number: &str, unit: &str, at: std::ops::Range<usize>) -> ValueError {
     let e = err(format!("unknown size unit `{}`", unit.escape_debug()), at);
-    if let Some((name, _)) = UNITS
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(unit))
-    {
-        return e.with_help(format!(
-            "units are case-sensitive: did you mean `{number}{name}`?"
-        ));
+    if let Some((name, _)) = UNITS.iter().find(|(name, _)| name.eq_ignore_ascii_case(unit)) {
+        return e.with_help(format!("units are case-sensitive: did you mean `{number}{name}`?"));
     }
     let prefix = match unit {
         "k" | "K" | "ki" | "Ki" | "KI" => Some('K'),
@@ -243,9 +212,8 @@ fn unknown_unit(number: &str, unit: &str, at: std::ops::Range<usize>) -> ValueEr
         _ => None,
     };
     if let Some(p) = prefix {
-        return e.with_help(format!(
-            "did you mean `{number}{p}iB` (powers of 1024) or `{number}{p}B` (powers of 1000)?"
-        ));
+        return e
+            .with_help(format!("did you mean `{number}{p}iB` (powers of 1024) or `{number}{p}B` (powers of 1000)?"));
     }
     if matches!(unit, "byte" | "bytes" | "Byte" | "Bytes") {
         return e.with_help(format!("did you mean `{number}B`?"));
@@ -306,28 +274,13 @@ mod tests {
         let e = bad("512mb");
         assert_eq!(e.message, "unknown size unit `mb`");
         assert_eq!(e.at, 3..5);
-        assert_eq!(
-            e.help.as_deref(),
-            Some("units are case-sensitive: did you mean `512MB`?")
-        );
+        assert_eq!(e.help.as_deref(), Some("units are case-sensitive: did you mean `512MB`?"));
         assert_eq!(e.expected, EXPECTED);
-        assert_eq!(
-            bad("1gib").help.as_deref(),
-            Some("units are case-sensitive: did you mean `1GiB`?")
-        );
-        assert_eq!(
-            bad("1kb").help.as_deref(),
-            Some("units are case-sensitive: did you mean `1KB`?")
-        );
-        assert_eq!(
-            bad("0b").help.as_deref(),
-            Some("units are case-sensitive: did you mean `0B`?")
-        );
+        assert_eq!(bad("1gib").help.as_deref(), Some("units are case-sensitive: did you mean `1GiB`?"));
+        assert_eq!(bad("1kb").help.as_deref(), Some("units are case-sensitive: did you mean `1KB`?"));
+        assert_eq!(bad("0b").help.as_deref(), Some("units are case-sensitive: did you mean `0B`?"));
         let e = bad("512M");
-        assert_eq!(
-            e.help.as_deref(),
-            Some("did you mean `512MiB` (powers of 1024) or `512MB` (powers of 1000)?")
-        );
+        assert_eq!(e.help.as_deref(), Some("did you mean `512MiB` (powers of 1024) or `512MB` (powers of 1000)?"));
         assert_eq!(bad("1bytes").help.as_deref(), Some("did you mean `1B`?"));
         let e = bad("5PB");
         assert_eq!((e.at.clone(), e.help.as_deref()), (1..3, Some(UNIT_LIST)));
@@ -335,44 +288,26 @@ mod tests {
         assert_eq!((e.message.as_str(), e.at), ("empty size", 0..0));
         assert_eq!(bad("  ").at, 2..2);
         let e = bad("-1GiB");
-        assert_eq!(
-            (e.message.as_str(), e.at),
-            ("sizes cannot be negative", 0..1)
-        );
+        assert_eq!((e.message.as_str(), e.at), ("sizes cannot be negative", 0..1));
         let e = bad("18446744073709551616");
         assert_eq!(e.message, "size is too large");
         assert_eq!(bad("16777216TiB").message, "size is too large");
-        assert_eq!(
-            bad("99999999999999999999999999999TiB").message,
-            "size is too large"
-        );
+        assert_eq!(bad("99999999999999999999999999999TiB").message, "size is too large");
         assert_eq!(bad("16777216.0TiB").message, "size is too large");
-        assert_eq!(
-            bad("16777215.99999999TiB").message,
-            "`16777215.99999999TiB` is not a whole number of bytes"
-        );
+        assert_eq!(bad("16777215.99999999TiB").message, "`16777215.99999999TiB` is not a whole number of bytes");
         assert_eq!(ok("16777215.5TiB"), (16_777_215 << 40) + (1 << 39));
         let e = bad("512 MB");
-        assert_eq!(
-            (e.at.clone(), e.help.as_deref()),
-            (3..4, Some("write `512MB`"))
-        );
+        assert_eq!((e.at.clone(), e.help.as_deref()), (3..4, Some("write `512MB`")));
         let e = bad("1.5");
         assert_eq!(e.message, "a fractional size needs a unit");
         let e = bad("1.3KiB");
         assert_eq!(e.message, "`1.3KiB` is not a whole number of bytes");
-        assert_eq!(
-            e.help.as_deref(),
-            Some("the nearest whole sizes are `1331B` and `1332B`")
-        );
+        assert_eq!(e.help.as_deref(), Some("the nearest whole sizes are `1331B` and `1332B`"));
         assert_eq!(bad("1.5B").message, "`1.5B` is not a whole number of bytes");
         assert_eq!(bad("1.").message, "missing digits after `.`");
         assert_eq!(bad(".5GiB").help.as_deref(), Some("write `0.5GiB`"));
         let e = bad("0x1000");
-        assert_eq!(
-            (e.message.as_str(), e.help.as_deref()),
-            ("sizes are written in decimal", Some("write `4KiB`"))
-        );
+        assert_eq!((e.message.as_str(), e.help.as_deref()), ("sizes are written in decimal", Some("write `4KiB`")));
         assert_eq!(bad("0b101").message, "sizes are written in decimal");
         assert_eq!(bad("_1").at, 0..1);
         assert_eq!(bad("1_").at, 1..2);
@@ -381,10 +316,7 @@ mod tests {
         assert_eq!(bad("1e9").message, "unknown size unit `e9`");
         assert_eq!(bad("GiB").message, "expected a number, found `G`");
         assert_eq!(bad("+1").message, "a sign is not allowed");
-        assert_eq!(
-            bad("1.0000000000000000000001KiB").message,
-            "too many decimal places"
-        );
+        assert_eq!(bad("1.0000000000000000000001KiB").message, "too many decimal places");
         let e = bad("1🦀");
         assert_eq!(e.at, 1..5);
         assert_eq!(bad("1.5.5GiB").message, "unknown size unit `.5GiB`");
@@ -416,20 +348,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let mut vals = vec![
-            0,
-            1,
-            7,
-            999,
-            1000,
-            1023,
-            1024,
-            1_000_000,
-            1_048_576,
-            3 << 29,
-            u64::MAX,
-            u64::MAX - 1,
-        ];
+        let mut vals = vec![0, 1, 7, 999, 1000, 1023, 1024, 1_000_000, 1_048_576, 3 << 29, u64::MAX, u64::MAX - 1];
         for &(_, m) in UNITS {
             for k in [1u64, 2, 3, 10, 512, 1000, 1024, 4095] {
                 if let Some(v) = m.checked_mul(k) {
@@ -442,9 +361,7 @@ mod tests {
             let s = Size(v);
             assert_eq!(parse_size(&s.to_string()), Ok(s), "{v} -> {s}");
         }
-        for s in [
-            "512MB", "1GiB", "1.5GiB", "4096", "1000KiB", "0.5KB", "1.25MiB",
-        ] {
+        for s in ["512MB", "1GiB", "1.5GiB", "4096", "1000KiB", "0.5KB", "1.25MiB"] {
             let v = parse_size(s).unwrap();
             assert_eq!(parse_size(&v.to_string()), Ok(v));
         }
