@@ -1,0 +1,117 @@
+//! The `phantom-policy` binary end to end: exit codes, JSON output, bundle
+//! files and their determinism, fmt modes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_phantom-policy"));
+    c.current_dir(repo());
+    c
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("phantom-cli-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn check_exit_codes() {
+    let ok = run(&["check", "policies/python-ai-turbo.yaml"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(stderr.contains("warning[P0204]"), "{stderr}");
+    assert!(stderr.contains("policies/python-ai-turbo.yaml:8:14"), "{stderr}");
+
+    let bad = run(&["check", "tests/policies/bad/many-errors.yaml"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let strict = run(&["check", "--deny-warnings", "policies/python-ai-turbo.yaml"]);
+    assert_eq!(strict.status.code(), Some(1));
+    let missing = run(&["check", "no/such/file.yaml"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read no/such/file.yaml"));
+}
+
+#[test]
+fn check_json_reports_every_error_with_positions() {
+    let out = run(&["check", "--format", "json", "tests/policies/bad/many-errors.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let diags = v[0]["diagnostics"].as_array().unwrap();
+    assert_eq!(v[0]["errors"], 6);
+    let first = &diags[0];
+    assert_eq!((first["line"].as_u64(), first["col"].as_u64()), (Some(2), Some(7)));
+    assert_eq!(first["code"], "P0104");
+    assert_eq!(first["help"], "did you mean `sandbox`?");
+    assert!(diags.iter().all(|d| d["file"] == "tests/policies/bad/many-errors.yaml"));
+}
+
+#[test]
+fn compile_writes_a_deterministic_bundle() {
+    let a = scratch("bundle-a");
+    let b = scratch("bundle-b");
+    for d in [&a, &b] {
+        let out = run(&["compile", "policies/agent-workspace.yaml", "-o", d.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for f in ["policy.ir.json", "manifest.json"] {
+        let x = std::fs::read(a.join(f)).unwrap();
+        let y = std::fs::read(b.join(f)).unwrap();
+        assert_eq!(x, y, "{f} differs between two compiles");
+    }
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["profile"], "agent-workspace");
+    let src = std::fs::read(repo().join("policies/agent-workspace.yaml")).unwrap();
+    assert_eq!(m["sources"][0]["sha256"], phantom_dsl::source::sha256_hex(&src));
+    let ir = std::fs::read(a.join("policy.ir.json")).unwrap();
+    assert_eq!(m["artifacts"][0]["sha256"], phantom_dsl::source::sha256_hex(&ir));
+    let _ = std::fs::remove_dir_all(a);
+    let _ = std::fs::remove_dir_all(b);
+}
+
+#[test]
+fn compile_refuses_a_bad_policy_and_writes_nothing() {
+    let d = scratch("bad");
+    let out_dir = d.join("out");
+    let out = run(&["compile", "tests/policies/bad/contradictory-fs.yaml", "-o", out_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!out_dir.exists());
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn fmt_check_and_write() {
+    let d = scratch("fmt");
+    let f = d.join("p.yaml");
+    std::fs::write(&f, "profile:   messy   # name\nsecurity:\n    level:    high\n").unwrap();
+    let check = run(&["fmt", "--check", f.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(1));
+    let write = run(&["fmt", "--write", f.to_str().unwrap()]);
+    assert_eq!(write.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "profile: messy # name\nsecurity:\n  level: high\n");
+    assert_eq!(run(&["fmt", "--check", f.to_str().unwrap()]).status.code(), Some(0));
+    // A file with syntax errors is left alone.
+    std::fs::write(&f, "profile: x\n\tmode: y\n").unwrap();
+    assert_eq!(run(&["fmt", "--write", f.to_str().unwrap()]).status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "profile: x\n\tmode: y\n");
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn help_has_examples() {
+    for cmd in [vec!["--help"], vec!["check", "--help"], vec!["compile", "--help"], vec!["fmt", "--help"]] {
+        let out = run(&cmd);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Example"), "{cmd:?}");
+    }
+}
