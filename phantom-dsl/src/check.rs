@@ -16,7 +16,7 @@ pub fn check(p: &Policy, diags: &mut Diagnostics) {
     check_seccomp(p, diags, complete);
     check_filesystem(p, diags);
     check_network(p, diags);
-    check_modes(p, diags);
+    check_require(p, diags);
 }
 
 /// Syscalls that execve and the dynamic loader of a glibc program need
@@ -76,7 +76,7 @@ fn check_seccomp(p: &Policy, diags: &mut Diagnostics, complete: bool) {
             }
         }
     }
-    if complete && s.default != Action::Allow {
+    if complete && !matches!(s.default, Action::Allow | Action::Log) {
         let allowed = |name: &str| {
             s.rules
                 .iter()
@@ -143,8 +143,8 @@ fn check_filesystem(p: &Policy, diags: &mut Diagnostics) {
             }
         }
     }
-    if !p.filesystem.landlock && rules.iter().any(|r| r.from_landlock_section) {
-        if let Some(r) = rules.iter().find(|r| r.from_landlock_section) {
+    if !p.filesystem.landlock {
+        if let Some(r) = rules.iter().find(|r| r.effect == Effect::Allow) {
             diags.push(
                 Diagnostic::warning("P0208", r.origin.span, "Landlock is disabled but has path rules")
                     .help("these rules still shape the sandbox's mounts and BPF-LSM, but Landlock will not enforce them; remove `enabled: false` or the rules"),
@@ -175,6 +175,20 @@ fn check_network(p: &Policy, diags: &mut Diagnostics) {
     }
 }
 
-fn check_modes(p: &Policy, diags: &mut Diagnostics) {
-    let _ = (p, diags);
+/// `require` of a layer the policy gives nothing to enforce: the
+/// requirement means nothing, which is almost certainly a mistake.
+fn check_require(p: &Policy, diags: &mut Diagnostics) {
+    let Some(span) = p.require_origin.map(|o| o.span) else { return };
+    let present: Vec<Layer> = p.layers().iter().map(|l| l.layer).collect();
+    for l in p.require.iter().filter(|l| !present.contains(l)) {
+        diags.push(
+            Diagnostic::warning(
+                "P0209",
+                span,
+                format!("`require` names `{}`, but the policy has no rules for it", l.name()),
+            )
+            .label("required here")
+            .help("remove it from `require`, or add the rules that this layer enforces"),
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! `extends: base.yaml`: the child's tree is merged over its base before
 //! decoding. Maps merge key by key, recursively; any other value in the child
-//! (scalar or list) replaces the base's value whole. `profile` is always the
-//! child's. Bases resolve relative to the file that names them and may
+//! (scalar or list) replaces the base's value whole, `profile` included (a
+//! child that omits it keeps the base's). Bases resolve relative to the file that names them and may
 //! themselves extend (depth at most 8, no cycles).
 
 use crate::diag::{Diagnostic, Diagnostics};
@@ -47,7 +47,7 @@ pub(crate) fn load_merged(
     };
     let here = PathBuf::from(&sources.get(file).name);
     let base_path = here.parent().unwrap_or(Path::new("")).join(&s.text);
-    if chain.len() >= MAX_DEPTH {
+    if chain.len() > MAX_DEPTH {
         diags.push(
             Diagnostic::error("P0109", s.span, format!("`extends` nests deeper than {MAX_DEPTH} files"))
                 .help("flatten the chain of base policies"),

@@ -37,6 +37,8 @@ pub struct Policy {
     pub runtime: Runtime,
     pub level: Level,
     pub require: BTreeSet<Layer>,
+    /// Where `require` was written (for diagnostics), if it was.
+    pub require_origin: Option<Origin>,
     pub audit: AuditMode,
     pub seccomp: SeccompPolicy,
     pub filesystem: FsPolicy,
@@ -48,8 +50,9 @@ pub struct Policy {
     pub performance: Performance,
 }
 
-/// How much isolation a run gets. `auto` picks from `security.level`:
-/// low -> sandbox, medium -> sandbox, high -> hardened.
+/// How much isolation a run gets. `auto` picks `wasm` when `runtime: wasm`,
+/// else from `security.level`: low -> sandbox, medium -> sandbox, high ->
+/// hardened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
@@ -240,10 +243,13 @@ pub struct FsRule {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsPolicy {
-    /// `security.landlock.enabled` (default true when filesystem rules exist).
+    /// `security.landlock.enabled` (default true). With it false, allow rules
+    /// still shape the sandbox's mounts and BPF-LSM, but Landlock is off.
     pub landlock: bool,
     /// Allow rules grant; deny rules carve out (deny wins where both match).
-    /// Paths that no rule covers are denied.
+    /// With at least one allow rule, paths that no allow rule covers are
+    /// denied. Without allow rules, rules do not restrict by default and
+    /// only the deny rules apply (enforced by BPF-LSM).
     pub rules: Vec<FsRule>,
 }
 
@@ -443,8 +449,9 @@ impl Policy {
         .count();
         let lsm = denies
             + switches
-            + self.exec.as_ref().map_or(0, |e| e.allow.len())
-            + k.unix_connect.as_ref().map_or(0, Vec::len);
+            // An empty exec or unix-socket allow-list still enforces ("nothing").
+            + self.exec.as_ref().map_or(0, |e| e.allow.len().max(1))
+            + k.unix_connect.as_ref().map_or(0, |u| u.len().max(1));
         if lsm > 0 {
             add(Layer::BpfLsm, lsm);
         }
@@ -454,6 +461,7 @@ impl Policy {
     /// The mode `auto` resolves to.
     pub fn effective_mode(&self) -> Mode {
         match (self.mode, self.level) {
+            (Mode::Auto, _) if self.runtime == Runtime::Wasm => Mode::Wasm,
             (Mode::Auto, Level::High) => Mode::Hardened,
             (Mode::Auto, _) => Mode::Sandbox,
             (m, _) => m,
@@ -465,6 +473,7 @@ impl Policy {
     pub fn without_origins(&self) -> Policy {
         let mut p = self.clone();
         p.sources.clear();
+        p.require_origin = p.require_origin.map(|_| Origin::NONE);
         p.seccomp.default_origin = Origin::NONE;
         p.seccomp.rules.iter_mut().for_each(|r| r.origin = Origin::NONE);
         p.filesystem.rules.iter_mut().for_each(|r| r.origin = Origin::NONE);

@@ -48,7 +48,9 @@ pub fn compile_source(name: &str, text: &str, loader: &dyn FileLoader) -> Compil
     let mut sources = SourceMap::new();
     let mut diags = Diagnostics::default();
     let id = sources.add(SourceFile::new(name, text));
-    let doc = extends::load_merged(loader, &mut sources, &mut diags, id, &mut Vec::new());
+    let root = std::path::PathBuf::from(name);
+    let mut chain = vec![root.canonicalize().unwrap_or(root)];
+    let doc = extends::load_merged(loader, &mut sources, &mut diags, id, &mut chain);
     let infos: Vec<SourceInfo> =
         sources.files().map(|(_, f)| SourceInfo { path: f.name.clone(), sha256: f.sha256_hex() }).collect();
     let policy = {

@@ -173,7 +173,7 @@ impl<'a> Decoder<'a> {
 
     /// A scalar parsed by a value grammar; errors point into the scalar.
     pub fn value<T>(&mut self, node: &Node, what: &str, parse: impl Fn(&str) -> Result<T, ValueError>) -> Option<T> {
-        let s = self.scalar(node, what, "a value", "")?;
+        let s = self.plain(node, what, "a value", "")?;
         self.parse_scalar(s, what, parse)
     }
 

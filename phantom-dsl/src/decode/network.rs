@@ -68,6 +68,7 @@ pub(crate) fn decode_network(d: &mut Decoder, n: Option<&Node>) -> NetworkPolicy
 }
 
 fn ports(d: &mut Decoder, n: &Node) -> Vec<crate::values::PortRange> {
+    reject_empty_list(d, n, "ports");
     d.one_or_many(n, "ports", "ports: [443, 8000-8100]")
         .into_iter()
         .filter_map(|p| d.value(p, "port", parse_port_range))
@@ -82,6 +83,7 @@ fn decode_net_rule(d: &mut Decoder, item: &Node, peer_key: &str) -> Option<NetRu
         &format!("- {peer_key}: 10.0.0.0/8\n  ports: [443]\n  protocol: tcp"),
     )?;
     let cidrs = match rf.get(peer_key) {
+        Some(c) if reject_empty_list(d, c, peer_key) => Vec::new(),
         Some(c) => d
             .one_or_many(c, peer_key, "to: [10.0.0.0/8, 2001:db8::/32]")
             .into_iter()
@@ -105,6 +107,18 @@ fn decode_net_rule(d: &mut Decoder, item: &Node, peer_key: &str) -> Option<NetRu
         return None;
     }
     Some(NetRule { cidrs, ports, protocol, origin: d.origin(item.span) })
+}
+
+/// `[]` where "any" is meant by omitting the key: an error, since an empty
+/// list reads as "none" but would match everything. Returns true if empty.
+fn reject_empty_list(d: &mut Decoder, n: &Node, key: &str) -> bool {
+    if n.as_seq().is_some_and(<[_]>::is_empty) {
+        d.push(Diagnostic::error("P0103", n.span, format!("empty `{key}` list")).help(format!(
+            "omit `{key}` to match any; an empty list is not allowed because it would read as \"none\""
+        )));
+        return true;
+    }
+    false
 }
 
 pub(crate) fn decode_devices(d: &mut Decoder, n: Option<&Node>) -> DevicePolicy {
@@ -143,9 +157,11 @@ pub(crate) fn decode_devices(d: &mut Decoder, n: Option<&Node>) -> DevicePolicy 
             match rf.get(key) {
                 None => Some(None),
                 Some(v) if v.as_scalar().is_some_and(|s| s.text == "*") => Some(None),
-                Some(v) => d
-                    .value(v, &format!("device {key}"), |s| parse_u32_in(s, 0, (1 << 20) - 1, "a device number or `*`"))
-                    .map(Some),
+                Some(v) => {
+                    // Linux device numbers: 12-bit major, 20-bit minor.
+                    let max = if key == "major" { 4095 } else { (1 << 20) - 1 };
+                    d.value(v, &format!("device {key}"), |s| parse_u32_in(s, 0, max, "a device number")).map(Some)
+                }
             }
         };
         let (major, minor) = (num("major"), num("minor"));
@@ -161,7 +177,14 @@ pub(crate) fn decode_devices(d: &mut Decoder, n: Option<&Node>) -> DevicePolicy 
                         set.insert(x);
                     }
                 }
-                Some(set)
+                if set.is_empty() {
+                    d.push(
+                        Diagnostic::error("P0103", a.span, "empty device `access`").help("list read, write or mknod"),
+                    );
+                    None
+                } else {
+                    Some(set)
+                }
             }
             None => {
                 d.missing(&rf, "access", "device rule", "access: [read, write]");

@@ -408,6 +408,13 @@ fn decode_unix(d: &mut Decoder, n: &Node) -> Option<Vec<(String, Origin)>> {
                 );
                 continue;
             }
+            if p.path.len() > 107 {
+                d.push(
+                    Diagnostic::error("P0108", s.span, "unix socket paths are at most 107 bytes (sun_path)")
+                        .help("connect through a shorter path, e.g. a symlink"),
+                );
+                continue;
+            }
             out.push((p.path, d.origin(item.span)));
         }
     }

@@ -105,6 +105,7 @@ pub(crate) fn decode_policy(d: &mut Decoder, root: &Node, sources: Vec<SourceInf
         mode,
         runtime,
         level,
+        require_origin: get("require").map(|n| d.origin(n.span)),
         require,
         audit,
         seccomp,
@@ -162,7 +163,17 @@ fn decode_resources(d: &mut Decoder, n: &Node) -> Resources {
     let keys = ["memory", "cpu", "pids", "wall_time", "file_size", "open_files"];
     let Some(f) = d.map(n, "resources", &keys, "resources:\n  memory: 512MB") else { return Resources::default() };
     Resources {
-        memory: f.get("memory").and_then(|n| d.value(n, "resources.memory", parse_size)),
+        memory: f.get("memory").and_then(|n| {
+            let v = d.value(n, "resources.memory", parse_size)?;
+            if v.0 == 0 {
+                d.push(
+                    Diagnostic::error("P0105", n.span, "a memory limit of 0 would kill every process")
+                        .help("omit `memory` for no limit"),
+                );
+                return None;
+            }
+            Some(v)
+        }),
         cpu: f.get("cpu").and_then(|n| d.value(n, "resources.cpu", parse_cpu)),
         pids: f
             .get("pids")

@@ -36,13 +36,25 @@ pub(crate) fn parse_key(content: &str) -> Option<(&str, usize)> {
 }
 
 /// Blanks between tokens; newlines occur only inside multi-line flow values.
+/// A comment line inside such a value was already reported by the lexer;
+/// it is skipped here so that it causes no second error.
 fn blanks(i: &str) -> IResult<&str, &str> {
-    take_while(|c| matches!(c, ' ' | '\n' | '\r')).parse(i)
+    let mut rest = i;
+    loop {
+        let (r, ws) = take_while(|c| matches!(c, ' ' | '\n' | '\r')).parse(rest)?;
+        rest = r;
+        if ws.contains('\n') && rest.starts_with('#') {
+            rest = rest.find('\n').map_or("", |n| &rest[n..]);
+            continue;
+        }
+        return Ok((rest, &i[..i.len() - rest.len()]));
+    }
 }
 
 fn double_quoted(i: &str) -> IResult<&str, String> {
+    // Strings end on their line: a newline inside quotes is an error.
     let body = escaped_transform(
-        is_not("\"\\"),
+        is_not("\"\\\n"),
         '\\',
         alt((
             value("\\", tag("\\")),
@@ -60,7 +72,7 @@ fn single_quoted(i: &str) -> IResult<&str, String> {
     let (mut rest, _) = char('\'').parse(i)?;
     let mut out = String::new();
     loop {
-        let (r, chunk) = take_while(|c| c != '\'').parse(rest)?;
+        let (r, chunk) = take_while(|c| c != '\'' && c != '\n').parse(rest)?;
         out.push_str(chunk);
         let (r, _) = char('\'').parse(r)?;
         if let Some(r2) = r.strip_prefix('\'') {

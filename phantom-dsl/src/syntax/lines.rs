@@ -110,8 +110,9 @@ pub(crate) fn lex<'s>(file: FileId, text: &'s str, diags: &mut Diagnostics) -> L
         // A `[...]` or `{...}` left open continues on the following lines;
         // the content then spans them (newlines are blanks in flow context).
         if comment.is_none() && flow_depth(content) > 0 {
-            let mut depth = flow_depth(content);
-            while depth > 0 && idx < raws.len() {
+            // Continuation lines must be indented deeper than the line that
+            // opened the list, so an unclosed `[` cannot swallow the file.
+            while idx < raws.len() {
                 let (next_start, next_raw) = raws[idx];
                 let body = next_raw.trim_end_matches(['\n', '\r']);
                 let (c, com) = split_comment(body);
@@ -119,25 +120,30 @@ pub(crate) fn lex<'s>(file: FileId, text: &'s str, diags: &mut Diagnostics) -> L
                     idx += 1;
                     continue;
                 }
-                if com.is_some() || body.contains('\t') {
-                    let what = if com.is_some() {
-                        "comments are not allowed inside a multi-line `[...]` or `{...}`"
-                    } else {
+                let next_indent = body.len() - body.trim_start_matches([' ', '\t']).len();
+                if next_indent <= indent {
+                    break;
+                }
+                let candidate = &text[content_start..next_start + c.len()];
+                let depth = flow_depth(candidate);
+                if body.contains('\t') || (com.is_some() && (depth > 0 || c.trim().is_empty())) {
+                    let what = if body.contains('\t') {
                         "tab inside a multi-line `[...]` or `{...}`"
+                    } else {
+                        "comments inside a multi-line `[...]` or `{...}` are allowed only after its closing bracket"
                     };
                     diags.push(
                         Diagnostic::error("P0016", Span::new(file, next_start, next_start + body.len()), what)
-                            .help("close the list first, or write it as a block list with one `- item` per line"),
+                            .help("move the comment above the key, or write a block list with one `- item` per line"),
                     );
-                    break;
+                    idx += 1;
+                    continue;
                 }
                 idx += 1;
-                let end = next_start + c.len();
-                content = &text[content_start..end];
-                depth = flow_depth(content);
+                content = candidate;
                 if depth == 0 {
-                    let after = &raws[idx - 1].1.trim_end_matches(['\n', '\r'])[c.len()..];
-                    comment = after.trim_start().strip_prefix('#');
+                    comment = com;
+                    break;
                 }
             }
         }

@@ -182,19 +182,13 @@ fn scalar(s: &Scalar) -> String {
         && !t.contains(['\n', '\r', '\t', '"'])
         && !t.starts_with(['[', '{', '"', '\'', '&', '*', '!', '|', '>', '@', '`', '%', '#', ','])
         && !(t == "-" || t.starts_with("- "));
+    // Quoting is meaningful (a quoted `sandbox` is a string, not a keyword),
+    // so fmt keeps every quoted scalar quoted.
     if plain_ok && s.style == ScalarStyle::Plain {
-        t.clone()
-    } else if plain_ok && !looks_typed(t) {
-        // A quoted string that needs no quotes: keep quotes only where they
-        // signal "this is a string" to a reader (numbers, booleans).
         t.clone()
     } else {
         quote(t)
     }
-}
-
-fn looks_typed(t: &str) -> bool {
-    matches!(t, "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "~") || t.parse::<f64>().is_ok()
 }
 
 fn quote(t: &str) -> String {
