@@ -57,7 +57,11 @@ impl SourceFile {
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (u32, u32) {
-        let offset = offset.min(self.text.len());
+        let mut offset = offset.min(self.text.len());
+        // A span may end inside a multi-byte character; count up to its start.
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
         let line = match self.line_starts.binary_search(&offset) {
             Ok(i) => i,
             Err(i) => i - 1,
@@ -119,7 +123,7 @@ impl SourceMap {
     }
     pub fn slice(&self, span: Span) -> &str {
         let f = self.get(span.file);
-        &f.text[span.start as usize..(span.end as usize).min(f.text.len())]
+        f.text.get(span.start as usize..(span.end as usize).min(f.text.len())).unwrap_or("")
     }
 }
 

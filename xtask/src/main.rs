@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "cargo xtask", about = "Phantom project automation")]
+#[command(name = "xtask", bin_name = "cargo xtask", about = "Phantom project automation")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,7 +30,7 @@ enum Command {
     Run(run::Args),
     /// Install test dependencies, then fmt check, build, test and check the example policies.
     Test(test::Args),
-    /// Run a benchmark (`cargo xtask bench list` shows them).
+    /// Run a benchmark (`cargo xtask bench` lists them).
     Bench(bench::Args),
     /// Run a cargo-fuzz target with the nightly toolchain.
     Fuzz(fuzz::Args),
@@ -38,6 +38,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    util::remember_caller_dir();
     // Every path below is relative to the workspace root, whatever the
     // caller's directory.
     if let Err(e) = std::env::set_current_dir(util::workspace_root()) {

@@ -255,6 +255,7 @@ impl<'a> Inline<'a, '_> {
     }
 
     fn flow_seq(&mut self, i: &'a str) -> (&'a str, Node) {
+        let errors_before = self.diags.items.len();
         let open = i;
         let mut rest = &i[1..];
         let mut items = Vec::new();
@@ -279,10 +280,17 @@ impl<'a> Inline<'a, '_> {
             rest = self.expect_close(r, open, ']').unwrap_or_else(|e| e);
             break;
         }
-        (rest, Node { kind: NodeKind::Seq { items, flow: true }, span: self.span(open, rest) })
+        // After an error inside, the partial list would only cause more errors.
+        let kind = if self.diags.items.len() > errors_before {
+            NodeKind::Invalid
+        } else {
+            NodeKind::Seq { items, flow: true }
+        };
+        (rest, Node { kind, span: self.span(open, rest) })
     }
 
     fn flow_map(&mut self, i: &'a str) -> (&'a str, Node) {
+        let errors_before = self.diags.items.len();
         let open = i;
         let mut rest = &i[1..];
         let mut entries: Vec<Entry> = Vec::new();
@@ -309,7 +317,11 @@ impl<'a> Inline<'a, '_> {
                 self.diags.push(
                     Diagnostic::error(
                         "P0016",
-                        Span::new(self.file, self.off(after_key), self.off(after_key) + 1),
+                        Span::new(
+                            self.file,
+                            self.off(after_key),
+                            self.off(after_key) + after_key.chars().next().map_or(0, char::len_utf8),
+                        ),
                         "expected `: ` after the key",
                     )
                     .found(after_key.chars().next().map_or("the end of the line".into(), |c| format!("`{c}`"))),
@@ -335,7 +347,8 @@ impl<'a> Inline<'a, '_> {
             rest = self.expect_close(r, open, '}').unwrap_or_else(|e| e);
             break;
         }
-        (rest, Node { kind: NodeKind::Map(entries), span: self.span(open, rest) })
+        let kind = if self.diags.items.len() > errors_before { NodeKind::Invalid } else { NodeKind::Map(entries) };
+        (rest, Node { kind, span: self.span(open, rest) })
     }
 }
 
