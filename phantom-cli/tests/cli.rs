@@ -115,3 +115,32 @@ fn help_has_examples() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Example"), "{cmd:?}");
     }
 }
+
+#[test]
+fn import_seccomp_writes_a_policy_that_compiles() {
+    let d = scratch("import");
+    let out = d.join("docker.yaml");
+    let r = run(&[
+        "import",
+        "seccomp",
+        "tests/data/docker-default-seccomp.json",
+        "--name",
+        "docker-default",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        text,
+        std::fs::read_to_string(repo().join("policies/docker-default.yaml")).unwrap(),
+        "policies/docker-default.yaml is stale: regenerate it"
+    );
+    let c = phantom_dsl::compile_str("docker.yaml", &text);
+    assert!(!c.has_errors());
+    // An unknown architecture is a usage error with a clear message.
+    let bad = run(&["import", "seccomp", "tests/data/docker-default-seccomp.json", "--arch", "mips"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("use x86_64 or aarch64"));
+    let _ = std::fs::remove_dir_all(d);
+}

@@ -9,6 +9,7 @@ pub mod check;
 mod decode;
 pub mod diag;
 pub mod extends;
+pub mod import;
 pub mod ir;
 pub mod source;
 pub mod syntax;

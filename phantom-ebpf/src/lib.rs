@@ -1,4 +1,8 @@
 //! Phantom backends: turn the policy IR into kernel artifacts.
 //!
-//! Nothing is emitted yet; the seccomp, Landlock and eBPF backends land with
-//! their issues. The crate exists so the workspace shape is the final one.
+//! [`seccomp`] compiles the seccomp part of a policy into a classic BPF
+//! filter; [`landlock`] turns it into a Landlock ruleset description. The eBPF
+//! backend lands with its issue.
+
+pub mod landlock;
+pub mod seccomp;

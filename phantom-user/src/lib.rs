@@ -1,3 +1,9 @@
-//! Phantom runtime: loads compiled bundles and spawns sandboxes.
+//! Phantom runtime: applies compiled policy layers to processes, and (with
+//! the runtime issue) loads bundles and spawns sandboxes.
 //!
-//! Empty until the runtime issue lands.
+//! Every `apply` here changes the calling process irreversibly; callers run
+//! it in the sandbox child after fork and before exec, tests in forked
+//! children.
+
+pub mod landlock;
+pub mod report;

@@ -57,6 +57,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
+    /// Convert another format into a policy (see `import seccomp --help`).
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Print policies in canonical form (comments kept).
     #[command(
         after_help = "Without --write or --check, prints the formatted file to stdout.\n\nExample:\n  phantom-policy fmt --check policies/*.yaml\n  phantom-policy fmt --write my.yaml"
@@ -70,6 +73,32 @@ enum Command {
         /// Exit 1 if a file is not formatted; change nothing.
         #[arg(long)]
         check: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImportCommand {
+    /// Convert a Docker/OCI seccomp profile (JSON) into policy syntax.
+    #[command(
+        after_help = "Entries conditional on architecture or capabilities (`includes`/`excludes`) are resolved for\n--arch and the capability set (default: Docker's default capabilities); `minKernel` is taken as\nsatisfied. Names that are not syscalls on the target architecture are skipped and listed in a\ncomment at the top of the output.\n\nExample:\n  phantom-policy import seccomp tests/data/docker-default-seccomp.json -o docker.yaml\n  phantom-policy import seccomp profile.json --cap CAP_SYS_ADMIN --name my-profile"
+    )]
+    Seccomp {
+        profile: PathBuf,
+        /// Write the policy here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Target architecture: x86_64 or aarch64.
+        #[arg(long, default_value = "x86_64")]
+        arch: String,
+        /// Capabilities granted (repeatable); replaces the default set.
+        #[arg(long = "cap")]
+        caps: Vec<String>,
+        /// Extra capabilities on top of Docker's defaults (repeatable).
+        #[arg(long = "add-cap")]
+        add_caps: Vec<String>,
+        /// The `profile:` name of the generated policy.
+        #[arg(long, default_value = "imported-seccomp")]
+        name: String,
     },
 }
 
@@ -89,10 +118,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check { files, format, deny_warnings } => check(&files, format, deny_warnings),
         Command::Compile { file, output, format } => compile(&file, &output, format),
         Command::Fmt { files, write, check } => fmt(&files, write, check),
+        Command::Import(ImportCommand::Seccomp { profile, output, arch, caps, add_caps, name }) => {
+            import_seccomp(&profile, output.as_deref(), &arch, caps, add_caps, &name)
+        }
     }
 }
 
-fn load(file: &PathBuf) -> Result<Compilation> {
+fn load(file: &std::path::Path) -> Result<Compilation> {
     phantom_dsl::compile_file(file).with_context(|| format!("cannot read {}", file.display()))
 }
 
@@ -134,7 +166,7 @@ fn check(files: &[PathBuf], format: Format, deny_warnings: bool) -> Result<ExitC
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-fn compile(file: &PathBuf, out: &PathBuf, format: Format) -> Result<ExitCode> {
+fn compile(file: &std::path::Path, out: &std::path::Path, format: Format) -> Result<ExitCode> {
     let c = load(file)?;
     let Some(policy) = &c.policy else {
         match format {
@@ -214,4 +246,50 @@ fn fmt(files: &[PathBuf], write: bool, check: bool) -> Result<ExitCode> {
         }
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn import_seccomp(
+    profile: &std::path::Path,
+    output: Option<&std::path::Path>,
+    arch: &str,
+    caps: Vec<String>,
+    add_caps: Vec<String>,
+    name: &str,
+) -> Result<ExitCode> {
+    use phantom_dsl::import::docker_seccomp::{import, DOCKER_DEFAULT_CAPS};
+    use phantom_dsl::syscalls::Arch;
+    let arch = match arch {
+        "x86_64" | "amd64" => Arch::X86_64,
+        "aarch64" | "arm64" => Arch::Aarch64,
+        other => anyhow::bail!("unknown architecture `{other}`: use x86_64 or aarch64"),
+    };
+    let json = std::fs::read_to_string(profile).with_context(|| format!("cannot read {}", profile.display()))?;
+    let mut caps: Vec<String> =
+        if caps.is_empty() { DOCKER_DEFAULT_CAPS.iter().map(|c| c.to_string()).collect() } else { caps };
+    caps.extend(add_caps);
+    let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
+    let imported = import(&json, name, arch, &caps).with_context(|| format!("cannot import {}", profile.display()))?;
+    // The output must be a valid policy: compile it before writing.
+    let c = phantom_dsl::compile_str("imported.yaml", &imported.text);
+    if c.has_errors() {
+        eprint!("{}", render::render_all(&c.sources, &c.diagnostics));
+        anyhow::bail!("the imported policy does not compile; this is a bug in the importer");
+    }
+    match output {
+        Some(path) => {
+            std::fs::write(path, &imported.text).with_context(|| format!("cannot write {}", path.display()))?;
+            let rules = c.policy.as_ref().map_or(0, |p| p.seccomp.rules.len());
+            eprintln!(
+                "{}: {} rules from {} entries ({} skipped by includes/excludes, {} names not on {})",
+                path.display(),
+                rules,
+                imported.entries_used,
+                imported.entries_skipped,
+                imported.unknown_names.len(),
+                arch.name()
+            );
+        }
+        None => print!("{}", imported.text),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -141,7 +141,7 @@ fn wrap_flow(parts: &[String], mut col: usize, cont: usize) -> String {
     col += 1;
     for (i, p) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
-        let need = p.len() + if last { 1 } else { 1 };
+        let need = p.len() + 1; // the item and its `,` or `]`
         if i > 0 {
             if col + 1 + need > FLOW_WIDTH {
                 s.push('\n');

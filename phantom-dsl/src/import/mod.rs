@@ -1,0 +1,3 @@
+//! Importers: other formats to policy text.
+
+pub mod docker_seccomp;
