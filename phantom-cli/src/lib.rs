@@ -1,6 +1,5 @@
 //! Shared pieces of Phantom's command-line tools: diagnostic rendering (the
-//! only place that turns structured diagnostics into text) and the bundle
-//! writer of `phantom-policy compile`.
+//! only place that turns structured diagnostics into text).
 
-pub mod bundle;
+pub mod inspect;
 pub mod render;

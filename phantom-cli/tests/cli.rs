@@ -75,6 +75,13 @@ fn compile_writes_a_deterministic_bundle() {
     assert_eq!(m["sources"][0]["sha256"], phantom_dsl::source::sha256_hex(&src));
     let ir = std::fs::read(a.join("policy.ir.json")).unwrap();
     assert_eq!(m["artifacts"][0]["sha256"], phantom_dsl::source::sha256_hex(&ir));
+    for f in ["seccomp-x86_64.bpf", "seccomp-aarch64.bpf", "landlock.json"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs between two compiles"
+        );
+    }
     let _ = std::fs::remove_dir_all(a);
     let _ = std::fs::remove_dir_all(b);
 }
@@ -142,5 +149,37 @@ fn import_seccomp_writes_a_policy_that_compiles() {
     let bad = run(&["import", "seccomp", "tests/data/docker-default-seccomp.json", "--arch", "mips"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("use x86_64 or aarch64"));
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn inspect_shows_programs_with_policy_lines_and_detects_tampering() {
+    let d = scratch("inspect");
+    let out = run(&["compile", "policies/agent-workspace.yaml", "-o", d.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["seccomp-x86_64.bpf", "seccomp-aarch64.bpf", "landlock.json", "manifest.json", "policy.ir.json"] {
+        assert!(d.join(f).exists(), "{f} missing from the bundle");
+    }
+    let text = run(&["inspect", d.to_str().unwrap()]);
+    assert_eq!(text.status.code(), Some(0), "{}", String::from_utf8_lossy(&text.stderr));
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains("== seccomp-x86_64.bpf"), "{text}");
+    assert!(text.contains("A = arch") && text.contains("; line 15"), "{text}");
+    assert!(text.contains("allow /workspace: "), "{text}");
+    let json = run(&["inspect", "--json", d.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let first = &v["artifacts"][0]["instructions"][0];
+    assert_eq!(first["text"], "A = arch");
+    assert_eq!(first["line"], 15);
+    // A single artifact file can be inspected without its manifest.
+    let one = run(&["inspect", d.join("seccomp-x86_64.bpf").to_str().unwrap()]);
+    assert_eq!(one.status.code(), Some(0));
+    // Tampering is detected.
+    let mut bytes = std::fs::read(d.join("seccomp-x86_64.bpf")).unwrap();
+    bytes[4] ^= 1;
+    std::fs::write(d.join("seccomp-x86_64.bpf"), bytes).unwrap();
+    let bad = run(&["inspect", d.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("does not match the manifest"));
     let _ = std::fs::remove_dir_all(d);
 }

@@ -406,7 +406,7 @@ pub struct Performance {
 }
 
 /// Rule counts per layer, for summaries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerSummary {
     pub layer: Layer,
     pub rules: usize,

@@ -4,5 +4,6 @@
 //! filter; [`landlock`] turns it into a Landlock ruleset description. The eBPF
 //! backend lands with its issue.
 
+pub mod bundle;
 pub mod landlock;
 pub mod seccomp;

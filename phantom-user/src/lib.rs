@@ -5,5 +5,7 @@
 //! it in the sandbox child after fork and before exec, tests in forked
 //! children.
 
+pub mod apply;
 pub mod landlock;
 pub mod report;
+pub mod seccomp;

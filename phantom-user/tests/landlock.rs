@@ -3,38 +3,14 @@
 //! still work. Needs Landlock ABI >= 4 (TCP rules); this host has 7, so a
 //! missing Landlock fails the test rather than skipping it.
 
+mod common;
+
+use common::in_child;
 use phantom_user::landlock::{apply, expand};
 use phantom_user::report::Enforcement;
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::PathBuf;
-
-/// Runs `f` in a forked child and returns its exit code; the child's panics
-/// and messages go to the test's stderr.
-fn in_child(f: impl FnOnce() -> Result<(), String>) -> i32 {
-    // SAFETY: the child only runs `f` and exits with _exit; glibc's fork
-    // handlers keep malloc usable in the child.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-            Ok(Ok(())) => 0,
-            Ok(Err(msg)) => {
-                eprintln!("child: {msg}");
-                1
-            }
-            Err(_) => 2,
-        };
-        // SAFETY: terminates the child without running the parent's atexit handlers.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: pid is our child; status is a valid out-pointer.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid);
-    assert!(libc::WIFEXITED(status), "child killed by signal {}", libc::WTERMSIG(status));
-    libc::WEXITSTATUS(status)
-}
 
 struct Scratch(PathBuf);
 impl Scratch {

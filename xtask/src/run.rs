@@ -173,13 +173,16 @@ fn write_bundle(policy: &Policy, path: &Path, out: &Path, written: &mut BTreeMap
         return StageResult::Failed(format!("profile `{}` was already written by {}", policy.profile, first.display()));
     }
     let dir = out.join(&policy.profile);
-    let files = phantom_cli::bundle::build(policy);
-    if let Err(e) = phantom_cli::bundle::write(&dir, &files) {
+    let built = match phantom_ebpf::bundle::build(policy) {
+        Ok(b) => b,
+        Err(e) => return StageResult::Failed(format!("backends: {e}")),
+    };
+    if let Err(e) = phantom_ebpf::bundle::write(&dir, &built) {
         return StageResult::Failed(format!("writing {}: {e}", dir.display()));
     }
     written.insert(policy.profile.clone(), path.to_path_buf());
-    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-    let bytes: usize = files.iter().map(|(_, b)| b.len()).sum();
+    let names: Vec<&str> = built.files.iter().map(|(n, _)| n.as_str()).collect();
+    let bytes: usize = built.files.iter().map(|(_, b)| b.len()).sum();
     StageResult::Ok(format!("{}/ ({}; {bytes} bytes)", dir.display(), names.join(", ")))
 }
 

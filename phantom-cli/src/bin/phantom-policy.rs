@@ -2,8 +2,9 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use phantom_cli::{bundle, render};
+use phantom_cli::render;
 use phantom_dsl::Compilation;
+use phantom_ebpf::bundle;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,16 @@ enum Command {
         output: PathBuf,
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
+    },
+    /// Show what a bundle enforces: disassembly with policy lines, rulesets.
+    #[command(
+        after_help = "DIR is a bundle written by `compile`; every artifact is checked against the manifest's sha256.\nA single artifact file (seccomp-*.bpf, landlock.json) can be inspected on its own (no policy lines).\n\nExample:\n  phantom-policy compile policies/agent-workspace.yaml -o build/agent\n  phantom-policy inspect build/agent\n  phantom-policy inspect --json build/agent | jq '.artifacts[0].instructions[0]'"
+    )]
+    Inspect {
+        path: PathBuf,
+        /// Print JSON (per-instruction records) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Convert another format into a policy (see `import seccomp --help`).
     #[command(subcommand)]
@@ -118,6 +129,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check { files, format, deny_warnings } => check(&files, format, deny_warnings),
         Command::Compile { file, output, format } => compile(&file, &output, format),
         Command::Fmt { files, write, check } => fmt(&files, write, check),
+        Command::Inspect { path, json } => {
+            let (text, doc) = phantom_cli::inspect::inspect(&path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                print!("{text}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Import(ImportCommand::Seccomp { profile, output, arch, caps, add_caps, name }) => {
             import_seccomp(&profile, output.as_deref(), &arch, caps, add_caps, &name)
         }
@@ -183,8 +203,16 @@ fn compile(file: &std::path::Path, out: &std::path::Path, format: Format) -> Res
         }
         return Ok(ExitCode::from(1));
     };
-    let files = bundle::build(policy);
-    bundle::write(out, &files).with_context(|| format!("cannot write bundle to {}", out.display()))?;
+    let built = match bundle::build(policy) {
+        Ok(b) => b,
+        Err(e) => {
+            eprint!("{}", render::render_all(&c.sources, &c.diagnostics));
+            eprintln!("{}: not compiled: {e}", file.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    bundle::write(out, &built).with_context(|| format!("cannot write bundle to {}", out.display()))?;
+    let files = &built.files;
     match format {
         Format::Human => {
             eprint!("{}", render::render_all(&c.sources, &c.diagnostics));

@@ -11,15 +11,38 @@ use super::{ret, AUDIT_ARCH_AARCH64, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 use phantom_dsl::values::errno_name;
 use std::fmt::Write;
 
+/// One instruction of a listing, for `--json` output.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListingLine {
+    pub index: usize,
+    pub code: u16,
+    pub text: String,
+    pub line: Option<u32>,
+}
+
+/// The listing as data; `lines` may be shorter than `insns`.
+pub fn listing(insns: &[Insn], lines: &[Option<u32>]) -> Vec<ListingLine> {
+    insns
+        .iter()
+        .enumerate()
+        .map(|(pc, insn)| ListingLine {
+            index: pc,
+            code: insn.code,
+            text: describe(pc, insn),
+            line: lines.get(pc).copied().flatten(),
+        })
+        .collect()
+}
+
 /// One line per instruction; `lines` may be shorter than `insns` (missing
 /// entries print no line).
 pub fn disassemble(insns: &[Insn], lines: &[Option<u32>]) -> String {
     let mut out = String::new();
-    for (pc, insn) in insns.iter().enumerate() {
-        let text = describe(pc, insn);
-        match lines.get(pc).copied().flatten() {
-            Some(line) => writeln!(out, "{pc:4}: ({:02x}) {text:<36} ; line {line}", insn.code),
-            None => writeln!(out, "{pc:4}: ({:02x}) {text}", insn.code),
+    for l in listing(insns, lines) {
+        let (pc, code, text) = (l.index, l.code, l.text);
+        match l.line {
+            Some(line) => writeln!(out, "{pc:4}: ({code:02x}) {text:<36} ; line {line}"),
+            None => writeln!(out, "{pc:4}: ({code:02x}) {text}"),
         }
         .expect("writing to a String");
     }

@@ -1,0 +1,113 @@
+//! Applies a compiled bundle's process layers to the calling process:
+//! Landlock first, seccomp last (its filter then also covers everything
+//! between it and exec). Fail closed: a layer in `require` that cannot be
+//! enforced is an error and nothing after it is applied.
+
+use crate::landlock::{LandlockError, LandlockReport};
+use crate::report::Enforcement;
+use crate::seccomp::SeccompInstallError;
+use phantom_ebpf::bundle::{read_manifest, BundleError, Manifest};
+use phantom_ebpf::landlock::LandlockRuleset;
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{0}: not a Landlock ruleset")]
+    Ruleset(String),
+    #[error(transparent)]
+    Landlock(#[from] LandlockError),
+    #[error(transparent)]
+    Seccomp(#[from] SeccompInstallError),
+    #[error("the bundle has no seccomp filter for {0}")]
+    NoFilterForArch(&'static str),
+}
+
+/// What one layer enforces after [`apply_bundle`].
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerOutcome {
+    pub layer: &'static str,
+    pub enforcement: Enforcement,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AppliedReport {
+    pub layers: Vec<LayerOutcome>,
+    pub landlock: Option<LandlockReport>,
+}
+
+/// The seccomp artifact name for the machine this runs on.
+pub fn native_seccomp_artifact() -> Option<(&'static str, &'static str)> {
+    match std::env::consts::ARCH {
+        "x86_64" => Some(("x86_64", "seccomp-x86_64.bpf")),
+        "aarch64" => Some(("aarch64", "seccomp-aarch64.bpf")),
+        _ => None,
+    }
+}
+
+fn read(dir: &Path, name: &str) -> Result<Vec<u8>, ApplyError> {
+    let p = dir.join(name);
+    std::fs::read(&p).map_err(|source| ApplyError::Read { path: p.display().to_string(), source })
+}
+
+/// The process layers of a bundle, read into memory. Reading happens before
+/// anything is applied: once Landlock is on, the bundle directory itself may
+/// no longer be readable. A zygote loads once and applies in every child.
+#[derive(Debug, Clone)]
+pub struct LoadedBundle {
+    pub manifest: Manifest,
+    pub landlock: Option<LandlockRuleset>,
+    pub seccomp: Option<Vec<u8>>,
+}
+
+impl LoadedBundle {
+    pub fn load(dir: &Path) -> Result<Self, ApplyError> {
+        let manifest: Manifest = read_manifest(dir)?;
+        let has = |layer: &str| manifest.artifacts.iter().any(|a| a.layer.as_deref() == Some(layer));
+        let landlock = if has("landlock") {
+            let bytes = read(dir, "landlock.json")?;
+            Some(serde_json::from_slice(&bytes).map_err(|_| ApplyError::Ruleset("landlock.json".into()))?)
+        } else {
+            None
+        };
+        let seccomp = if has("seccomp") {
+            let (arch, name) = native_seccomp_artifact().ok_or(ApplyError::NoFilterForArch(std::env::consts::ARCH))?;
+            if !manifest.artifacts.iter().any(|a| a.name == name) {
+                return Err(ApplyError::NoFilterForArch(arch));
+            }
+            Some(read(dir, name)?)
+        } else {
+            None
+        };
+        Ok(LoadedBundle { manifest, landlock, seccomp })
+    }
+
+    /// Applies Landlock, then seccomp, to the calling process. Irreversible.
+    pub fn apply(&self) -> Result<AppliedReport, ApplyError> {
+        let mut report = AppliedReport { layers: Vec::new(), landlock: None };
+        if let Some(spec) = &self.landlock {
+            let r = crate::landlock::apply(spec)?;
+            report.layers.push(LayerOutcome {
+                layer: "landlock",
+                enforcement: r.enforcement,
+                reason: r.reason.clone(),
+            });
+            report.landlock = Some(r);
+        }
+        if let Some(filter) = &self.seccomp {
+            crate::seccomp::install(filter)?;
+            report.layers.push(LayerOutcome { layer: "seccomp", enforcement: Enforcement::Full, reason: None });
+        }
+        Ok(report)
+    }
+}
+
+/// Loads the bundle in `dir` and applies it. Irreversible.
+pub fn apply_bundle(dir: &Path) -> Result<AppliedReport, ApplyError> {
+    LoadedBundle::load(dir)?.apply()
+}

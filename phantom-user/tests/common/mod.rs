@@ -1,0 +1,48 @@
+//! Helpers shared by the runtime's kernel tests.
+
+#![allow(dead_code)] // Reason: each test binary uses a different subset.
+
+/// How a forked child ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChildEnd {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// Runs `f` in a forked child and returns how it ended; the child's panics
+/// and messages go to the test's stderr.
+pub fn fork_child(f: impl FnOnce() -> Result<(), String>) -> ChildEnd {
+    // SAFETY: the child only runs `f` and exits with _exit; glibc's fork
+    // handlers keep malloc usable in the child.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(Ok(())) => 0,
+            Ok(Err(msg)) => {
+                eprintln!("child: {msg}");
+                1
+            }
+            Err(_) => 2,
+        };
+        // SAFETY: terminates the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: pid is our child; status is a valid out-pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid);
+    if libc::WIFSIGNALED(status) {
+        ChildEnd::Signaled(libc::WTERMSIG(status))
+    } else {
+        ChildEnd::Exited(libc::WEXITSTATUS(status))
+    }
+}
+
+/// Like [`fork_child`], for children that must exit normally.
+pub fn in_child(f: impl FnOnce() -> Result<(), String>) -> i32 {
+    match fork_child(f) {
+        ChildEnd::Exited(c) => c,
+        ChildEnd::Signaled(s) => panic!("child killed by signal {s}"),
+    }
+}
