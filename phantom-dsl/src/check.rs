@@ -61,6 +61,19 @@ fn check_seccomp(p: &Policy, diags: &mut Diagnostics, complete: bool) {
             ),
         }
     }
+    // In rule order, anything after an unconditional rule for the same
+    // syscall can never apply.
+    for (i, r) in s.rules.iter().enumerate() {
+        if let Some(u) = s.rules[..i].iter().find(|u| u.name == r.name && u.conditions.is_empty()) {
+            if !r.conditions.is_empty() {
+                diags.push(
+                    Diagnostic::warning("P0202", r.origin.span, format!("this rule for `{}` never applies", r.name))
+                        .related(u.origin.span, "an earlier rule already decides every call")
+                        .help("rules are tried in order; move the conditional rule before the unconditional one"),
+                );
+            }
+        }
+    }
     for r in s.rules.iter().filter(|r| !r.conditions.is_empty()) {
         if let Some(u) = first.get(r.name.as_str()) {
             if u.action == r.action {
