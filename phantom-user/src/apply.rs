@@ -19,6 +19,8 @@ pub enum ApplyError {
     Read { path: String, source: std::io::Error },
     #[error("{0}: not a Landlock ruleset")]
     Ruleset(String),
+    #[error("{0}: not a policy IR file")]
+    Ir(String),
     #[error(transparent)]
     Landlock(#[from] LandlockError),
     #[error(transparent)]
@@ -85,6 +87,31 @@ impl LoadedBundle {
             None
         };
         Ok(LoadedBundle { manifest, landlock, seccomp })
+    }
+
+    /// From a bundle built in memory (no files involved).
+    pub fn from_bundle(b: &phantom_ebpf::bundle::Bundle) -> Result<Self, ApplyError> {
+        let file = |name: &str| b.files.iter().find(|(n, _)| n == name).map(|(_, bytes)| bytes.clone());
+        let landlock = match file("landlock.json") {
+            Some(bytes) => {
+                Some(serde_json::from_slice(&bytes).map_err(|_| ApplyError::Ruleset("landlock.json".into()))?)
+            }
+            None => None,
+        };
+        let seccomp = match native_seccomp_artifact() {
+            Some((_, name)) => file(name),
+            None if b.manifest.artifacts.iter().any(|a| a.layer.as_deref() == Some("seccomp")) => {
+                return Err(ApplyError::NoFilterForArch(std::env::consts::ARCH))
+            }
+            None => None,
+        };
+        Ok(LoadedBundle { manifest: b.manifest.clone(), landlock, seccomp })
+    }
+
+    /// The policy IR stored in a bundle directory.
+    pub fn read_policy(dir: &Path) -> Result<phantom_dsl::ir::Policy, ApplyError> {
+        let bytes = read(dir, "policy.ir.json")?;
+        serde_json::from_slice(&bytes).map_err(|_| ApplyError::Ir("policy.ir.json".into()))
     }
 
     /// Applies Landlock, then seccomp, to the calling process. Irreversible.

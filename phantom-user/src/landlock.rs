@@ -11,7 +11,7 @@ use landlock::{
     RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 use phantom_ebpf::landlock::{FsRight, LandlockRuleset, ScopeKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,14 +23,14 @@ pub enum LandlockError {
 }
 
 /// A pattern of the policy that matched no existing path when applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MissingPath {
     pub pattern: String,
     pub line: u32,
 }
 
 /// What was enforced, for the enforcement report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LandlockReport {
     pub enforcement: Enforcement,
     pub reason: Option<String>,

@@ -6,6 +6,8 @@
 //! children.
 
 pub mod apply;
+pub mod doctor;
 pub mod landlock;
 pub mod report;
 pub mod seccomp;
+pub mod spawn;

@@ -1,0 +1,136 @@
+//! The child side of a spawn: everything between clone and exec. Any
+//! failure is written to the status pipe as `error\t<stage>\t<message>` and
+//! the child exits 127; the supervisor turns that into a `SpawnError`.
+
+use super::rootfs::RootPlan;
+use super::sys;
+use phantom_ebpf::landlock::LandlockRuleset;
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::RawFd;
+
+/// The PATH of the sandbox's environment.
+pub(super) const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
+
+/// Everything the child needs, prepared by the supervisor before clone.
+pub(super) struct ChildPlan {
+    pub root: Option<RootPlan>,
+    /// Switch to uid/gid 0 of the new user namespace (isolated modes).
+    pub become_root: bool,
+    pub hostname: Option<CString>,
+    pub loopback_up: bool,
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
+    pub landlock: Option<LandlockRuleset>,
+    pub seccomp: Option<Vec<u8>>,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+    /// Read end: one byte from the supervisor means "maps and cgroups done".
+    pub sync: RawFd,
+    /// Write end, close-on-exec: errors and the Landlock report.
+    pub status: RawFd,
+}
+
+struct Fail(&'static str, String);
+
+fn stage<T, E: std::fmt::Display>(name: &'static str, r: Result<T, E>) -> Result<T, Fail> {
+    r.map_err(|e| Fail(name, e.to_string()))
+}
+
+fn write_status(fd: RawFd, line: &str) {
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    // SAFETY: fd is the status pipe's write end, owned by this process.
+    let mut f = std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    let _ = f.write_all(&buf);
+}
+
+/// Runs in the child; never returns.
+pub(super) fn child_main(plan: &ChildPlan) -> ! {
+    let Err(Fail(stage, msg)) = run(plan);
+    write_status(plan.status, &format!("error\t{stage}\t{}", msg.replace(['\n', '\t'], " ")));
+    // SAFETY: ends the child without unwinding into the parent's code.
+    unsafe { libc::_exit(127) }
+}
+
+fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
+    stage("parent death signal", sys::set_parent_death_signal())?;
+    let mut go = [0u8; 1];
+    // SAFETY: reading one byte into a local buffer.
+    let n = unsafe { libc::read(plan.sync, go.as_mut_ptr().cast(), 1) };
+    if n != 1 {
+        return Err(Fail("waiting for the supervisor", "the supervisor went away".into()));
+    }
+    if plan.become_root {
+        // Our kernel uid is still the supervisor's (host root, unmapped in
+        // the new namespace); switch to the mapped uid/gid 0.
+        // SAFETY: plain credential syscalls with integer arguments.
+        let r = unsafe {
+            if libc::setgroups(0, std::ptr::null()) < 0 || libc::setresgid(0, 0, 0) < 0 {
+                -1
+            } else {
+                libc::setresuid(0, 0, 0)
+            }
+        };
+        if r < 0 {
+            return Err(Fail("identity", std::io::Error::last_os_error().to_string()));
+        }
+    }
+    for (from, to) in [(plan.stdin, 0), (plan.stdout, 1), (plan.stderr, 2)] {
+        // SAFETY: dup2 on fds we own.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(Fail("stdio", std::io::Error::last_os_error().to_string()));
+        }
+    }
+    if let Some(root) = &plan.root {
+        root.execute().map_err(|e| Fail("root filesystem", e))?;
+    }
+    if let Some(h) = &plan.hostname {
+        // SAFETY: h is a valid buffer of the given length.
+        if unsafe { libc::sethostname(h.as_ptr(), h.as_bytes().len()) } < 0 {
+            return Err(Fail("hostname", std::io::Error::last_os_error().to_string()));
+        }
+    }
+    if plan.loopback_up {
+        stage("loopback", sys::loopback_up())?;
+    }
+    for (res, v) in &plan.rlimits {
+        stage("rlimit", sys::set_rlimit(*res, *v))?;
+    }
+    if let Some(spec) = &plan.landlock {
+        let report = stage("landlock", crate::landlock::apply(spec))?;
+        let json = serde_json::to_string(&report).unwrap_or_default();
+        write_status(plan.status, &format!("landlock\t{json}"));
+    }
+    stage("no_new_privs", sys::set_no_new_privs())?;
+    sys::close_fds_from(3, &[plan.status]);
+    if let Some(filter) = &plan.seccomp {
+        stage("seccomp", crate::seccomp::install(filter))?;
+    }
+    let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // PATH lookup inside the sandbox's root, with the sandbox's PATH (glibc's
+    // execvpe would search the supervisor's PATH).
+    let name = plan.argv[0].to_bytes();
+    let candidates: Vec<CString> = if name.contains(&b'/') {
+        vec![plan.argv[0].clone()]
+    } else {
+        SANDBOX_PATH.split(':').filter_map(|d| CString::new([d.as_bytes(), b"/", name].concat()).ok()).collect()
+    };
+    let mut last = std::io::Error::from_raw_os_error(libc::ENOENT);
+    for path in &candidates {
+        // SAFETY: path, argv and envp are NUL/NULL-terminated and outlive the
+        // call; execve only returns on failure.
+        unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        last = std::io::Error::last_os_error();
+        if last.raw_os_error() != Some(libc::ENOENT) {
+            break;
+        }
+    }
+    Err(Fail("exec", format!("{}: {last}", plan.argv[0].to_string_lossy())))
+}

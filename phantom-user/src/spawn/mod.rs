@@ -1,0 +1,93 @@
+//! The sandbox spawner: one command in fresh namespaces with every process
+//! layer of a compiled bundle.
+//!
+//! Order of work (child side, between clone and exec): wait for the
+//! supervisor to write the uid/gid maps and place the child in its v1
+//! cgroups; build the root (`rootfs`); hostname; loopback; rlimits;
+//! Landlock; `no_new_privs`; seccomp last; close every other fd; exec.
+//!
+//! Identity: the sandbox's uid/gid 0..65535 map to the host range starting
+//! at [`SANDBOX_ID_BASE`], never to host root. The workspace is handed to
+//! that uid when phantom creates it.
+
+pub mod cgroup;
+mod child;
+mod rootfs;
+mod supervisor;
+mod supervisor_io;
+pub(crate) mod sys;
+
+pub use supervisor::run;
+
+use crate::report::Enforcement;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// First host uid/gid of the range the sandbox's ids map to.
+pub const SANDBOX_ID_BASE: u32 = 0x6000_0000;
+/// Size of the mapped range.
+pub const SANDBOX_ID_COUNT: u32 = 65536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("the sandbox could not start: {stage}: {message}")]
+    Child { stage: String, message: String },
+    #[error("the policy requires {layer}, which cannot be enforced here: {reason}")]
+    Required { layer: String, reason: String },
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+impl SpawnError {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SpawnError {
+        let what = what.into();
+        move |source| SpawnError::Io { what, source }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct SpawnRequest {
+    pub argv: Vec<String>,
+    /// Extra environment (on top of PATH, HOME, LANG, TERM).
+    pub env: Vec<(String, String)>,
+    /// Host directory mounted read-write at /workspace; `None`: a fresh
+    /// directory that is removed afterwards.
+    pub workspace: Option<PathBuf>,
+    pub timeout: Option<Duration>,
+    /// Bytes of stdout and of stderr kept; the rest is counted and dropped.
+    pub output_cap: usize,
+}
+
+/// One layer of the enforcement report.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerStatus {
+    pub layer: String,
+    pub enforcement: Enforcement,
+    pub reason: Option<String>,
+}
+
+/// The outcome of one run, as `phantom run --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: usize,
+    pub stderr_truncated: usize,
+    pub duration_ms: f64,
+    pub max_rss_kib: u64,
+    pub memory_peak_bytes: Option<u64>,
+    pub user_ms: f64,
+    pub sys_ms: f64,
+    pub mode: String,
+    pub enforcement: Vec<LayerStatus>,
+    /// Landlock patterns that matched no path in the sandbox.
+    pub missing_paths: Vec<String>,
+}

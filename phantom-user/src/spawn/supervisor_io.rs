@@ -1,0 +1,108 @@
+//! Relaying a sandbox's output with size caps while enforcing the
+//! wall-clock timeout, and reaping it with its resource usage.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+pub(super) struct Relayed {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_dropped: usize,
+    pub stderr_dropped: usize,
+    pub timed_out: bool,
+}
+
+fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative return is a fresh fd we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Reads both pipes until they close, keeping `cap` bytes of each. On
+/// timeout, kills the child (pid 1 of its namespace, so every process in
+/// the sandbox dies with it).
+pub(super) fn relay(pid: libc::pid_t, out: OwnedFd, err: OwnedFd, cap: usize, timeout: Option<Duration>) -> Relayed {
+    let mut r =
+        Relayed { stdout: Vec::new(), stderr: Vec::new(), stdout_dropped: 0, stderr_dropped: 0, timed_out: false };
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let pidfd = pidfd_open(pid);
+    let mut open = [true, true];
+    let mut exited = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    while open[0] || open[1] {
+        let wait_ms = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() && !r.timed_out {
+                    r.timed_out = true;
+                    // SAFETY: killing our own child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                if r.timed_out {
+                    100
+                } else {
+                    left.as_millis().min(i32::MAX as u128) as i32
+                }
+            }
+            None => -1,
+        };
+        let mut fds = [
+            libc::pollfd { fd: if open[0] { out.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if open[1] { err.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: if exited { -1 } else { pidfd.as_ref().map_or(-1, |f| f.as_raw_fd()) },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of pollfd.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, wait_ms) };
+        if n < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            break;
+        }
+        if fds[2].revents != 0 {
+            exited = true;
+        }
+        for (i, (fd, data, dropped)) in
+            [(&out, &mut r.stdout, &mut r.stdout_dropped), (&err, &mut r.stderr, &mut r.stderr_dropped)]
+                .into_iter()
+                .enumerate()
+        {
+            if !open[i] || fds[i].revents == 0 {
+                continue;
+            }
+            // SAFETY: reading into our buffer from a pipe we own.
+            let got = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if got <= 0 {
+                if got == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    open[i] = false;
+                }
+                continue;
+            }
+            let got = got as usize;
+            let keep = got.min(cap.saturating_sub(data.len()));
+            data.extend_from_slice(&buf[..keep]);
+            *dropped += got - keep;
+        }
+    }
+    r
+}
+
+/// Waits for the child; returns its wait status and resource usage.
+pub(super) fn reap(pid: libc::pid_t) -> (i32, libc::rusage) {
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-buffer.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waiting for our own child with valid out-pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    (status, ru)
+}
