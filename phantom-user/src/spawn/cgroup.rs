@@ -2,7 +2,8 @@
 //! controllers plus cgroup2 at /sys/fs/cgroup/unified, as on this project's
 //! CI hosts). The v2 directory is where BPF programs attach and where the
 //! child is cloned into (CLONE_INTO_CGROUP); limits go to whichever
-//! hierarchy has the controller.
+//! hierarchy has the controller. The first stage of a spawn is moved into
+//! every group before it forks the command, which inherits them.
 
 use phantom_dsl::ir::Resources;
 use std::fs;
@@ -139,10 +140,9 @@ impl SandboxCgroup {
         Ok(cg)
     }
 
-    /// Moves `pid` into the v1 controller groups (the v2 group is entered
-    /// at clone time).
-    pub fn add_v1(&self, pid: libc::pid_t) -> io::Result<()> {
-        for (_, dir) in &self.v1 {
+    /// Moves `pid` into every group of the sandbox; its children inherit.
+    pub fn add(&self, pid: libc::pid_t) -> io::Result<()> {
+        for dir in self.dirs() {
             write(&dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())

@@ -15,8 +15,11 @@ pub(super) const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/s
 /// Everything the child needs, prepared by the supervisor before clone.
 pub(super) struct ChildPlan {
     pub root: Option<RootPlan>,
-    /// Switch to uid/gid 0 of the new user namespace (isolated modes).
-    pub become_root: bool,
+    /// Namespaces the first stage unshares (all but pid); 0 in direct mode.
+    pub unshare_flags: libc::c_int,
+    /// Switch to uid/gid 0 of the new user namespace, and start the
+    /// command as pid 1 of a new pid namespace (isolated modes).
+    pub isolated: bool,
     pub hostname: Option<CString>,
     pub loopback_up: bool,
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
@@ -27,7 +30,8 @@ pub(super) struct ChildPlan {
     pub stdin: RawFd,
     pub stdout: RawFd,
     pub stderr: RawFd,
-    /// Read end: one byte from the supervisor means "maps and cgroups done".
+    /// Read end: the supervisor sends one byte after placing the first
+    /// stage in its cgroups, and one after writing its uid/gid maps.
     pub sync: RawFd,
     /// Write end, close-on-exec: errors and the Landlock report.
     pub status: RawFd,
@@ -48,23 +52,37 @@ fn write_status(fd: RawFd, line: &str) {
     let _ = f.write_all(&buf);
 }
 
-/// Runs in the child; never returns.
-pub(super) fn child_main(plan: &ChildPlan) -> ! {
-    let Err(Fail(stage, msg)) = run(plan);
+/// The first stage, forked by the supervisor: enters the namespaces, takes
+/// the mapped identity and forks the command as pid 1 of a new pid
+/// namespace, then waits for it and exits the same way. Never returns.
+pub(super) fn stage1_main(plan: &ChildPlan) -> ! {
+    let Err(Fail(stage, msg)) = stage1(plan);
     write_status(plan.status, &format!("error\t{stage}\t{}", msg.replace(['\n', '\t'], " ")));
     // SAFETY: ends the child without unwinding into the parent's code.
     unsafe { libc::_exit(127) }
 }
 
-fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
-    stage("parent death signal", sys::set_parent_death_signal())?;
-    let mut go = [0u8; 1];
+fn wait_byte(fd: RawFd) -> Result<(), Fail> {
+    let mut b = [0u8; 1];
     // SAFETY: reading one byte into a local buffer.
-    let n = unsafe { libc::read(plan.sync, go.as_mut_ptr().cast(), 1) };
-    if n != 1 {
+    if unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) } != 1 {
         return Err(Fail("waiting for the supervisor", "the supervisor went away".into()));
     }
-    if plan.become_root {
+    Ok(())
+}
+
+fn stage1(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
+    stage("parent death signal", sys::set_parent_death_signal())?;
+    wait_byte(plan.sync)?; // placed in the cgroups
+    if plan.unshare_flags != 0 {
+        // SAFETY: unshare with namespace flags only.
+        if unsafe { libc::unshare(plan.unshare_flags) } < 0 {
+            return Err(Fail("unshare", std::io::Error::last_os_error().to_string()));
+        }
+    }
+    write_status(plan.status, "unshared");
+    wait_byte(plan.sync)?; // uid/gid maps written
+    if plan.isolated {
         // Our kernel uid is still the supervisor's (host root, unmapped in
         // the new namespace); switch to the mapped uid/gid 0.
         // SAFETY: plain credential syscalls with integer arguments.
@@ -79,6 +97,50 @@ fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
             return Err(Fail("identity", std::io::Error::last_os_error().to_string()));
         }
     }
+    // clone3 is safe here: this process is single-threaded.
+    let flags = if plan.isolated { libc::CLONE_NEWPID as u64 } else { 0 };
+    let pid = stage("clone3", sys::clone_into(flags, None))?;
+    if pid == 0 {
+        child_main(plan);
+    }
+    // Keep nothing open: the supervisor sees EOF when the command execs.
+    sys::close_fds_from(0, &[]);
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // Die the same way, so the supervisor sees the signal.
+        // SAFETY: resetting a handler, unblocking and raising a signal on ourselves.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+    }
+    // SAFETY: exit without unwinding.
+    unsafe { libc::_exit(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 }) }
+}
+
+/// The command's process (pid 1 of the sandbox): builds the root and applies
+/// every layer, then execs. Never returns.
+fn child_main(plan: &ChildPlan) -> ! {
+    let Err(Fail(stage, msg)) = run(plan);
+    write_status(plan.status, &format!("error\t{stage}\t{}", msg.replace(['\n', '\t'], " ")));
+    // SAFETY: ends the child without unwinding into the parent's code.
+    unsafe { libc::_exit(127) }
+}
+
+fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
+    stage("parent death signal", sys::set_parent_death_signal())?;
     for (from, to) in [(plan.stdin, 0), (plan.stdout, 1), (plan.stderr, 2)] {
         // SAFETY: dup2 on fds we own.
         if unsafe { libc::dup2(from, to) } < 0 {

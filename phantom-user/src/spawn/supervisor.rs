@@ -4,16 +4,15 @@
 //! timeout and reaps the child and everything it created.
 
 use super::cgroup::SandboxCgroup;
-use super::child::{child_main, ChildPlan, SANDBOX_PATH};
+use super::child::{stage1_main, ChildPlan, SANDBOX_PATH};
 use super::rootfs::{Bind, RootPlan, DEFAULT_READ_ONLY};
-use super::{sys, LayerStatus, RunResult, SpawnError, SpawnRequest, SANDBOX_ID_BASE, SANDBOX_ID_COUNT};
+use super::{LayerStatus, RunResult, SpawnError, SpawnRequest, SANDBOX_ID_BASE, SANDBOX_ID_COUNT};
 use crate::apply::LoadedBundle;
 use crate::landlock::{expand, LandlockReport};
 use crate::report::Enforcement;
 use phantom_dsl::ir::{Access, Allocator, Effect, Layer, Mode, NetMode, Policy};
 use phantom_ebpf::landlock::{FsRight, FsRuleSpec, LandlockRuleset};
 use std::ffi::CString;
-use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -212,7 +211,17 @@ pub fn run(policy: &Policy, bundle: &LoadedBundle, req: &SpawnRequest) -> Result
     let devnull = std::fs::File::open("/dev/null").map_err(SpawnError::io("/dev/null"))?;
     let plan = ChildPlan {
         root,
-        become_root: isolated,
+        unshare_flags: if isolated {
+            libc::CLONE_NEWUSER
+                | libc::CLONE_NEWNS
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWUTS
+                | libc::CLONE_NEWNET
+                | libc::CLONE_NEWCGROUP
+        } else {
+            0
+        },
+        isolated,
         hostname: isolated.then(|| CString::new("phantom").expect("no NUL")),
         loopback_up: isolated && policy.network.mode == NetMode::LoopbackOnly,
         rlimits,
@@ -226,48 +235,56 @@ pub fn run(policy: &Policy, bundle: &LoadedBundle, req: &SpawnRequest) -> Result
         sync: sync_r.as_raw_fd(),
         status: status_w.as_raw_fd(),
     };
-    let flags = if isolated {
-        (libc::CLONE_NEWUSER
-            | libc::CLONE_NEWPID
-            | libc::CLONE_NEWNS
-            | libc::CLONE_NEWIPC
-            | libc::CLONE_NEWUTS
-            | libc::CLONE_NEWNET
-            | libc::CLONE_NEWCGROUP) as u64
-    } else {
-        0
-    };
-    let cg_dir = cg.as_ref().and_then(|c| c.v2.clone());
-    let cg_fd = match &cg_dir {
-        Some(d) => Some(std::fs::File::open(d).map_err(SpawnError::io(format!("open {}", d.display())))?),
-        None => None,
-    };
     let start = Instant::now();
-    let pid = sys::clone_into(flags, cg_fd.as_ref().map(|f| f.as_raw_fd())).map_err(SpawnError::io("clone3"))?;
+    // A glibc fork: safe in a multi-threaded supervisor (malloc stays
+    // usable in the child). The namespaces come from the first stage.
+    // SAFETY: the child runs only stage1_main, which never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(SpawnError::Io { what: "fork".into(), source: std::io::Error::last_os_error() });
+    }
     if pid == 0 {
-        child_main(&plan);
+        stage1_main(&plan);
     }
-    drop((out_w, err_w, sync_r, status_w, devnull, cg_fd));
+    drop((out_w, err_w, sync_r, status_w, devnull));
     let guard = KillOnDrop(pid);
-
-    if isolated {
-        for (file, what) in [("uid_map", "uid"), ("gid_map", "gid")] {
-            let map = format!("0 {SANDBOX_ID_BASE} {SANDBOX_ID_COUNT}\n");
-            std::fs::write(format!("/proc/{pid}/{file}"), map).map_err(SpawnError::io(format!("write {what} map")))?;
+    let send = |what: &str| -> Result<(), SpawnError> {
+        // SAFETY: writing one byte from a local buffer to our pipe.
+        if unsafe { libc::write(sync_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
+            return Err(SpawnError::Io { what: what.into(), source: std::io::Error::last_os_error() });
         }
-        if let Some(c) = &cg {
-            c.add_v1(pid).map_err(SpawnError::io("cgroup v1 placement"))?;
-        }
+        Ok(())
+    };
+    if let Some(c) = &cg {
+        c.add(pid).map_err(SpawnError::io("cgroup placement"))?;
     }
-    // SAFETY: writing one byte from a local buffer to our pipe.
-    if unsafe { libc::write(sync_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
-        return Err(SpawnError::Io { what: "release the child".into(), source: std::io::Error::last_os_error() });
+    send("release the first stage")?;
+
+    // Until exec, the sandbox reports on the status pipe (closed by exec).
+    let mut status_pipe = std::io::BufReader::new(std::fs::File::from(status_r));
+    let mut line = String::new();
+    let mut lines = Vec::new();
+    loop {
+        line.clear();
+        if std::io::BufRead::read_line(&mut status_pipe, &mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        let l = line.trim_end().to_string();
+        if l == "unshared" {
+            if isolated {
+                for (file, what) in [("uid_map", "uid"), ("gid_map", "gid")] {
+                    let map = format!("0 {SANDBOX_ID_BASE} {SANDBOX_ID_COUNT}\n");
+                    std::fs::write(format!("/proc/{pid}/{file}"), map)
+                        .map_err(SpawnError::io(format!("write {what} map")))?;
+                }
+            }
+            send("release the sandbox")?;
+        } else {
+            lines.push(l);
+        }
     }
     drop(sync_w);
-
-    // Until exec, the child reports on the status pipe (closed by exec).
-    let mut status_text = String::new();
-    let _ = std::fs::File::from(status_r).read_to_string(&mut status_text);
+    let status_text = lines.join("\n");
     let mut landlock_report: Option<LandlockReport> = None;
     for line in status_text.lines() {
         let mut parts = line.splitn(3, '\t');
