@@ -7,6 +7,7 @@
 //! - `fuzz <target>`: cargo-fuzz targets (nightly)
 
 mod bench;
+mod demo;
 mod deps;
 mod fuzz;
 mod run;

@@ -1,8 +1,9 @@
 //! `cargo xtask run`: take every example policy through the pipeline and
 //! report what happened at each stage.
 //!
-//! Today the pipeline is compile -> bundle. Later issues add stages (load
-//! the bundle's programs, spawn a sandbox, run a command in it); each stage
+//! The pipeline is compile -> bundle for every policy, then a sandbox demo
+//! (`demo.rs`) that runs a Python script under the reference profile's
+//! runnable sibling. Each stage
 //! is a function from the previous stage's output to a [`StageResult`], and
 //! the summary prints one column per stage.
 
@@ -22,6 +23,9 @@ pub struct Args {
     /// A relative path is relative to the workspace root.
     #[arg(long, default_value = "target/phantom/bundles")]
     out: PathBuf,
+    /// Skip the sandbox demo (it needs root: namespaces, cgroups).
+    #[arg(long)]
+    no_demo: bool,
 }
 
 /// What one stage did for one policy.
@@ -82,7 +86,14 @@ pub fn main(args: &Args) -> Result<ExitCode> {
         runs.push(run);
     }
     print_table(&runs, &args.out);
-    Ok(if runs.iter().any(PolicyRun::failed) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    let mut failed = runs.iter().any(PolicyRun::failed);
+    if args.files.is_empty() && !args.no_demo {
+        if let Err(e) = crate::demo::run(&util::workspace_root()) {
+            println!("demo FAILED: {e:#}");
+            failed = true;
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn run_one(path: &Path, out: &Path, written: &mut BTreeMap<String, PathBuf>) -> PolicyRun {
