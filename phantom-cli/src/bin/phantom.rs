@@ -40,6 +40,9 @@ enum Command {
         /// Print a JSON result.
         #[arg(long)]
         json: bool,
+        /// Do not print notes about layers that are not fully enforced.
+        #[arg(short, long)]
+        quiet: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -64,8 +67,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { policy, workspace, timeout, output_cap, json, command } => {
-            run_command(&policy, workspace, timeout.as_deref(), output_cap, json, command)
+        Command::Run { policy, workspace, timeout, output_cap, json, quiet, command } => {
+            run_command(&policy, workspace, timeout.as_deref(), output_cap, json, quiet, command)
         }
         Command::Doctor { json } => {
             let report = phantom_user::doctor::probe();
@@ -101,6 +104,7 @@ fn run_command(
     timeout: Option<&str>,
     output_cap: usize,
     json: bool,
+    quiet: bool,
     command: Vec<String>,
 ) -> Result<ExitCode> {
     let (policy, bundle) = load(policy_path)?;
@@ -128,8 +132,15 @@ fn run_command(
         if result.oom_killed {
             eprintln!("phantom: the memory limit was reached (OOM kill)");
         }
-        for l in result.enforcement.iter().filter(|l| l.enforcement != phantom_user::report::Enforcement::Full) {
-            eprintln!("phantom: layer {} is {:?}: {}", l.layer, l.enforcement, l.reason.as_deref().unwrap_or(""));
+        for l in
+            result.enforcement.iter().filter(|l| !quiet && l.enforcement != phantom_user::report::Enforcement::Full)
+        {
+            let how = format!("{:?}", l.enforcement).to_lowercase();
+            eprintln!(
+                "phantom: {} is enforced {how} here: {}",
+                l.layer,
+                l.reason.as_deref().unwrap_or("no reason given")
+            );
         }
     }
     Ok(ExitCode::from(match (result.timed_out, result.exit_code, result.signal) {

@@ -15,10 +15,13 @@ pub(super) const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/s
 /// Everything the child needs, prepared by the supervisor before clone.
 pub(super) struct ChildPlan {
     pub root: Option<RootPlan>,
-    /// Namespaces the first stage unshares (all but pid); 0 in direct mode.
-    pub unshare_flags: libc::c_int,
-    /// Switch to uid/gid 0 of the new user namespace, and start the
-    /// command as pid 1 of a new pid namespace (isolated modes).
+    /// Namespaces the command is cloned into; 0 in direct mode.
+    pub clone_flags: u64,
+    /// The sandbox's cgroup v2 directory (CLONE_INTO_CGROUP).
+    pub cgroup_fd: Option<RawFd>,
+    /// v1 controller directories the command is moved into.
+    pub cgroup_v1: Vec<std::path::PathBuf>,
+    /// Map ids and switch to uid/gid 0 of the new user namespace.
     pub isolated: bool,
     pub hostname: Option<CString>,
     pub loopback_up: bool,
@@ -30,9 +33,6 @@ pub(super) struct ChildPlan {
     pub stdin: RawFd,
     pub stdout: RawFd,
     pub stderr: RawFd,
-    /// Read end: the supervisor sends one byte after placing the first
-    /// stage in its cgroups, and one after writing its uid/gid maps.
-    pub sync: RawFd,
     /// Write end, close-on-exec: errors and the Landlock report.
     pub status: RawFd,
 }
@@ -52,9 +52,12 @@ fn write_status(fd: RawFd, line: &str) {
     let _ = f.write_all(&buf);
 }
 
-/// The first stage, forked by the supervisor: enters the namespaces, takes
-/// the mapped identity and forks the command as pid 1 of a new pid
-/// namespace, then waits for it and exits the same way. Never returns.
+/// The first stage, forked by the supervisor (a glibc fork, safe in a
+/// threaded host): single-threaded and still host root, it clone3s the
+/// command into every new namespace and straight into the sandbox's cgroup
+/// v2 directory (no slow cgroup migration), writes the command's uid/gid
+/// maps and v1 cgroup placement, releases it, then waits for it and exits
+/// the same way. Never returns.
 pub(super) fn stage1_main(plan: &ChildPlan) -> ! {
     let Err(Fail(stage, msg)) = stage1(plan);
     write_status(plan.status, &format!("error\t{stage}\t{}", msg.replace(['\n', '\t'], " ")));
@@ -66,42 +69,45 @@ fn wait_byte(fd: RawFd) -> Result<(), Fail> {
     let mut b = [0u8; 1];
     // SAFETY: reading one byte into a local buffer.
     if unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) } != 1 {
-        return Err(Fail("waiting for the supervisor", "the supervisor went away".into()));
+        return Err(Fail("waiting for the first stage", "the first stage went away".into()));
     }
     Ok(())
 }
 
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), Fail> {
+    std::fs::write(path, text).map_err(|e| Fail("identity and cgroups", format!("{}: {e}", path.display())))
+}
+
 fn stage1(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
     stage("parent death signal", sys::set_parent_death_signal())?;
-    wait_byte(plan.sync)?; // placed in the cgroups
-    if plan.unshare_flags != 0 {
-        // SAFETY: unshare with namespace flags only.
-        if unsafe { libc::unshare(plan.unshare_flags) } < 0 {
-            return Err(Fail("unshare", std::io::Error::last_os_error().to_string()));
-        }
-    }
-    write_status(plan.status, "unshared");
-    wait_byte(plan.sync)?; // uid/gid maps written
-    if plan.isolated {
-        // Our kernel uid is still the supervisor's (host root, unmapped in
-        // the new namespace); switch to the mapped uid/gid 0.
-        // SAFETY: plain credential syscalls with integer arguments.
-        let r = unsafe {
-            if libc::setgroups(0, std::ptr::null()) < 0 || libc::setresgid(0, 0, 0) < 0 {
-                -1
-            } else {
-                libc::setresuid(0, 0, 0)
-            }
-        };
-        if r < 0 {
-            return Err(Fail("identity", std::io::Error::last_os_error().to_string()));
-        }
+    let mut go = [0; 2];
+    // SAFETY: go is a valid 2-element array.
+    if unsafe { libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(Fail("pipe", std::io::Error::last_os_error().to_string()));
     }
     // clone3 is safe here: this process is single-threaded.
-    let flags = if plan.isolated { libc::CLONE_NEWPID as u64 } else { 0 };
-    let pid = stage("clone3", sys::clone_into(flags, None))?;
+    let pid = stage("clone3", sys::clone_into(plan.clone_flags, plan.cgroup_fd))?;
     if pid == 0 {
+        wait_byte(go[0]).unwrap_or_else(|Fail(s, m)| {
+            write_status(plan.status, &format!("error\t{s}\t{m}"));
+            // SAFETY: exit without unwinding.
+            unsafe { libc::_exit(127) }
+        });
         child_main(plan);
+    }
+    if plan.isolated {
+        let map = format!("0 {} {}\n", super::SANDBOX_ID_BASE, super::SANDBOX_ID_COUNT);
+        write_file(std::path::Path::new(&format!("/proc/{pid}/uid_map")), &map)?;
+        write_file(std::path::Path::new(&format!("/proc/{pid}/gid_map")), &map)?;
+    }
+    // The supervisor kills this pid (pid 1 of the sandbox) on timeout.
+    write_status(plan.status, &format!("pid\t{pid}"));
+    for dir in &plan.cgroup_v1 {
+        write_file(&dir.join("cgroup.procs"), &pid.to_string())?;
+    }
+    // SAFETY: one byte from a local buffer into our pipe.
+    if unsafe { libc::write(go[1], [1u8].as_ptr().cast(), 1) } != 1 {
+        return Err(Fail("release", std::io::Error::last_os_error().to_string()));
     }
     // Keep nothing open: the supervisor sees EOF when the command execs.
     sys::close_fds_from(0, &[]);
@@ -140,6 +146,22 @@ fn child_main(plan: &ChildPlan) -> ! {
 }
 
 fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
+    if plan.isolated {
+        // Our kernel uid is still host root, unmapped in the new user
+        // namespace; switch to the mapped uid/gid 0.
+        // SAFETY: plain credential syscalls with integer arguments.
+        let r = unsafe {
+            if libc::setgroups(0, std::ptr::null()) < 0 || libc::setresgid(0, 0, 0) < 0 {
+                -1
+            } else {
+                libc::setresuid(0, 0, 0)
+            }
+        };
+        if r < 0 {
+            return Err(Fail("identity", std::io::Error::last_os_error().to_string()));
+        }
+    }
+    // After the credential change, which clears it.
     stage("parent death signal", sys::set_parent_death_signal())?;
     for (from, to) in [(plan.stdin, 0), (plan.stdout, 1), (plan.stderr, 2)] {
         // SAFETY: dup2 on fds we own.

@@ -6,7 +6,7 @@
 use super::cgroup::SandboxCgroup;
 use super::child::{stage1_main, ChildPlan, SANDBOX_PATH};
 use super::rootfs::{Bind, RootPlan, DEFAULT_READ_ONLY};
-use super::{LayerStatus, RunResult, SpawnError, SpawnRequest, SANDBOX_ID_BASE, SANDBOX_ID_COUNT};
+use super::{LayerStatus, RunResult, SpawnError, SpawnRequest, SANDBOX_ID_BASE};
 use crate::apply::LoadedBundle;
 use crate::landlock::{expand, LandlockReport};
 use crate::report::Enforcement;
@@ -206,21 +206,27 @@ pub fn run(policy: &Policy, bundle: &LoadedBundle, req: &SpawnRequest) -> Result
 
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let (sync_r, sync_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     let devnull = std::fs::File::open("/dev/null").map_err(SpawnError::io("/dev/null"))?;
+    let cg_fd = match cg.as_ref().and_then(|c| c.v2.as_ref()) {
+        Some(d) => Some(std::fs::File::open(d).map_err(SpawnError::io(format!("open {}", d.display())))?),
+        None => None,
+    };
     let plan = ChildPlan {
         root,
-        unshare_flags: if isolated {
-            libc::CLONE_NEWUSER
+        clone_flags: if isolated {
+            (libc::CLONE_NEWUSER
+                | libc::CLONE_NEWPID
                 | libc::CLONE_NEWNS
                 | libc::CLONE_NEWIPC
                 | libc::CLONE_NEWUTS
                 | libc::CLONE_NEWNET
-                | libc::CLONE_NEWCGROUP
+                | libc::CLONE_NEWCGROUP) as u64
         } else {
             0
         },
+        cgroup_fd: cg_fd.as_ref().map(|f| f.as_raw_fd()),
+        cgroup_v1: cg.as_ref().map(|c| c.v1.iter().map(|(_, d)| d.clone()).collect()).unwrap_or_default(),
         isolated,
         hostname: isolated.then(|| CString::new("phantom").expect("no NUL")),
         loopback_up: isolated && policy.network.mode == NetMode::LoopbackOnly,
@@ -232,7 +238,6 @@ pub fn run(policy: &Policy, bundle: &LoadedBundle, req: &SpawnRequest) -> Result
         stdin: devnull.as_raw_fd(),
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
-        sync: sync_r.as_raw_fd(),
         status: status_w.as_raw_fd(),
     };
     let start = Instant::now();
@@ -246,46 +251,14 @@ pub fn run(policy: &Policy, bundle: &LoadedBundle, req: &SpawnRequest) -> Result
     if pid == 0 {
         stage1_main(&plan);
     }
-    drop((out_w, err_w, sync_r, status_w, devnull));
+    drop((out_w, err_w, status_w, devnull, cg_fd));
     let guard = KillOnDrop(pid);
-    let send = |what: &str| -> Result<(), SpawnError> {
-        // SAFETY: writing one byte from a local buffer to our pipe.
-        if unsafe { libc::write(sync_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
-            return Err(SpawnError::Io { what: what.into(), source: std::io::Error::last_os_error() });
-        }
-        Ok(())
-    };
-    if let Some(c) = &cg {
-        c.add(pid).map_err(SpawnError::io("cgroup placement"))?;
-    }
-    send("release the first stage")?;
 
     // Until exec, the sandbox reports on the status pipe (closed by exec).
-    let mut status_pipe = std::io::BufReader::new(std::fs::File::from(status_r));
-    let mut line = String::new();
-    let mut lines = Vec::new();
-    loop {
-        line.clear();
-        if std::io::BufRead::read_line(&mut status_pipe, &mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        let l = line.trim_end().to_string();
-        if l == "unshared" {
-            if isolated {
-                for (file, what) in [("uid_map", "uid"), ("gid_map", "gid")] {
-                    let map = format!("0 {SANDBOX_ID_BASE} {SANDBOX_ID_COUNT}\n");
-                    std::fs::write(format!("/proc/{pid}/{file}"), map)
-                        .map_err(SpawnError::io(format!("write {what} map")))?;
-                }
-            }
-            send("release the sandbox")?;
-        } else {
-            lines.push(l);
-        }
-    }
-    drop(sync_w);
-    let status_text = lines.join("\n");
+    let mut status_text = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::fs::File::from(status_r), &mut status_text);
     let mut landlock_report: Option<LandlockReport> = None;
+    let mut sandbox_pid: Option<libc::pid_t> = None;
     for line in status_text.lines() {
         let mut parts = line.splitn(3, '\t');
         match (parts.next(), parts.next(), parts.next()) {
@@ -294,11 +267,12 @@ pub fn run(policy: &Policy, bundle: &LoadedBundle, req: &SpawnRequest) -> Result
                 return Err(SpawnError::Child { stage: stage.into(), message: message.into() });
             }
             (Some("landlock"), Some(json), _) => landlock_report = serde_json::from_str(json).ok(),
+            (Some("pid"), Some(p), _) => sandbox_pid = p.parse().ok(),
             _ => {}
         }
     }
 
-    let io = super::supervisor_io::relay(pid, out_r, err_r, req.output_cap, req.timeout);
+    let io = super::supervisor_io::relay(pid, sandbox_pid, out_r, err_r, req.output_cap, req.timeout);
     let (status, rusage) = super::supervisor_io::reap(pid);
     std::mem::forget(guard);
     let duration_ms = start.elapsed().as_secs_f64() * 1000.0;

@@ -20,9 +20,16 @@ fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
 }
 
 /// Reads both pipes until they close, keeping `cap` bytes of each. On
-/// timeout, kills the child (pid 1 of its namespace, so every process in
-/// the sandbox dies with it).
-pub(super) fn relay(pid: libc::pid_t, out: OwnedFd, err: OwnedFd, cap: usize, timeout: Option<Duration>) -> Relayed {
+/// timeout, kills the sandbox's pid 1 (every process in the sandbox dies
+/// with it) and the first stage `pid`.
+pub(super) fn relay(
+    pid: libc::pid_t,
+    sandbox_pid: Option<libc::pid_t>,
+    out: OwnedFd,
+    err: OwnedFd,
+    cap: usize,
+    timeout: Option<Duration>,
+) -> Relayed {
     let mut r =
         Relayed { stdout: Vec::new(), stderr: Vec::new(), stdout_dropped: 0, stderr_dropped: 0, timed_out: false };
     let deadline = timeout.map(|t| Instant::now() + t);
@@ -36,8 +43,15 @@ pub(super) fn relay(pid: libc::pid_t, out: OwnedFd, err: OwnedFd, cap: usize, ti
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() && !r.timed_out {
                     r.timed_out = true;
-                    // SAFETY: killing our own child.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    // Pid 1 of the sandbox first (its namespace dies with it),
+                    // then the first stage.
+                    // SAFETY: killing processes we started.
+                    unsafe {
+                        if let Some(p) = sandbox_pid {
+                            libc::kill(p, libc::SIGKILL);
+                        }
+                        libc::kill(pid, libc::SIGKILL)
+                    };
                 }
                 if r.timed_out {
                     100
