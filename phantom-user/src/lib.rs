@@ -11,3 +11,4 @@ pub mod landlock;
 pub mod report;
 pub mod seccomp;
 pub mod spawn;
+pub mod zygote;

@@ -129,3 +129,28 @@ fn memory_limit_stops_a_memory_hog() {
     assert!(!r.stdout.contains("536870912"), "{r:?}");
     assert!(r.oom_killed || r.signal == Some(libc::SIGKILL) || r.stderr.contains("MemoryError"), "{r:?}");
 }
+
+#[test]
+fn pooled_network_namespaces_are_fresh_isolated_and_have_loopback() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (p, b) = policy(&format!("{BASE}network:\n  mode: loopback-only\n  bind:\n    - ports: 8080\n"));
+    let pool = phantom_user::spawn::netns::NetnsPool::new(2);
+    let script = format!(
+        "import socket\ns = socket.socket(); s.bind(('127.0.0.1', 8080)); s.listen()\nc = socket.create_connection(s.getsockname(), timeout=2); print('loopback ok')\ntry:\n  socket.create_connection(('127.0.0.1', {port}), timeout=2); print('host reached')\nexcept OSError as e: print('host refused', e.errno)\nprint(open('/proc/net/dev').read().count(':'))"
+    );
+    let req = SpawnRequest {
+        argv: vec!["python3".into(), "-c".into(), script],
+        env: vec![],
+        workspace: None,
+        timeout: Some(Duration::from_secs(20)),
+        output_cap: 1 << 16,
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let r = phantom_user::spawn::run_with(&p, &b, &req, Some(&pool)).unwrap();
+        assert_eq!(r.stdout, "loopback ok\nhost refused 111\n1\n", "{r:?}");
+        seen.insert(r.stdout.clone());
+    }
+    assert_eq!(seen.len(), 1);
+}

@@ -17,6 +17,8 @@ pub(super) struct ChildPlan {
     pub root: Option<RootPlan>,
     /// Namespaces the command is cloned into; 0 in direct mode.
     pub clone_flags: u64,
+    /// A pooled network namespace to join instead of CLONE_NEWNET.
+    pub netns_fd: Option<RawFd>,
     /// The sandbox's cgroup v2 directory (CLONE_INTO_CGROUP).
     pub cgroup_fd: Option<RawFd>,
     /// v1 controller directories the command is moved into.
@@ -84,6 +86,12 @@ fn stage1(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
     // SAFETY: go is a valid 2-element array.
     if unsafe { libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return Err(Fail("pipe", std::io::Error::last_os_error().to_string()));
+    }
+    if let Some(fd) = plan.netns_fd {
+        // SAFETY: setns on an fd the supervisor opened for us.
+        if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } < 0 {
+            return Err(Fail("join the network namespace", std::io::Error::last_os_error().to_string()));
+        }
     }
     // clone3 is safe here: this process is single-threaded.
     let pid = stage("clone3", sys::clone_into(plan.clone_flags, plan.cgroup_fd))?;

@@ -12,15 +12,16 @@
 
 pub mod cgroup;
 mod child;
+pub mod netns;
 mod rootfs;
 mod supervisor;
 mod supervisor_io;
 pub(crate) mod sys;
 
-pub use supervisor::run;
+pub use supervisor::{run, run_with};
 
 use crate::report::Enforcement;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -63,7 +64,7 @@ pub struct SpawnRequest {
 }
 
 /// One layer of the enforcement report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LayerStatus {
     pub layer: String,
     pub enforcement: Enforcement,
@@ -71,7 +72,7 @@ pub struct LayerStatus {
 }
 
 /// The outcome of one run, as `phantom run --json` prints it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,

@@ -5,6 +5,7 @@
 
 use super::cgroup::SandboxCgroup;
 use super::child::{stage1_main, ChildPlan, SANDBOX_PATH};
+use super::netns::{NetKind, NetnsPool};
 use super::rootfs::{Bind, RootPlan, DEFAULT_READ_ONLY};
 use super::{LayerStatus, RunResult, SpawnError, SpawnRequest, SANDBOX_ID_BASE};
 use crate::apply::LoadedBundle;
@@ -124,6 +125,16 @@ impl Drop for RunDirs {
 
 /// Runs `req` under `policy` with the process layers of `bundle`.
 pub fn run(policy: &Policy, bundle: &LoadedBundle, req: &SpawnRequest) -> Result<RunResult, SpawnError> {
+    run_with(policy, bundle, req, None)
+}
+
+/// [`run`], taking a fresh network namespace from `pool` when it has one.
+pub fn run_with(
+    policy: &Policy,
+    bundle: &LoadedBundle,
+    req: &SpawnRequest,
+    pool: Option<&NetnsPool>,
+) -> Result<RunResult, SpawnError> {
     let mode = policy.effective_mode();
     if mode == Mode::Wasm {
         return Err(SpawnError::Setup(
@@ -208,6 +219,8 @@ pub fn run(policy: &Policy, bundle: &LoadedBundle, req: &SpawnRequest) -> Result
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     let devnull = std::fs::File::open("/dev/null").map_err(SpawnError::io("/dev/null"))?;
+    let kind = if policy.network.mode == NetMode::None { NetKind::Empty } else { NetKind::Loopback };
+    let pooled_netns = if isolated { pool.and_then(|p| p.take(kind)) } else { None };
     let cg_fd = match cg.as_ref().and_then(|c| c.v2.as_ref()) {
         Some(d) => Some(std::fs::File::open(d).map_err(SpawnError::io(format!("open {}", d.display())))?),
         None => None,
@@ -220,16 +233,18 @@ pub fn run(policy: &Policy, bundle: &LoadedBundle, req: &SpawnRequest) -> Result
                 | libc::CLONE_NEWNS
                 | libc::CLONE_NEWIPC
                 | libc::CLONE_NEWUTS
-                | libc::CLONE_NEWNET
                 | libc::CLONE_NEWCGROUP) as u64
+                | if pooled_netns.is_some() { 0 } else { libc::CLONE_NEWNET as u64 }
         } else {
             0
         },
+        netns_fd: pooled_netns.as_ref().map(|f| f.as_raw_fd()),
         cgroup_fd: cg_fd.as_ref().map(|f| f.as_raw_fd()),
         cgroup_v1: cg.as_ref().map(|c| c.v1.iter().map(|(_, d)| d.clone()).collect()).unwrap_or_default(),
         isolated,
         hostname: isolated.then(|| CString::new("phantom").expect("no NUL")),
-        loopback_up: isolated && policy.network.mode == NetMode::LoopbackOnly,
+        // A pooled namespace comes with loopback already up.
+        loopback_up: isolated && pooled_netns.is_none() && policy.network.mode != NetMode::None,
         rlimits,
         landlock,
         seccomp: bundle.seccomp.clone(),
@@ -251,7 +266,7 @@ pub fn run(policy: &Policy, bundle: &LoadedBundle, req: &SpawnRequest) -> Result
     if pid == 0 {
         stage1_main(&plan);
     }
-    drop((out_w, err_w, status_w, devnull, cg_fd));
+    drop((out_w, err_w, status_w, devnull, cg_fd, pooled_netns));
     let guard = KillOnDrop(pid);
 
     // Until exec, the sandbox reports on the status pipe (closed by exec).
