@@ -4,6 +4,9 @@
 //! filter; [`landlock`] turns it into a Landlock ruleset description. The eBPF
 //! backend lands with its issue.
 
+pub mod bpf;
 pub mod bundle;
+pub mod elf;
 pub mod landlock;
+pub mod netprog;
 pub mod seccomp;

@@ -6,6 +6,7 @@
 //! children.
 
 pub mod apply;
+pub mod cgroup_bpf;
 pub mod doctor;
 pub mod landlock;
 pub mod report;

@@ -7,10 +7,13 @@
 //! unoptimised code says nothing.
 
 mod frontend;
+mod seccomp;
+mod spawn;
 
 use crate::util;
 use anyhow::{bail, Result};
 use serde_json::json;
+use std::cell::RefCell;
 use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -36,11 +39,19 @@ struct Bench {
 
 /// Later benches (`seccomp`, `xdp`, `spawn`, `compile`) add a row here and a
 /// module under `bench/`.
-const BENCHES: &[Bench] = &[Bench {
-    name: "frontend",
-    about: "parse + check of policies (compile_str) vs a YAML parse with yaml-rust2",
-    run: frontend::run,
-}];
+const BENCHES: &[Bench] = &[
+    Bench {
+        name: "frontend",
+        about: "parse + check of policies (compile_str) vs a YAML parse with yaml-rust2",
+        run: frontend::run,
+    },
+    Bench { name: "spawn", about: "sandbox spawn through the library API vs plain fork+exec (root)", run: spawn::run },
+    Bench {
+        name: "seccomp",
+        about: "Docker profile filter: ours vs libseccomp vs seccompiler (insns/decision, getppid ns, build µs)",
+        run: seccomp::run,
+    },
+];
 
 /// Timing settings shared by every case of a run.
 #[derive(Debug)]
@@ -49,6 +60,34 @@ pub struct Harness {
     budget: Duration,
     /// Progress goes to stderr unless quiet (JSON mode stays parseable).
     quiet: bool,
+    /// Results that are not timings, added with [`Harness::section`].
+    sections: RefCell<Vec<Section>>,
+    /// Targets checked on those results, added with [`Harness::check`].
+    checks: RefCell<Vec<Check>>,
+}
+
+/// Results a bench reports besides timed cases (instruction counts, ns per
+/// syscall measured in a child, ...): a titled table, printed before the
+/// cases, and the same data as JSON.
+#[derive(Debug)]
+pub struct Section {
+    pub title: String,
+    /// Column headings: the first column is left-aligned, the others
+    /// right-aligned.
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// Printed under the table.
+    pub notes: Vec<String>,
+    pub json: serde_json::Value,
+}
+
+/// A target checked on a section's numbers rather than on a case's p50.
+#[derive(Debug)]
+pub struct Check {
+    pub name: String,
+    pub pass: bool,
+    /// The numbers behind the verdict.
+    pub detail: String,
 }
 
 /// Statistics of one measured function, in nanoseconds.
@@ -103,6 +142,16 @@ impl Harness {
         if !self.quiet {
             eprintln!("{msg}");
         }
+    }
+
+    /// Adds a table of results that are not timings to the report.
+    pub fn section(&self, section: Section) {
+        self.sections.borrow_mut().push(section);
+    }
+
+    /// Adds a target checked on such results to the report.
+    pub fn check(&self, name: impl Into<String>, pass: bool, detail: impl Into<String>) {
+        self.checks.borrow_mut().push(Check { name: name.into(), pass, detail: detail.into() });
     }
 
     /// Warms up, picks an iteration count that fills the budget, then times
@@ -167,25 +216,63 @@ pub fn main(args: &Args) -> Result<ExitCode> {
     if !(args.seconds > 0.0 && args.seconds.is_finite()) {
         bail!("--seconds must be a positive number");
     }
-    let harness = Harness { budget: Duration::from_secs_f64(args.seconds / 2.0), quiet: args.json };
+    let harness = Harness {
+        budget: Duration::from_secs_f64(args.seconds / 2.0),
+        quiet: args.json,
+        sections: RefCell::default(),
+        checks: RefCell::default(),
+    };
     harness.note(&format!("==> bench {}: {}", bench.name, bench.about));
     let cases = (bench.run)(&harness)?;
+    let (sections, checks) = (harness.sections.take(), harness.checks.take());
     if args.json {
-        print_json(bench.name, &cases);
+        print_json(bench.name, &cases, &sections, &checks);
     } else {
-        print_table(bench.name, &cases);
+        print_table(bench.name, &cases, &sections, &checks);
     }
     // A missed target is reported, not an error: timings vary by machine
     // and load, and benches never gate tests.
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(bench: &str, cases: &[Case]) {
+fn print_section(s: &Section) {
     println!();
-    println!(
-        "{:<22} {:<12} {:>9} {:>10} {:>10} {:>10} {:>11}",
-        "case", "who", "iters", "min µs", "p50 µs", "p95 µs", "ours/peer"
-    );
+    println!("{}", s.title);
+    let mut width: Vec<usize> = s.columns.iter().map(|c| c.chars().count()).collect();
+    for row in &s.rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let cells: Vec<String> = cells
+            .iter()
+            .zip(&width)
+            .enumerate()
+            .map(|(i, (c, &w))| if i == 0 { format!("{c:<w$}") } else { format!("{c:>w$}") })
+            .collect();
+        format!("  {}", cells.join("  ")).trim_end().to_string()
+    };
+    println!("{}", line(&s.columns));
+    for row in &s.rows {
+        println!("{}", line(row));
+    }
+    for note in &s.notes {
+        println!("  {note}");
+    }
+}
+
+fn print_table(bench: &str, cases: &[Case], sections: &[Section], checks: &[Check]) {
+    for s in sections {
+        print_section(s);
+    }
+    println!();
+    if !cases.is_empty() {
+        println!(
+            "{:<22} {:<12} {:>9} {:>10} {:>10} {:>10} {:>11}",
+            "case", "who", "iters", "min µs", "p50 µs", "p95 µs", "ours/peer"
+        );
+    }
     for c in cases {
         let ratio = c.ratio().map_or_else(|| "-".into(), |r| format!("{r:.2}x"));
         let s = &c.ours;
@@ -224,11 +311,15 @@ fn print_table(bench: &str, cases: &[Case]) {
             );
         }
     }
-    let misses = cases.iter().filter(|c| c.pass() == Some(false)).count();
-    println!("bench {bench}: {} cases, {} targets missed", cases.len(), misses);
+    for c in checks {
+        println!("target {}: {} ({})", c.name, if c.pass { "PASS" } else { "MISS" }, c.detail);
+    }
+    let misses = cases.iter().filter(|c| c.pass() == Some(false)).count() + checks.iter().filter(|c| !c.pass).count();
+    let sections = if sections.is_empty() { String::new() } else { format!(", {} tables", sections.len()) };
+    println!("bench {bench}: {} cases{sections}, {} targets missed", cases.len(), misses);
 }
 
-fn print_json(bench: &str, cases: &[Case]) {
+fn print_json(bench: &str, cases: &[Case], sections: &[Section], checks: &[Check]) {
     let cases: Vec<serde_json::Value> = cases
         .iter()
         .map(|c| {
@@ -242,6 +333,11 @@ fn print_json(bench: &str, cases: &[Case]) {
             })
         })
         .collect();
-    let doc = json!({ "bench": bench, "unit": "µs per iteration", "cases": cases });
+    let sections: Vec<serde_json::Value> =
+        sections.iter().map(|s| json!({ "title": s.title, "notes": s.notes, "data": s.json })).collect();
+    let checks: Vec<serde_json::Value> =
+        checks.iter().map(|c| json!({ "target": c.name, "pass": c.pass, "detail": c.detail })).collect();
+    let doc =
+        json!({ "bench": bench, "unit": "µs per iteration", "cases": cases, "tables": sections, "targets": checks });
     println!("{}", serde_json::to_string_pretty(&doc).expect("JSON values serialise"));
 }

@@ -19,6 +19,11 @@ pub const TEST_PACKAGES: &[SystemPackage] = &[
         why: "seccomp differential tests link libseccomp as an independent oracle",
     },
     SystemPackage { name: "pkg-config", why: "finds libseccomp for those tests" },
+    SystemPackage {
+        name: "bpftool",
+        why:
+            "eBPF tests compare our disassembler with `bpftool prog dump xlated` (an oracle, never used by the product)",
+    },
 ];
 
 /// Whether dpkg says the package is installed.

@@ -9,7 +9,7 @@
 
 use super::asm::{Asm, Label};
 use super::insn::{Insn, AND_K, JEQ_K, JGE_K, JGT_K, JSET_K};
-use super::tree::{segments, Tree};
+use super::tree::{segments, Limits, Segment, Tree};
 use super::{action_value, ret, SeccompError, X32_SYSCALL_BIT};
 use phantom_dsl::ir::{SeccompPolicy, SyscallRule};
 use phantom_dsl::syscalls::{self, Arch};
@@ -206,7 +206,8 @@ pub(crate) fn generate(policy: &SeccompPolicy, arch: Arch, audit: u32) -> Result
         return Err(SeccompError::Internal(format!("syscall number {nr:#x} is in the x32 range")));
     }
     let segs = segments(points, Leaf::Ret { value: default, line: default_line }, max, merge);
-    let tree = Tree::build(&segs, |l| matches!(l, Leaf::Ret { value, .. } if *value == default));
+    let limits = limits(arch, with_x32, &segs);
+    let tree = Tree::build_with(&segs, |l| matches!(l, Leaf::Ret { value, .. } if *value == default), limits);
 
     let mut a = Asm::new();
     let kill = a.label();
@@ -234,6 +235,37 @@ pub(crate) fn generate(policy: &SeccompPolicy, arch: Arch, audit: u32) -> Result
     }
     emit_tree(&mut a, &tree);
     Ok(a)
+}
+
+/// Instructions executed before the tree: the architecture check and the
+/// number load, plus the x32 check on x86_64.
+fn prologue_len(arch: Arch, with_x32: bool) -> u32 {
+    if arch == Arch::X86_64 && !with_x32 {
+        4
+    } else {
+        3
+    }
+}
+
+/// The target for a syscall without argument conditions, in instructions.
+const UNCONDITIONAL_TARGET: u32 = 12;
+
+/// Depth budgets for the tree's segments: an unconditional decision within
+/// [`UNCONDITIONAL_TARGET`] instructions (prologue, comparisons, return).
+/// Segments with argument checks have no budget.
+fn limits(arch: Arch, with_x32: bool, segs: &[Segment<Leaf>]) -> Limits<'static> {
+    let ours = prologue_len(arch, with_x32);
+    let cap = UNCONDITIONAL_TARGET - ours - 1;
+    let conditional: Vec<(u32, u32)> =
+        segs.iter().filter(|s| matches!(s.leaf, Leaf::Chain { .. })).map(|s| (s.lo, s.hi)).collect();
+    let own = move |lo: u32, hi: u32| {
+        if conditional.iter().any(|&(a, b)| a <= hi && lo <= b) {
+            u32::MAX
+        } else {
+            cap
+        }
+    };
+    Limits { budget: Some(Box::new(own)), hints: Vec::new() }
 }
 
 fn emit_tree(a: &mut Asm, tree: &Tree<'_, Leaf>) {
@@ -281,19 +313,23 @@ fn emit_leaf(a: &mut Asm, leaf: &Leaf) {
 
 /// Jumps to `ok` if any conjunction of the group holds, else to `fail`.
 fn emit_group(a: &mut Asm, g: &Group, ok: Label, fail: Label) {
-    // Single `==` tests on the same argument become one set test; the order
-    // of alternatives inside a group does not matter (same action).
-    let mut sets: Vec<(u8, Vec<(u64, u32)>)> = Vec::new();
+    // Single tests (`==`, `!=`, ordered) on the same argument become one
+    // set test; the order of alternatives inside a group does not matter
+    // (same action).
+    let mut sets: Vec<(u8, Vec<&Conj>)> = Vec::new();
     for c in &g.conjs {
-        if let [Test::Eq { arg, v }] = c.tests[..] {
-            match sets.iter_mut().find(|s| s.0 == arg) {
-                Some(s) => s.1.push((v, c.line)),
-                None => sets.push((arg, vec![(v, c.line)])),
+        if let [t] = c.tests[..] {
+            if let Some(arg) = ranges_of(t).map(|_| test_arg(t)) {
+                match sets.iter_mut().find(|s| s.0 == arg) {
+                    Some(s) => s.1.push(c),
+                    None => sets.push((arg, vec![c])),
+                }
             }
         }
     }
     sets.retain(|s| s.1.len() >= 2);
-    let in_set = |c: &Conj| matches!(c.tests[..], [Test::Eq { arg, .. }] if sets.iter().any(|s| s.0 == arg));
+    let in_set =
+        |c: &Conj| matches!(c.tests[..], [t] if ranges_of(t).is_some() && sets.iter().any(|s| s.0 == test_arg(t)));
     let rest: Vec<&Conj> = g.conjs.iter().filter(|c| !in_set(c)).collect();
     let pieces = sets.len() + rest.len();
     let mut done = 0;
@@ -305,9 +341,9 @@ fn emit_group(a: &mut Asm, g: &Group, ok: Label, fail: Label) {
             a.label()
         }
     };
-    for (arg, values) in &sets {
+    for (arg, conjs) in &sets {
         let f = next_fail(a, &mut done);
-        emit_set(a, *arg, values, ok, f);
+        emit_set(a, *arg, conjs, ok, f);
         if f != fail {
             a.bind(f);
         }
@@ -321,38 +357,222 @@ fn emit_group(a: &mut Asm, g: &Group, ok: Label, fail: Label) {
     }
 }
 
-/// `arg` is one of `values`: the high word is tested once per distinct
-/// high half, then the low words.
-fn emit_set(a: &mut Asm, arg: u8, values: &[(u64, u32)], ok: Label, fail: Label) {
-    let mut by_hi: Vec<(u32, Vec<(u32, u32)>)> = Vec::new();
-    for &(v, line) in values {
-        match by_hi.iter_mut().find(|h| h.0 == hi(v)) {
-            Some(h) => {
-                if !h.1.iter().any(|x| x.0 == lo(v)) {
-                    h.1.push((lo(v), line));
+fn test_arg(t: Test) -> u8 {
+    match t {
+        Test::Eq { arg, .. } | Test::Ne { arg, .. } | Test::Masked { arg, .. } | Test::Ge { arg, .. } => arg,
+    }
+}
+
+/// The values a test accepts as inclusive ranges; `None` for masked tests.
+fn ranges_of(t: Test) -> Option<Vec<(u64, u64)>> {
+    Some(match t {
+        Test::Eq { v, .. } => vec![(v, v)],
+        Test::Ne { v, .. } => {
+            let mut r = Vec::new();
+            if v > 0 {
+                r.push((0, v - 1));
+            }
+            if v < u64::MAX {
+                r.push((v + 1, u64::MAX));
+            }
+            r
+        }
+        Test::Ge { v, neg: false, .. } => vec![(v, u64::MAX)],
+        // v >= 1 (see `simplify`).
+        Test::Ge { v, neg: true, .. } => vec![(0, v - 1)],
+        Test::Masked { .. } => return None,
+    })
+}
+
+/// Sorts and merges overlapping or adjacent ranges.
+fn normalize<T: Copy + Ord + Into<u64>>(mut r: Vec<(T, T)>) -> Vec<(T, T)> {
+    r.sort_unstable();
+    let mut out: Vec<(T, T)> = Vec::with_capacity(r.len());
+    for (lo, hi) in r {
+        match out.last_mut() {
+            Some(last) if lo.into() <= last.1.into().saturating_add(1) => {
+                if hi > last.1 {
+                    last.1 = hi;
                 }
             }
-            None => by_hi.push((hi(v), vec![(lo(v), line)])),
+            _ => out.push((lo, hi)),
         }
     }
-    let line = common_line(values.iter().map(|v| v.1));
-    let blocks: Vec<Label> = by_hi.iter().map(|_| a.label()).collect();
+    out
+}
+
+/// What one 32-bit word decides: all values in the set, none, or the other
+/// word must be looked at (its ranges in the set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Word {
+    In,
+    Out,
+    Lo(Vec<(u32, u32)>),
+}
+
+/// Cuts the high words `0..=u32::MAX` by what they decide for `set`.
+fn hi_words(set: &[(u64, u64)]) -> Vec<Segment<Word>> {
+    let mut partial: BTreeMap<u32, Vec<(u32, u32)>> = BTreeMap::new();
+    let mut full: Vec<(u32, u32)> = Vec::new();
+    for &(x, y) in set {
+        let (hx, hy) = (hi(x), hi(y));
+        if hx == hy {
+            partial.entry(hx).or_default().push((lo(x), lo(y)));
+        } else {
+            partial.entry(hx).or_default().push((lo(x), u32::MAX));
+            if hy > hx + 1 {
+                full.push((hx + 1, hy - 1));
+            }
+            partial.entry(hy).or_default().push((0, lo(y)));
+        }
+    }
+    let mut items: Vec<(u32, u32, Word)> = full.into_iter().map(|(x, y)| (x, y, Word::In)).collect();
+    for (h, r) in partial {
+        let r = normalize(r);
+        let w = if r == [(0, u32::MAX)] { Word::In } else { Word::Lo(r) };
+        items.push((h, h, w));
+    }
+    cover(items)
+}
+
+/// Fills the numbers `items` (disjoint) leave out with [`Word::Out`] and
+/// merges neighbours that decide the same.
+fn cover(mut items: Vec<(u32, u32, Word)>) -> Vec<Segment<Word>> {
+    items.sort_by_key(|i| i.0);
+    let mut out: Vec<Segment<Word>> = Vec::new();
+    let mut push = |lo: u32, hi: u32, leaf: Word| match out.last_mut() {
+        Some(last) if last.leaf == leaf => last.hi = hi,
+        _ => out.push(Segment { lo, hi, leaf }),
+    };
+    let mut next = Some(0u32);
+    for (x, y, w) in items {
+        if let Some(n) = next.filter(|&n| n < x) {
+            push(n, x - 1, Word::Out);
+        }
+        push(x, y, w);
+        next = y.checked_add(1);
+    }
+    if let Some(n) = next {
+        push(n, u32::MAX, Word::Out);
+    }
+    out
+}
+
+/// `arg` is in the union of the values the (single-test) conjunctions
+/// accept. The high word is dispatched once; where it leaves the decision
+/// to the low word, single values are tested first (highest first, like
+/// libseccomp orders `==` tests), then the ranges left.
+fn emit_set(a: &mut Asm, arg: u8, conjs: &[&Conj], ok: Label, fail: Label) {
+    let line = common_line(conjs.iter().map(|c| c.line));
+    let set = normalize(conjs.iter().flat_map(|c| ranges_of(c.tests[0]).expect("set tests have ranges")).collect());
+    // The line of the `==` test a single value comes from, if just one.
+    let eq_line = |v: u64| {
+        let mut l = conjs.iter().filter(|c| matches!(c.tests[0], Test::Eq { v: w, .. } if w == v)).map(|c| c.line);
+        let first = l.next();
+        if l.next().is_none() {
+            first.and_then(line_of)
+        } else {
+            line
+        }
+    };
+    let his = hi_words(&set);
+    let tree = Tree::build_with(&his, |w| *w == Word::Out, Limits::default());
+    let target = |w: &Word| match w {
+        Word::In => Some(ok),
+        Word::Out => Some(fail),
+        Word::Lo(_) => None,
+    };
     a.emit(Insn::load(arg_hi(arg)), line);
-    for (i, (h, los)) in by_hi.iter().enumerate() {
-        let no = if i + 1 == by_hi.len() { fail } else { a.label() };
-        a.jump(JEQ_K, *h, blocks[i], no, common_line(los.iter().map(|l| l.1)));
-        if no != fail {
-            a.bind(no);
-        }
-    }
-    for (i, (_, los)) in by_hi.iter().enumerate() {
-        a.bind(blocks[i]);
-        a.emit(Insn::load(arg_lo(arg)), common_line(los.iter().map(|l| l.1)));
-        for (j, &(l, line)) in los.iter().enumerate() {
-            let no = if j + 1 == los.len() { fail } else { a.label() };
-            a.jump(JEQ_K, l, ok, no, line_of(line));
-            if no != fail {
+    let lo_word = |a: &mut Asm, h: u32, r: &[(u32, u32)]| {
+        a.emit(Insn::load(arg_lo(arg)), line);
+        let points: Vec<u32> = r.iter().rev().filter(|x| x.0 == x.1).map(|x| x.0).collect();
+        let ranges: Vec<(u32, u32, Word)> = r.iter().filter(|x| x.0 != x.1).map(|&(x, y)| (x, y, Word::In)).collect();
+        let los = cover(ranges);
+        let lo_tree = Tree::build_with(&los, |w| *w == Word::Out, Limits::default());
+        let after = match &lo_tree {
+            Tree::Leaf(w) => target(w).expect("low words decide"),
+            _ => a.label(),
+        };
+        for (i, &p) in points.iter().enumerate() {
+            let no = if i + 1 == points.len() { after } else { a.label() };
+            a.jump(JEQ_K, p, ok, no, eq_line(u64::from(h) << 32 | u64::from(p)));
+            if no != after {
                 a.bind(no);
+            }
+        }
+        if !matches!(lo_tree, Tree::Leaf(_)) {
+            a.bind(after);
+            emit_search(a, &lo_tree, &target, &mut |_, _| unreachable!("low words decide"), line);
+        }
+    };
+    let his_lookup: Vec<(u32, Vec<(u32, u32)>)> =
+        his.iter().filter_map(|s| if let Word::Lo(r) = &s.leaf { Some((s.lo, r.clone())) } else { None }).collect();
+    emit_search(
+        a,
+        &tree,
+        &target,
+        &mut |a, w| {
+            if let Word::Lo(r) = w {
+                let h = his_lookup.iter().find(|x| &x.1 == r).map_or(0, |x| x.0);
+                lo_word(a, h, r);
+            }
+        },
+        line,
+    );
+}
+
+/// Emits a search over 32-bit words already in `A`: leaves with a
+/// `target` are jumped to, the others get `body` in place.
+fn emit_search<W>(
+    a: &mut Asm,
+    tree: &Tree<'_, W>,
+    target: &dyn Fn(&W) -> Option<Label>,
+    body: &mut dyn FnMut(&mut Asm, &W),
+    line: Option<u32>,
+) {
+    let dest = |a: &mut Asm, t: &Tree<'_, W>| match t {
+        Tree::Leaf(w) => target(w).map_or_else(|| (a.label(), false), |l| (l, true)),
+        _ => (a.label(), false),
+    };
+    match tree {
+        Tree::Leaf(w) => match target(w) {
+            // Always true.
+            Some(l) => a.jump(JGE_K, 0, l, l, line),
+            None => body(a, w),
+        },
+        Tree::Node { split, left, right } => {
+            let (l, l_done) = dest(a, left);
+            let (r, r_done) = dest(a, right);
+            a.jump(JGE_K, *split, r, l, line);
+            if !l_done {
+                a.bind(l);
+                emit_search(a, left, target, body, line);
+            }
+            if !r_done {
+                a.bind(r);
+                emit_search(a, right, target, body, line);
+            }
+        }
+        Tree::Chain { points, rest } => {
+            let dests: Vec<(Label, bool)> =
+                points.iter().map(|(_, w)| target(w).map_or_else(|| (a.label(), false), |l| (l, true))).collect();
+            let (rest_l, rest_done) = target(rest).map_or_else(|| (a.label(), false), |l| (l, true));
+            for (i, (&(nr, _), &(t, _))) in points.iter().zip(&dests).enumerate() {
+                let no = if i + 1 == points.len() { rest_l } else { a.label() };
+                a.jump(JEQ_K, nr, t, no, line);
+                if i + 1 < points.len() {
+                    a.bind(no);
+                }
+            }
+            if !rest_done {
+                a.bind(rest_l);
+                body(a, rest);
+            }
+            for (&(_, w), &(t, done)) in points.iter().zip(&dests) {
+                if !done {
+                    a.bind(t);
+                    body(a, w);
+                }
             }
         }
     }
@@ -429,5 +649,137 @@ fn emit_test(a: &mut Asm, test: Test, t: Label, f: Label, line: Option<u32>) {
             a.emit(Insn::load(arg_lo(arg)), line);
             a.jump(JGE_K, vl, t, f, line);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seccomp::{interp, SeccompData};
+
+    fn conj(t: Test) -> Conj {
+        Conj { tests: vec![t], line: 7 }
+    }
+
+    /// `emit_set` alone: returns 1 if the value is in the set, else 0.
+    fn set_program(tests: &[Test]) -> Vec<Insn> {
+        let conjs: Vec<Conj> = tests.iter().map(|&t| conj(t)).collect();
+        let refs: Vec<&Conj> = conjs.iter().collect();
+        let mut a = Asm::new();
+        let (ok, fail) = (a.label(), a.label());
+        emit_set(&mut a, 2, &refs, ok, fail);
+        a.bind(ok);
+        a.emit(Insn::ret(1), None);
+        a.bind(fail);
+        a.emit(Insn::ret(0), None);
+        a.assemble().unwrap().0
+    }
+
+    /// Instructions executed (the return included) and the answer.
+    fn run(insns: &[Insn], v: u64) -> (usize, bool) {
+        let out = interp::run(insns, &SeccompData::new(0, 0, [0, 0, v, 0, 0, 0])).unwrap();
+        (out.executed, out.ret == 1)
+    }
+
+    fn probes(tests: &[Test]) -> Vec<u64> {
+        let mut out = vec![0, 1, u64::MAX, u64::MAX - 1, 1 << 32, (1 << 32) - 1, 0x8000_0000];
+        for t in tests {
+            let v = match *t {
+                Test::Eq { v, .. } | Test::Ne { v, .. } | Test::Ge { v, .. } | Test::Masked { v, .. } => v,
+            };
+            for x in [v, v.wrapping_sub(1), v.wrapping_add(1), v ^ 1 << 32, v | 0xffff_ffff_0000_0000] {
+                out.push(x);
+            }
+        }
+        out
+    }
+
+    fn holds(t: Test, x: u64) -> bool {
+        match t {
+            Test::Eq { v, .. } => x == v,
+            Test::Ne { v, .. } => x != v,
+            Test::Ge { v, neg, .. } => (x >= v) != neg,
+            Test::Masked { mask, v, .. } => x & mask == v,
+        }
+    }
+
+    fn check(tests: &[Test]) -> Vec<Insn> {
+        let insns = set_program(tests);
+        for x in probes(tests) {
+            let want = tests.iter().any(|&t| holds(t, x));
+            assert_eq!(run(&insns, x).1, want, "{tests:?} on {x:#x}");
+        }
+        insns
+    }
+
+    #[test]
+    fn ranges_normalise() {
+        assert_eq!(ranges_of(Test::Ne { arg: 0, v: 0 }), Some(vec![(1, u64::MAX)]));
+        assert_eq!(ranges_of(Test::Ge { arg: 0, v: 5, neg: true }), Some(vec![(0, 4)]));
+        assert_eq!(normalize(vec![(5u64, 9u64), (0, 2), (3, 4), (20, 30), (25, 26)]), vec![(0, 9), (20, 30)]);
+        assert_eq!(normalize(vec![(0u32, u32::MAX), (7, 8)]), vec![(0, u32::MAX)]);
+    }
+
+    #[test]
+    fn high_words_dispatch_once() {
+        // {0} and [3, max]: the high word 0 leaves it to the low word, any
+        // other high word is in.
+        let segs = hi_words(&[(0, 0), (3, u64::MAX)]);
+        let got: Vec<(u32, u32, Word)> = segs.into_iter().map(|s| (s.lo, s.hi, s.leaf)).collect();
+        assert_eq!(got, vec![(0, 0, Word::Lo(vec![(0, 0), (3, u32::MAX)])), (1, u32::MAX, Word::In)]);
+        // A range spanning high words.
+        let segs = hi_words(&[(0x1_0000_0005, 0x3_0000_0000)]);
+        let got: Vec<(u32, u32, Word)> = segs.into_iter().map(|s| (s.lo, s.hi, s.leaf)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 0, Word::Out),
+                (1, 1, Word::Lo(vec![(5, u32::MAX)])),
+                (2, 2, Word::In),
+                (3, 3, Word::Lo(vec![(0, 0)])),
+                (4, u32::MAX, Word::Out),
+            ]
+        );
+    }
+
+    #[test]
+    fn sets_agree_with_their_tests() {
+        let ge = |v, neg| Test::Ge { arg: 2, v, neg };
+        let eq = |v| Test::Eq { arg: 2, v };
+        let ne = |v| Test::Ne { arg: 2, v };
+        check(&[ge(3, false), ge(1, true)]);
+        check(&[ge(38, true), eq(39), ge(41, false)]);
+        check(&[eq(0), eq(8), eq(0x20000), eq(0x20008), eq(0xffff_ffff)]);
+        check(&[eq(5), eq(0x1_0000_0005), eq(0xffff_ffff_0000_0000), eq(u64::MAX)]);
+        check(&[ne(5), eq(5)]);
+        check(&[ne(5), ne(6)]);
+        check(&[ge(0x1_0000_0000, true), ge(0x2_0000_0001, false)]);
+        check(&[ge(0x1_0000_0005, false), ge(0x1_0000_0003, true), eq(0x1_0000_0004)]);
+        check(&[ge(u64::MAX, false), ge(1, true)]);
+    }
+
+    #[test]
+    fn sets_test_single_values_first() {
+        // Docker's socket rule: `< 38`, `== 39`, `> 40`. 39 is decided
+        // after the high word's load and test, the low word's load and one
+        // comparison (then the return).
+        let insns = check(&[
+            Test::Ge { arg: 2, v: 38, neg: true },
+            Test::Eq { arg: 2, v: 39 },
+            Test::Ge { arg: 2, v: 41, neg: false },
+        ]);
+        assert_eq!(run(&insns, 39), (5, true));
+        assert_eq!(run(&insns, 1 << 32), (3, true));
+        assert!(run(&insns, 38).0 <= 7 && run(&insns, 40).0 <= 7);
+        // Equal values: highest first, as libseccomp tests them.
+        let insns = check(&[Test::Eq { arg: 2, v: 0 }, Test::Eq { arg: 2, v: 8 }, Test::Eq { arg: 2, v: 0xffff_ffff }]);
+        assert_eq!(run(&insns, 0xffff_ffff), (5, true));
+        assert_eq!(run(&insns, 0), (7, true));
+    }
+
+    #[test]
+    fn set_that_covers_everything_still_jumps() {
+        let insns = check(&[Test::Ge { arg: 2, v: 5, neg: true }, Test::Ge { arg: 2, v: 5, neg: false }]);
+        assert_eq!(run(&insns, 77), (3, true));
     }
 }

@@ -25,13 +25,22 @@
 //!   compiled for the x32 numbers of the same syscall names (from the x32
 //!   table, bit 30 included), in the same tree.
 //! * The tree ([`tree`]) splits the number line into ranges with one
-//!   decision each; gaps take the default action. A syscall without argument
-//!   conditions is decided after `prologue + ceil(log2(ranges)) + 1`
-//!   instructions.
+//!   decision each; gaps take the default action. Its shape is planned
+//!   against per-range depth budgets: a syscall without argument conditions
+//!   is decided within 12 instructions (prologue, comparisons, return).
+//!   Within the budgets the tree is as shallow as the search finds, then
+//!   cheapest on syscalls.
 //! * A syscall with conditional rules gets its own leaf: the rules in order
-//!   (adjacent rules with the same action merged, single `==` conditions on
-//!   one argument merged into a set test sharing the high-word check), then
-//!   the syscall's unconditional action or the default ([`codegen`]).
+//!   (adjacent rules with the same action merged), then the syscall's
+//!   unconditional action or the default ([`codegen`]). Inside a merged
+//!   group, single tests (`==`, `!=`, ordered) on one argument become one
+//!   set test: the high word is dispatched once, then the low word tests
+//!   single values first (highest first, as libseccomp orders `==` tests)
+//!   and the remaining ranges with a small search.
+//! * The target: `<= 12` instructions for any decision on a syscall
+//!   without argument conditions, and never more than libseccomp for the
+//!   same input; `tests/seccomp_libseccomp.rs` checks both on every input of
+//!   its matrix for the example policies and Docker's profile.
 //!
 //! Everything is deterministic: the same policy gives the same bytes.
 
