@@ -3,6 +3,7 @@
 //! between it and exec). Fail closed: a layer in `require` that cannot be
 //! enforced is an error and nothing after it is applied.
 
+use crate::cgroup_bpf::LoadedPrograms;
 use crate::landlock::{LandlockError, LandlockReport};
 use crate::report::Enforcement;
 use crate::seccomp::SeccompInstallError;
@@ -10,6 +11,7 @@ use phantom_ebpf::bundle::{read_manifest, BundleError, Manifest};
 use phantom_ebpf::landlock::LandlockRuleset;
 use serde::Serialize;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -65,6 +67,10 @@ pub struct LoadedBundle {
     pub manifest: Manifest,
     pub landlock: Option<LandlockRuleset>,
     pub seccomp: Option<Vec<u8>>,
+    /// The cgroup-BPF programs, loaded into the kernel on first use and
+    /// shared by every sandbox of this bundle (each attaches them to its own
+    /// cgroup).
+    cgroup_bpf: Arc<OnceLock<Result<Arc<LoadedPrograms>, String>>>,
 }
 
 impl LoadedBundle {
@@ -86,7 +92,22 @@ impl LoadedBundle {
         } else {
             None
         };
-        Ok(LoadedBundle { manifest, landlock, seccomp })
+        Ok(LoadedBundle { manifest, landlock, seccomp, cgroup_bpf: Arc::default() })
+    }
+
+    /// The policy's cgroup-BPF programs (compiled from the IR, loaded once).
+    /// The sandbox's loopback is private, so it is always allowed.
+    pub fn cgroup_programs(&self, policy: &phantom_dsl::ir::Policy) -> Result<Arc<LoadedPrograms>, String> {
+        self.cgroup_bpf
+            .get_or_init(|| {
+                let mut opts = phantom_ebpf::netprog::Options::for_policy(policy);
+                opts.implicit_loopback = true;
+                let locator = phantom_ebpf::netprog::Locator::for_policy(policy);
+                let set = phantom_ebpf::netprog::compile_parts(&policy.network, &policy.devices, &locator, &opts)
+                    .map_err(|e| e.to_string())?;
+                crate::cgroup_bpf::load(&set).map(Arc::new).map_err(|e| e.to_string())
+            })
+            .clone()
     }
 
     /// From a bundle built in memory (no files involved).
@@ -105,7 +126,7 @@ impl LoadedBundle {
             }
             None => None,
         };
-        Ok(LoadedBundle { manifest: b.manifest.clone(), landlock, seccomp })
+        Ok(LoadedBundle { manifest: b.manifest.clone(), landlock, seccomp, cgroup_bpf: Arc::default() })
     }
 
     /// The policy IR stored in a bundle directory.

@@ -24,54 +24,12 @@ fn read(p: &str) -> Option<String> {
     std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
 }
 
-/// `struct bpf_attr` for BPF_PROG_LOAD, the fields a probe needs.
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-    _rest: [u64; 12],
-}
-
 /// Loads `r0 = ret; exit` as `prog_type`; Ok if the kernel accepts it.
 fn probe_prog(prog_type: u32, attach: u32, ret: i32) -> Result<(), std::io::Error> {
     // mov64 r0, ret ; exit
     let insns: [u64; 2] = [0xb7 | ((ret as u32 as u64) << 32), 0x95];
-    let license = c"GPL";
-    let attr = ProgLoadAttr {
-        prog_type,
-        insn_cnt: 2,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        expected_attach_type: attach,
-        ..Default::default()
-    };
-    // SAFETY: attr is a valid, zero-padded bpf_attr prefix; the pointers in it
-    // outlive the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            5, /* BPF_PROG_LOAD */
-            &attr as *const ProgLoadAttr,
-            std::mem::size_of::<ProgLoadAttr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: closing the fd we just got.
-    unsafe { libc::close(fd as i32) };
-    Ok(())
+    let bytes: Vec<u8> = insns.iter().flat_map(|i| i.to_le_bytes()).collect();
+    crate::bpf_sys::prog_load(prog_type, attach, &bytes, "phantom_probe").map(drop).map_err(|(e, _)| e)
 }
 
 fn landlock_abi() -> Option<i64> {

@@ -6,6 +6,7 @@
 //! children.
 
 pub mod apply;
+mod bpf_sys;
 pub mod cgroup_bpf;
 pub mod doctor;
 pub mod landlock;

@@ -154,3 +154,29 @@ fn pooled_network_namespaces_are_fresh_isolated_and_have_loopback() {
     }
     assert_eq!(seen.len(), 1);
 }
+
+#[test]
+fn cgroup_bpf_rules_apply_inside_the_sandbox() {
+    let text = format!(
+        "{BASE}network:\n  mode: allowlist\n  egress:\n    - to: 198.51.100.0/24\n      ports: [443]\n      protocol: tcp\ndevices:\n  allow:\n    - {{type: char, major: 1, minor: 9, access: [read]}}\n"
+    );
+    let (p, b) = policy(&text);
+    let script = "import socket, errno\nfor kind, name in [(socket.SOCK_STREAM, 'tcp'), (socket.SOCK_DGRAM, 'udp')]:\n  try:\n    socket.socket(socket.AF_INET, kind).close(); print(name, 'ok')\n  except OSError as e: print(name, errno.errorcode[e.errno])\nopen('/dev/urandom', 'rb').read(1); print('urandom read ok')\ntry:\n  open('/dev/urandom', 'wb'); print('urandom write ok')\nexcept OSError as e: print('urandom write', errno.errorcode[e.errno])\nopen('/dev/null', 'wb').write(b'x'); print('null ok')";
+    let req = SpawnRequest {
+        argv: vec!["python3".into(), "-c".into(), script.into()],
+        env: vec![],
+        workspace: None,
+        timeout: Some(Duration::from_secs(20)),
+        output_cap: 1 << 16,
+    };
+    let r = run(&p, &b, &req).unwrap();
+    assert_eq!(r.stdout, "tcp ok\nudp EPERM\nurandom read ok\nurandom write EPERM\nnull ok\n", "{r:?}");
+    assert!(
+        r.enforcement
+            .iter()
+            .any(|l| l.layer == "cgroup-bpf" && l.enforcement == phantom_user::report::Enforcement::Full),
+        "{r:?}"
+    );
+    // Outside the sandbox, the same actions work.
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+}

@@ -34,10 +34,9 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
 /// Layers the runtime cannot enforce yet, with the issue that brings them.
 fn unavailable(layer: Layer) -> Option<&'static str> {
     match layer {
-        Layer::CgroupBpf => Some("loading cgroup-BPF programs lands with the eBPF backend (issue 3)"),
         Layer::Xdp => Some("XDP on the sandbox's veth lands with the eBPF backend (issue 3)"),
         Layer::BpfLsm => Some("BPF-LSM programs land with issue 5"),
-        Layer::Seccomp | Layer::Landlock => None,
+        Layer::Seccomp | Layer::Landlock | Layer::CgroupBpf => None,
     }
 }
 
@@ -191,6 +190,33 @@ pub fn run_with(
         None
     };
     let limits = cg.as_ref().map(|c| c.limits.clone()).unwrap_or_default();
+    // cgroup-BPF: the device allow-list always, the socket rules in allowlist
+    // mode; attached to the sandbox's cgroup before the command enters it.
+    let mut cgroup_bpf = None;
+    if isolated {
+        let required = policy.require.contains(&Layer::CgroupBpf)
+            || (mode == Mode::Hardened && present.contains(&Layer::CgroupBpf));
+        let attached = match cg.as_ref().and_then(|c| c.v2.as_ref()) {
+            None => Err("no cgroup v2 hierarchy to attach to".to_string()),
+            Some(dir) => bundle.cgroup_programs(policy).and_then(|p| p.attach(dir).map_err(|e| e.to_string())),
+        };
+        match attached {
+            Ok(a) => {
+                enforcement.push(LayerStatus {
+                    layer: "cgroup-bpf".into(),
+                    enforcement: Enforcement::Full,
+                    reason: None,
+                });
+                cgroup_bpf = Some(a);
+            }
+            Err(reason) if required => return Err(SpawnError::Required { layer: "cgroup-bpf".into(), reason }),
+            Err(reason) => enforcement.push(LayerStatus {
+                layer: "cgroup-bpf".into(),
+                enforcement: Enforcement::None,
+                reason: Some(reason),
+            }),
+        }
+    }
     let mut rlimits = Vec::new();
     if let Some(f) = policy.resources.file_size {
         rlimits.push((libc::RLIMIT_FSIZE, f.0));
@@ -292,6 +318,7 @@ pub fn run_with(
     std::mem::forget(guard);
     let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (memory_peak_bytes, oom_killed) = cg.as_ref().map_or((None, false), |c| (c.memory_peak(), c.oom_killed()));
+    drop(cgroup_bpf); // detach before the cgroup goes
     if let Some(c) = cg.as_mut() {
         let _ = c.remove();
     }

@@ -163,7 +163,9 @@ pub fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result
 /// Brings `lo` up in the current network namespace.
 pub fn loopback_up() -> io::Result<()> {
     // SAFETY: a datagram socket only serves as an ioctl handle.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    // A unix socket: interface ioctls work on any socket, and cgroup/sock_create
+    // may deny inet datagram sockets to the sandbox.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
