@@ -1,10 +1,15 @@
 //! `phantom-policy inspect`: what an auditor reads. For a bundle directory:
 //! the manifest, each artifact checked against its recorded hash, and each
-//! program's disassembly with the policy line of every instruction.
+//! program's disassembly with the policy line of every instruction: seccomp
+//! filters (cBPF) and the eBPF programs of `cgroup.bpf.o` (bpftool's
+//! `prog dump xlated` syntax; policy lines from the object's own line_info,
+//! cross-checked with the manifest).
 
 use anyhow::{bail, Context, Result};
 use phantom_dsl::source::sha256_hex;
-use phantom_ebpf::bundle::{read_manifest, Artifact, Manifest};
+use phantom_ebpf::bpf::disasm as ebpf_disasm;
+use phantom_ebpf::bundle::{read_manifest, Artifact, Manifest, MapContents, CGROUP_LAYER};
+use phantom_ebpf::elf::read::{is_elf, read_object};
 use phantom_ebpf::landlock::LandlockRuleset;
 use phantom_ebpf::seccomp::{disasm, insn};
 use serde_json::{json, Value};
@@ -62,8 +67,85 @@ fn landlock_view(name: &str, bytes: &[u8]) -> Result<View> {
     Ok(View { name: name.to_string(), text: t, json: json!({"name": name, "layer": "landlock", "ruleset": r}) })
 }
 
+/// An eBPF object: every program's listing with the policy lines of its
+/// line_info. With a manifest entry, the programs must be the ones it
+/// records (same sections, names, instruction counts and policy lines).
+fn ebpf_view(name: &str, bytes: &[u8], a: Option<&Artifact>) -> Result<View> {
+    let obj = read_object(bytes).with_context(|| format!("{name}: not a readable BPF object"))?;
+    if let Some(a) = a.filter(|a| !a.programs.is_empty()) {
+        let found: Vec<(&str, &str, usize)> =
+            obj.programs.iter().map(|p| (p.section.as_str(), p.name.as_str(), p.code.insns.len())).collect();
+        let recorded: Vec<(&str, &str, usize)> =
+            a.programs.iter().map(|p| (p.section.as_str(), p.name.as_str(), p.instructions)).collect();
+        if found != recorded {
+            bail!("{name}: programs {found:?} do not match the manifest's {recorded:?}");
+        }
+        for (p, info) in obj.programs.iter().zip(&a.programs) {
+            for &(slot, line) in &info.lines {
+                if p.code.lines.get(&slot).map(|l| l.line) != Some(line) {
+                    bail!("{name}: {} instruction {slot}: line_info does not give policy line {line}", p.name);
+                }
+            }
+        }
+    }
+    let mut text = String::new();
+    writeln!(text, "license: {}", obj.license.as_deref().unwrap_or("(none)"))?;
+    if !obj.maps.is_empty() {
+        writeln!(text, "maps: {}", obj.maps.join(", "))?;
+    }
+    let mut programs = Vec::new();
+    for p in &obj.programs {
+        let listing = ebpf_disasm::listing(&p.code).with_context(|| format!("{name}: program {}", p.name))?;
+        writeln!(text, "-- {} {} ({} instructions)", p.section, p.name, p.code.insns.len())?;
+        text += &ebpf_disasm::render(&listing);
+        let insns: Vec<Value> = listing
+            .iter()
+            .map(|l| {
+                let mut v = json!(l);
+                if let Some(src) = p.source_lines.get(&l.index) {
+                    v["source"] = json!(src);
+                }
+                v
+            })
+            .collect();
+        programs
+            .push(json!({"section": p.section, "name": p.name, "slots": p.code.insns.len(), "instructions": insns}));
+    }
+    Ok(View {
+        name: name.to_string(),
+        text,
+        json: json!({"name": name, "layer": CGROUP_LAYER, "license": obj.license, "maps": obj.maps, "programs": programs}),
+    })
+}
+
+fn maps_view(name: &str, bytes: &[u8]) -> Result<View> {
+    let maps: Vec<MapContents> =
+        serde_json::from_slice(bytes).with_context(|| format!("{name}: not a list of map contents"))?;
+    let mut t = String::new();
+    for m in &maps {
+        writeln!(
+            t,
+            "map {}: type {} key {} B value {} B max {} flags {:#x}, {} entries",
+            m.name,
+            m.map_type,
+            m.key_size,
+            m.value_size,
+            m.max_entries,
+            m.flags,
+            m.entries.len()
+        )?;
+    }
+    Ok(View { name: name.to_string(), text: t, json: json!({"name": name, "layer": CGROUP_LAYER, "maps": maps}) })
+}
+
 fn artifact_view(name: &str, bytes: &[u8], a: Option<&Artifact>) -> Result<Option<View>> {
     let layer = a.and_then(|a| a.layer.as_deref());
+    if layer == Some(CGROUP_LAYER) && name.ends_with(".json") {
+        return maps_view(name, bytes).map(Some);
+    }
+    if layer == Some(CGROUP_LAYER) || (a.is_none() && is_elf(bytes)) {
+        return ebpf_view(name, bytes, a).map(Some);
+    }
     if layer == Some("seccomp") || (a.is_none() && name.contains("seccomp")) {
         return seccomp_view(name, bytes, a).map(Some);
     }
@@ -108,6 +190,9 @@ pub fn inspect(path: &Path) -> Result<(String, Value)> {
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     match artifact_view(&name, &bytes, None)? {
         Some(v) => Ok((v.text, v.json)),
-        None => bail!("{}: not a bundle directory or a known artifact (seccomp-*.bpf, landlock.json)", path.display()),
+        None => bail!(
+            "{}: not a bundle directory or a known artifact (seccomp-*.bpf, landlock.json, a BPF ELF object)",
+            path.display()
+        ),
     }
 }

@@ -75,7 +75,7 @@ fn compile_writes_a_deterministic_bundle() {
     assert_eq!(m["sources"][0]["sha256"], phantom_dsl::source::sha256_hex(&src));
     let ir = std::fs::read(a.join("policy.ir.json")).unwrap();
     assert_eq!(m["artifacts"][0]["sha256"], phantom_dsl::source::sha256_hex(&ir));
-    for f in ["seccomp-x86_64.bpf", "seccomp-aarch64.bpf", "landlock.json"] {
+    for f in ["seccomp-x86_64.bpf", "seccomp-aarch64.bpf", "landlock.json", "cgroup.bpf.o"] {
         assert_eq!(
             std::fs::read(a.join(f)).unwrap(),
             std::fs::read(b.join(f)).unwrap(),
@@ -84,6 +84,86 @@ fn compile_writes_a_deterministic_bundle() {
     }
     let _ = std::fs::remove_dir_all(a);
     let _ = std::fs::remove_dir_all(b);
+    // The eBPF object of an allowlist policy (socket programs, line_info
+    // with the policy's text) is byte-identical too.
+    let (a, b) = (scratch("bundle-wf-a"), scratch("bundle-wf-b"));
+    for d in [&a, &b] {
+        let out = run(&["compile", "policies/web-fetcher.yaml", "-o", d.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for f in ["cgroup.bpf.o", "manifest.json"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs");
+    }
+    let _ = std::fs::remove_dir_all(a);
+    let _ = std::fs::remove_dir_all(b);
+}
+
+#[test]
+fn inspect_shows_ebpf_programs_with_policy_lines_and_detects_tampering() {
+    let d = scratch("inspect-ebpf");
+    let out = run(&["compile", "policies/web-fetcher.yaml", "-o", d.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
+    let art = m["artifacts"].as_array().unwrap().iter().find(|a| a["name"] == "cgroup.bpf.o").expect("cgroup.bpf.o");
+    assert_eq!(art["layer"], "cgroup-bpf");
+    let progs = art["programs"].as_array().unwrap();
+    let sections: Vec<&str> = progs.iter().map(|p| p["section"].as_str().unwrap()).collect();
+    assert_eq!(
+        sections,
+        [
+            "cgroup/sock_create",
+            "cgroup/connect4",
+            "cgroup/connect6",
+            "cgroup/sendmsg4",
+            "cgroup/sendmsg6",
+            "cgroup/bind4",
+            "cgroup/bind6",
+            "cgroup/dev"
+        ]
+    );
+    let total: u64 = progs.iter().map(|p| p["instructions"].as_u64().unwrap()).sum();
+    assert_eq!(art["instructions"].as_u64(), Some(total));
+    assert!(progs[1]["lines"].as_array().unwrap().iter().any(|l| l[1] == 19), "connect4 maps to line 19");
+
+    let text = run(&["inspect", d.to_str().unwrap()]);
+    assert_eq!(text.status.code(), Some(0), "{}", String::from_utf8_lossy(&text.stderr));
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.contains("== cgroup.bpf.o"), "{text}");
+    assert!(text.contains("-- cgroup/connect4 phantom_conn4 ("), "{text}");
+    assert!(text.contains("(16) if w8 == 0x1bb goto pc+2           ; policies/web-fetcher.yaml:19"), "{text}");
+    assert!(text.contains("-- cgroup/dev phantom_dev ("), "{text}");
+
+    let json = run(&["inspect", "--json", d.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let obj = v["artifacts"].as_array().unwrap().iter().find(|a| a["name"] == "cgroup.bpf.o").unwrap();
+    let conn4 = obj["programs"].as_array().unwrap().iter().find(|p| p["name"] == "phantom_conn4").unwrap();
+    let insn = conn4["instructions"].as_array().unwrap().iter().find(|i| i["text"] == "(16) if w8 == 0x1bb goto pc+2");
+    let insn = insn.expect("the port compare is listed");
+    assert_eq!(
+        (&insn["file"], &insn["line"]),
+        (&serde_json::json!("policies/web-fetcher.yaml"), &serde_json::json!(19))
+    );
+    assert_eq!(insn["source"], "    - to: [198.51.100.0/24, 2001:db8:100::/48]");
+
+    // The object alone: same listing, lines from its own line_info.
+    let one = run(&["inspect", d.join("cgroup.bpf.o").to_str().unwrap()]);
+    assert_eq!(one.status.code(), Some(0), "{}", String::from_utf8_lossy(&one.stderr));
+    assert!(String::from_utf8_lossy(&one.stdout).contains("; policies/web-fetcher.yaml:19"));
+
+    // Tampering: one flipped immediate in connect4.
+    let mut bytes = std::fs::read(d.join("cgroup.bpf.o")).unwrap();
+    let pos = bytes.windows(4).position(|w| w == 0x1bb_i32.to_le_bytes()).expect("port 443 in the object");
+    bytes[pos] ^= 1;
+    std::fs::write(d.join("cgroup.bpf.o"), &bytes).unwrap();
+    let bad = run(&["inspect", d.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cgroup.bpf.o: content does not match the manifest"));
+    let garbage = d.join("garbage.o");
+    std::fs::write(&garbage, b"\x7fELF\x02\x01\x01").unwrap();
+    let bad = run(&["inspect", garbage.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a readable BPF object"));
+    let _ = std::fs::remove_dir_all(d);
 }
 
 #[test]

@@ -7,11 +7,15 @@
 //! | `policy.ir.json` | — | the typed IR (serde JSON) |
 //! | `seccomp-x86_64.bpf`, `seccomp-aarch64.bpf` | seccomp | raw `struct sock_filter[]`, the format of libseccomp's `seccomp_export_bpf` |
 //! | `landlock.json` | landlock | the ruleset description ([`crate::landlock::LandlockRuleset`]) |
+//! | `cgroup.bpf.o` | cgroup-bpf | the cgroup programs of [`crate::netprog`] as one BPF ELF object ([`crate::elf::ObjectBuilder`]): one section per program (`cgroup/sock_create`, `cgroup/connect4`, ..., `cgroup/dev`), BTF-defined maps, line_info into the policy files; loads with libbpf and aya |
+//! | `cgroup-maps.json` | cgroup-bpf | the contents of the object's maps (LPM tries of large CIDR lists), which a loader writes after creating them; only when there are maps |
 //! | `manifest.json` | — | this index |
 //!
 //! Output is deterministic: no timestamps, fixed order, hashes of content.
 
+use crate::elf::{MapDef, ObjectBuilder, Program};
 use crate::landlock;
+use crate::netprog::{self, CgroupPrograms};
 use crate::seccomp::{self, SeccompError};
 use phantom_dsl::ir::{LayerSummary, Policy, SourceInfo};
 use phantom_dsl::source::sha256_hex;
@@ -21,6 +25,11 @@ use std::path::Path;
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST: &str = "manifest.json";
+/// The cgroup-BPF object and the contents of its maps.
+pub const CGROUP_OBJECT: &str = "cgroup.bpf.o";
+pub const CGROUP_MAPS: &str = "cgroup-maps.json";
+/// The layer name of both.
+pub const CGROUP_LAYER: &str = "cgroup-bpf";
 /// Recorded in the manifest: the backends' version decides the bytes.
 pub const COMPILER: &str = concat!("phantom-ebpf ", env!("CARGO_PKG_VERSION"));
 
@@ -28,6 +37,10 @@ pub const COMPILER: &str = concat!("phantom-ebpf ", env!("CARGO_PKG_VERSION"));
 pub enum BundleError {
     #[error("seccomp ({arch}): {source}")]
     Seccomp { arch: &'static str, source: SeccompError },
+    #[error("cgroup-BPF programs: {0}")]
+    CgroupBpf(String),
+    #[error("the text given for source {path} does not match the policy's sha256 of it")]
+    SourceMismatch { path: String },
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: std::io::Error },
     #[error("cannot read bundle {path}: {source}")]
@@ -49,6 +62,34 @@ pub struct Artifact {
     /// `[instruction index, policy line]` for every instruction a rule produced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lines: Vec<(usize, u32)>,
+    /// For objects holding several programs: each one's section, name,
+    /// instruction count and `[instruction, policy line]` map.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub programs: Vec<ProgramInfo>,
+}
+
+/// One program of an ELF object artifact. Instruction indices count 8-byte
+/// slots from the program's first instruction, as the kernel, line_info
+/// and bpftool do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramInfo {
+    pub section: String,
+    pub name: String,
+    pub instructions: usize,
+    pub lines: Vec<(usize, u32)>,
+}
+
+/// One map of `cgroup-maps.json`: its definition (as in the object) and
+/// its entries, keys and values in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapContents {
+    pub name: String,
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+    pub entries: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,11 +119,52 @@ fn artifact(name: &str, layer: Option<&str>, arch: Option<Arch>, bytes: &[u8]) -
         sha256: sha256_hex(bytes),
         instructions: None,
         lines: Vec::new(),
+        programs: Vec::new(),
     }
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The cgroup-BPF object of a policy: [`netprog::compile`]'s programs and
+/// maps through [`ObjectBuilder`], with the policy `texts` (`(path, text)`
+/// of files in `policy.sources`) giving bpftool its source lines. Pure.
+pub fn cgroup_object(policy: &Policy, texts: &[(String, String)]) -> Result<(Vec<u8>, CgroupPrograms), BundleError> {
+    let progs = netprog::compile(policy).map_err(|e| BundleError::CgroupBpf(e.to_string()))?;
+    let mut b = ObjectBuilder::new("GPL");
+    for m in &progs.maps {
+        let mut def = MapDef::new(m.name.clone(), m.map_type, m.key_size, m.value_size, m.max_entries);
+        def.flags = m.flags;
+        b = b.map(def);
+    }
+    for p in &progs.programs {
+        b = b.program(Program::new(p.kind.section(), p.kind.name(), p.encoded.clone()));
+    }
+    for (path, text) in texts {
+        match policy.sources.iter().find(|s| &s.path == path) {
+            Some(s) if s.sha256 == sha256_hex(text.as_bytes()) => b = b.source(path.clone(), text.clone()),
+            Some(_) => return Err(BundleError::SourceMismatch { path: path.clone() }),
+            None => {}
+        }
+    }
+    let bytes = b.build().map_err(|e| BundleError::CgroupBpf(e.to_string()))?;
+    Ok((bytes, progs))
+}
+
 /// Runs every backend over the policy. Pure: no kernel, no filesystem.
+/// The cgroup object's line_info carries file and line but no source text;
+/// [`build_with_sources`] adds it.
 pub fn build(policy: &Policy) -> Result<Bundle, BundleError> {
+    build_with_sources(policy, &[])
+}
+
+/// [`build`], with the text of the policy's source files (`(path, text)`,
+/// paths as in `policy.sources`; texts must match the recorded sha256) so
+/// that the line_info of `cgroup.bpf.o` holds each policy line, which
+/// `bpftool prog dump xlated linum` and verifier logs print. The caller
+/// reads the files (the CLI passes what the front end read); this stays pure.
+pub fn build_with_sources(policy: &Policy, texts: &[(String, String)]) -> Result<Bundle, BundleError> {
     let mut files = Vec::new();
     let mut artifacts = Vec::new();
     let ir = serde_json::to_vec_pretty(policy).expect("the IR serialises");
@@ -108,6 +190,41 @@ pub fn build(policy: &Policy) -> Result<Bundle, BundleError> {
         bytes.push(b'\n');
         artifacts.push(artifact("landlock.json", Some("landlock"), None, &bytes));
         files.push(("landlock.json".to_string(), bytes));
+    }
+
+    let (object, progs) = cgroup_object(policy, texts)?;
+    let mut a = artifact(CGROUP_OBJECT, Some(CGROUP_LAYER), None, &object);
+    a.instructions = Some(progs.programs.iter().map(|p| p.encoded.insns.len()).sum());
+    a.programs = progs
+        .programs
+        .iter()
+        .map(|p| ProgramInfo {
+            section: p.kind.section().to_string(),
+            name: p.kind.name().to_string(),
+            instructions: p.encoded.insns.len(),
+            lines: p.encoded.lines.iter().map(|(&slot, loc)| (slot, loc.line)).collect(),
+        })
+        .collect();
+    artifacts.push(a);
+    files.push((CGROUP_OBJECT.to_string(), object));
+    if !progs.maps.is_empty() {
+        let maps: Vec<MapContents> = progs
+            .maps
+            .iter()
+            .map(|m| MapContents {
+                name: m.name.clone(),
+                map_type: m.map_type,
+                key_size: m.key_size,
+                value_size: m.value_size,
+                max_entries: m.max_entries,
+                flags: m.flags,
+                entries: m.entries.iter().map(|(k, v)| (hex(k), hex(v))).collect(),
+            })
+            .collect();
+        let mut bytes = serde_json::to_vec_pretty(&maps).expect("map contents serialise");
+        bytes.push(b'\n');
+        artifacts.push(artifact(CGROUP_MAPS, Some(CGROUP_LAYER), None, &bytes));
+        files.push((CGROUP_MAPS.to_string(), bytes));
     }
 
     let manifest = Manifest {

@@ -10,3 +10,4 @@ pub mod elf;
 pub mod landlock;
 pub mod netprog;
 pub mod seccomp;
+pub mod xdp;

@@ -6,9 +6,11 @@
 //! A debug build of xtask re-runs itself with `--release` first: timing
 //! unoptimised code says nothing.
 
+mod compile;
 mod frontend;
 mod seccomp;
 mod spawn;
+mod xdp;
 
 use crate::util;
 use anyhow::{bail, Result};
@@ -50,6 +52,17 @@ const BENCHES: &[Bench] = &[
         name: "seccomp",
         about: "Docker profile filter: ours vs libseccomp vs seccompiler (insns/decision, getppid ns, build µs)",
         run: seccomp::run,
+    },
+    Bench {
+        name: "compile",
+        about:
+            "IR -> all bundle artifacts (reference, 1,000 CIDRs) vs clang -O2 -target bpf on the C connect4 equivalent",
+        run: compile::run,
+    },
+    Bench {
+        name: "xdp",
+        about: "XDP programs: ns/packet via BPF_PROG_TEST_RUN, 10/100/1,000 CIDR rules vs an XDP_PASS floor (root)",
+        run: xdp::run,
     },
 ];
 

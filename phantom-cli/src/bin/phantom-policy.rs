@@ -48,7 +48,7 @@ enum Command {
     },
     /// Compile one policy into a bundle directory (IR, manifest, artifacts).
     #[command(
-        after_help = "Writes DIR/policy.ir.json and DIR/manifest.json (source hash, artifact hashes, layers).\nThe same input always produces byte-identical files.\n\nExample:\n  phantom-policy compile policies/python-ai-turbo.yaml -o build/python-ai-turbo"
+        after_help = "Writes DIR/policy.ir.json, the artifacts (seccomp-<arch>.bpf, landlock.json, cgroup.bpf.o: the cgroup-BPF\nprograms as a BPF ELF object that libbpf and aya load) and DIR/manifest.json (source hash, artifact hashes, layers).\nThe same input always produces byte-identical files.\n\nExample:\n  phantom-policy compile policies/python-ai-turbo.yaml -o build/python-ai-turbo"
     )]
     Compile {
         file: PathBuf,
@@ -60,7 +60,7 @@ enum Command {
     },
     /// Show what a bundle enforces: disassembly with policy lines, rulesets.
     #[command(
-        after_help = "DIR is a bundle written by `compile`; every artifact is checked against the manifest's sha256.\nA single artifact file (seccomp-*.bpf, landlock.json) can be inspected on its own (no policy lines).\n\nExample:\n  phantom-policy compile policies/agent-workspace.yaml -o build/agent\n  phantom-policy inspect build/agent\n  phantom-policy inspect --json build/agent | jq '.artifacts[0].instructions[0]'"
+        after_help = "DIR is a bundle written by `compile`; every artifact is checked against the manifest's sha256.\nA single artifact file (seccomp-*.bpf, landlock.json) can be inspected on its own (no policy lines);\nan eBPF object (cgroup.bpf.o, or any BPF ELF object) shows the policy lines of its line_info.\n\nExample:\n  phantom-policy compile policies/agent-workspace.yaml -o build/agent\n  phantom-policy inspect build/agent\n  phantom-policy inspect --json build/agent | jq '.artifacts[0].instructions[0]'\n  phantom-policy inspect build/agent/cgroup.bpf.o"
     )]
     Inspect {
         path: PathBuf,
@@ -203,7 +203,10 @@ fn compile(file: &std::path::Path, out: &std::path::Path, format: Format) -> Res
         }
         return Ok(ExitCode::from(1));
     };
-    let built = match bundle::build(policy) {
+    // The texts the front end read become the source lines of the eBPF
+    // object's line_info (the compiler itself reads no files).
+    let texts: Vec<(String, String)> = c.sources.files().map(|(_, f)| (f.name.clone(), f.text.clone())).collect();
+    let built = match bundle::build_with_sources(policy, &texts) {
         Ok(b) => b,
         Err(e) => {
             eprint!("{}", render::render_all(&c.sources, &c.diagnostics));

@@ -25,6 +25,7 @@
 //! | [`btf`] | the `.BTF` encoder: type table, deduplicated types and strings |
 //! | [`btf_ext`] | `.BTF.ext`: func_info and line_info (policy lines) |
 //! | [`btf_read`] | decoding `.BTF`, for round-trip tests and tools |
+//! | [`read`] | reading an object's programs back (slots, map relocations, line_info), for `inspect` and tests |
 //! | [`writer`] | the ELF64 little-endian `EM_BPF` relocatable writer |
 //!
 //! Sections written: one per program section name (`xdp`,
@@ -37,6 +38,7 @@ pub mod btf;
 pub mod btf_ext;
 pub mod btf_read;
 pub mod object;
+pub mod read;
 pub mod types;
 pub mod writer;
 
@@ -63,6 +65,8 @@ pub enum ElfError {
     InvalidLicense,
     #[error("malformed BTF: {0}")]
     BadBtf(String),
+    #[error("malformed ELF object: {0}")]
+    BadElf(String),
 }
 
 #[cfg(test)]

@@ -188,3 +188,42 @@ fn mistakes_are_named_errors() {
     assert!(matches!(err(builder().program(kfunc)), ElfError::UnsupportedKfunc { .. }));
     assert_eq!(err(ObjectBuilder::new("G\0PL")), ElfError::InvalidLicense);
 }
+
+#[test]
+fn reading_back_gives_the_programs_relocations_and_lines() {
+    let bytes = builder().build().unwrap();
+    let obj = super::read::read_object(&bytes).unwrap();
+    assert_eq!(obj.license.as_deref(), Some("GPL"));
+    assert_eq!(obj.maps, ["hits", "events"]);
+    let names: Vec<(&str, &str)> = obj.programs.iter().map(|p| (p.section.as_str(), p.name.as_str())).collect();
+    assert_eq!(names, [("xdp", "pass"), ("cgroup/sock_create", "sock_a"), ("cgroup/sock_create", "sock_b")]);
+    let (orig, back) = (xdp().code, &obj.programs[0].code);
+    assert_eq!(back.insns, orig.insns);
+    assert_eq!(back.map_relocs, orig.map_relocs);
+    // line_info: the program's own positions, plus slot 0 (see line_records).
+    let mut lines = orig.lines.clone();
+    lines.insert(0, loc(3));
+    assert_eq!(back.lines, lines);
+    assert_eq!(
+        obj.programs[0].source_lines.get(&6).map(String::as_str),
+        Some("net:"),
+        "mov r0, 2 follows the two-slot LD_IMM64"
+    );
+    // The second program of a section: slots and lines relative to its start.
+    assert_eq!(obj.programs[2].code.insns, sock("x").code.insns);
+    assert_eq!(obj.programs[2].code.lines.keys().copied().collect::<Vec<_>>(), [0]);
+}
+
+#[test]
+fn reading_malformed_objects_is_an_error_not_a_panic() {
+    let bytes = builder().build().unwrap();
+    for len in 0..bytes.len() {
+        let _ = super::read::read_object(&bytes[..len]);
+    }
+    for i in (0..bytes.len()).step_by(7) {
+        let mut b = bytes.clone();
+        b[i] ^= 0xff;
+        let _ = super::read::read_object(&b);
+    }
+    assert!(matches!(super::read::read_object(b"not elf"), Err(ElfError::BadElf(_))));
+}

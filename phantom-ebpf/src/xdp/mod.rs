@@ -1,0 +1,286 @@
+//! XDP programs for `network.mode: allowlist`, generated from the IR with
+//! the instruction core in [`crate::bpf`]. Every instruction of a rule
+//! carries that rule's policy line.
+//!
+//! # Where they run
+//! An allowlist sandbox reaches the host through a veth pair. XDP runs on
+//! a device's receive path, so:
+//!
+//! | program | attached to | sees | decides with |
+//! |---|---|---|---|
+//! | egress ([`Direction::Egress`], `phantom_xdp_eg`) | the **host** end of the veth | frames the sandbox sends (source = sandbox) | egress rules: destination address, destination port, protocol |
+//! | ingress ([`Direction::Ingress`], `phantom_xdp_in`) | the **sandbox** end of the veth | frames entering the sandbox (destination = sandbox) | ingress rules: source address, destination port, protocol; and the flow table |
+//!
+//! Both return `XDP_PASS` (2) or `XDP_DROP` (1), and nothing else. The
+//! direction is a compile-time constant: the two programs are generated
+//! separately and share only the flow map. Section name `xdp`.
+//!
+//! # Semantics (what [`reference`](mod@reference) implements and the programs must agree with)
+//! **Parsing**, identical in both directions (offsets from the frame start):
+//! - Fewer than 14 bytes (no Ethernet header): DROP.
+//! - EtherType ARP (0x0806): PASS, unexamined (the link needs it; ARP
+//!   reaches no further than the veth peer).
+//! - EtherType IPv4 (0x0800) or IPv6 (0x86DD): parsed below. Any other
+//!   EtherType (VLAN tags included): DROP.
+//! - IPv4: the 20-byte header must be in the frame, version 4, IHL >= 5,
+//!   and the options (IHL * 4 bytes) must be in the frame, else DROP. A
+//!   **non-first fragment** (fragment offset != 0) is DROPped: it carries
+//!   no transport header to judge. A first fragment (MF set, offset 0) is
+//!   judged like an unfragmented packet; since the rest of it is dropped,
+//!   fragmented datagrams never get through (sandboxes rely on path MTU
+//!   discovery, which TCP does by default).
+//! - IPv6: the 40-byte header must be in the frame and version 6, else
+//!   DROP. One **Fragment header** (44) is parsed: it must be in the frame
+//!   (else DROP), a non-first fragment (offset != 0) is DROPped, a first
+//!   one is judged by the header that follows. Any other **extension
+//!   header** where the transport header should be (0 hop-by-hop, 43
+//!   routing, 44 a second fragment header, 51 AH, 60 destination options,
+//!   135 mobility, 139 HIP, 140 shim6, 253/254 experimental): DROP (we
+//!   would otherwise judge the wrong header). Consequently MLD reports
+//!   (which carry hop-by-hop) do not pass; neighbour discovery does not need
+//!   them on a point-to-point veth.
+//! - Transport headers must be whole in the frame or the packet is
+//!   DROPped: TCP 20 bytes, UDP 8, ICMP (protocol 1 in IPv4) and ICMPv6
+//!   (58 in IPv6) 8 (type, code, checksum, and the identifier of echo
+//!   messages). Other protocols are not looked into.
+//! - **Neighbour discovery** (ICMPv6 types 133-136: router solicitation
+//!   and advertisement, neighbour solicitation and advertisement): PASS,
+//!   unexamined, so IPv6 works on the link. Redirects (137) are not
+//!   passed.
+//! - Checksums, IPv4 total length, the IPv6 payload length and the TCP
+//!   data offset are left to the kernel's stack, which drops packets that
+//!   are wrong there; the programs only make sure every header byte they
+//!   judge is in the frame (which the verifier checks too).
+//!
+//! **Rules**, the same rule semantics as the cgroup programs
+//! ([`crate::netprog`]): a packet matches a rule when its protocol matches
+//! (`tcp` = 6, `udp` = 17, `icmp` = 1 or 58 in either IP version, `any` =
+//! every protocol), its port matches (no ports: any; with ports, only TCP
+//! and UDP can match) and its peer address matches (no CIDRs: any address
+//! of either family; otherwise one CIDR of the address's family contains
+//! it). The peer address is the destination for egress and the source for
+//! ingress; the port is the **destination** port in both directions (the
+//! service contacted: the peer's for egress, the sandbox's for ingress).
+//! An IPv4-mapped IPv6 peer address (`::ffff:a.b.c.d`) is judged as the
+//! IPv4 address against the IPv4 CIDRs, as connect6 does.
+//!
+//! **Flows** (the state machine, in one `BPF_MAP_TYPE_LRU_HASH` map
+//! shared by both programs, [`FLOW_MAP`]): a packet **passes** when the
+//! rules of its direction match it, or when it is a reply-capable packet
+//! whose flow is in the map. When a packet passes **by a rule** and it can
+//! open a flow, its flow is recorded (if absent). So:
+//! - TCP and UDP: every packet opens and answers; the flow is the
+//!   5-tuple. An egress-allowed connection lets the peer's packets of the
+//!   same 5-tuple in; an ingress-allowed connection (to a port an ingress
+//!   rule opens) lets the sandbox's packets of that 5-tuple out, even when
+//!   no egress rule covers the peer. There is no TCP state tracking (SYN,
+//!   FIN, RST are not interpreted).
+//! - ICMP echo (IPv4 types 8/0, ICMPv6 128/129) by identifier: an echo
+//!   request passed by a rule opens the flow (peer, identifier); only an
+//!   echo reply answers it. Other ICMP messages (errors, including
+//!   ICMPv6 packet-too-big) pass only by a rule: write an `icmp` ingress
+//!   rule to receive them.
+//! - Other protocols: rules only, never a flow.
+//! - Entries never expire by time: the LRU map evicts the least recently
+//!   used flow when it is full ([`Options::flow_entries`]); an evicted flow
+//!   must be reopened by a packet its rules allow.
+//!
+//! The flow key (40 bytes, [`flow_key`]) is oriented from the sandbox, so
+//! both directions build the same key for a flow: `family` (u8, 4 or 6),
+//! `protocol` (u8), 2 zero bytes, `local_port` and `remote_port` (network
+//! order; for ICMP echo the identifier and 0), the sandbox's address and
+//! the peer's (16 bytes each; IPv4 in the first 4, the rest zero). The value
+//! (u64) records which direction opened the flow (1 egress, 2 ingress).
+//!
+//! # Code generation strategy
+//! The parser keeps the frame start in r6, the protocol in r7 (an exact
+//! constant on every path the verifier explores: protocols no rule can tell
+//! apart are mapped to 255), the destination port in r8 (host order, 0
+//! without ports) and the transport header in r9. Rules then run per
+//! address family as in [`crate::netprog`]: up to
+//! [`Options::lpm_threshold`] (default 64) CIDRs of a family in a
+//! direction's rules, each rule is a block of compares against constants;
+//! above, the family's peer address is looked up once in an LPM trie (key:
+//! `prefixlen` u32 host order + address, network order; netprog's layout),
+//! whose value is a bitmap of **rule classes**: the rules with CIDRs are
+//! grouped by (protocol, ports), and each class is one block (`if the
+//! class bit is clear goto next; protocol; ports; goto allow`). A large CIDR
+//! set therefore costs one trie lookup plus two instructions per class,
+//! whatever its size. Flow map accesses happen only after the verdict of
+//! the rules: a lookup before an insert when a rule passed an opener, a
+//! lookup when no rule matched (in the egress program only when the policy
+//! has ingress rules: without them the map holds only egress-opened flows,
+//! whose packets the egress rules pass anyway).
+
+mod codegen;
+pub mod reference;
+
+use crate::bpf::{BpfError, Encoded, Insn, SourceLoc};
+use crate::netprog::{Locator, MapSpec};
+use phantom_dsl::ir::{NetMode, NetworkPolicy, Policy};
+
+/// CIDR count per family and direction above which an LPM trie is used.
+pub const DEFAULT_LPM_THRESHOLD: usize = 64;
+/// Default size of the flow map.
+pub const DEFAULT_FLOW_ENTRIES: u32 = 16384;
+
+/// `enum bpf_prog_type` BPF_PROG_TYPE_XDP.
+pub const BPF_PROG_TYPE_XDP: u32 = 6;
+/// `enum bpf_map_type` BPF_MAP_TYPE_LRU_HASH.
+pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+/// XDP return values.
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// The flow map's symbol.
+pub const FLOW_MAP: &str = "xdp_flows";
+/// Size of a flow key.
+pub const FLOW_KEY_SIZE: usize = 40;
+/// Flow value: who opened the flow.
+pub const OPENED_BY_EGRESS: u64 = 1;
+pub const OPENED_BY_INGRESS: u64 = 2;
+
+/// Which end of the veth a program is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    /// Host end: packets leaving the sandbox, judged by the egress rules.
+    Egress,
+    /// Sandbox end: packets entering the sandbox, judged by the ingress
+    /// rules and the flow table.
+    Ingress,
+}
+
+impl Direction {
+    /// The program (and function) name, at most 15 characters.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Egress => "phantom_xdp_eg",
+            Direction::Ingress => "phantom_xdp_in",
+        }
+    }
+
+    /// The flow value a program of this direction writes.
+    pub fn opened_by(self) -> u64 {
+        match self {
+            Direction::Egress => OPENED_BY_EGRESS,
+            Direction::Ingress => OPENED_BY_INGRESS,
+        }
+    }
+}
+
+/// The ELF section of both programs (libbpf convention).
+pub const SECTION: &str = "xdp";
+
+/// One generated program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpProgram {
+    pub direction: Direction,
+    pub insns: Vec<Insn>,
+    pub encoded: Encoded,
+    /// Per address family (IPv4, IPv6): whether the rules go through an
+    /// LPM trie (else straight-line compares).
+    pub lpm: [bool; 2],
+}
+
+impl XdpProgram {
+    pub fn bytes(&self) -> Vec<u8> {
+        self.encoded.to_bytes()
+    }
+
+    /// Names of the maps the program references.
+    pub fn maps(&self) -> Vec<&str> {
+        let mut m: Vec<&str> = self.encoded.map_relocs.iter().map(|r| r.map.as_str()).collect();
+        m.sort_unstable();
+        m.dedup();
+        m
+    }
+
+    /// The policy position of `slot` or the nearest slot before it.
+    pub fn loc_of_slot(&self, slot: usize) -> Option<&SourceLoc> {
+        self.encoded.lines.range(..=slot).next_back().map(|(_, l)| l)
+    }
+}
+
+/// Both programs and the maps they reference (the flow map and any LPM
+/// tries), which the loader creates and fills before loading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpPrograms {
+    pub egress: XdpProgram,
+    pub ingress: XdpProgram,
+    pub maps: Vec<MapSpec>,
+}
+
+impl XdpPrograms {
+    pub fn get(&self, d: Direction) -> &XdpProgram {
+        match d {
+            Direction::Egress => &self.egress,
+            Direction::Ingress => &self.ingress,
+        }
+    }
+
+    pub fn map(&self, name: &str) -> Option<&MapSpec> {
+        self.maps.iter().find(|m| m.name == name)
+    }
+}
+
+/// Code generation options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// More CIDRs than this in one family of one direction's rules: that
+    /// family uses an LPM trie.
+    pub lpm_threshold: usize,
+    /// `max_entries` of the flow map.
+    pub flow_entries: u32,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { lpm_threshold: DEFAULT_LPM_THRESHOLD, flow_entries: DEFAULT_FLOW_ENTRIES }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XdpError {
+    #[error("xdp ({direction:?}): {source}")]
+    Encode { direction: Direction, source: BpfError },
+}
+
+/// The XDP programs of a whole policy: `None` unless `network.mode` is
+/// `allowlist`.
+pub fn compile(policy: &Policy) -> Result<Option<XdpPrograms>, XdpError> {
+    compile_network(&policy.network, &Locator::for_policy(policy), &Options::default())
+}
+
+/// The XDP programs of a network policy: `None` unless its mode is
+/// `allowlist`.
+pub fn compile_network(
+    net: &NetworkPolicy,
+    locator: &Locator,
+    opts: &Options,
+) -> Result<Option<XdpPrograms>, XdpError> {
+    if net.mode != NetMode::Allowlist {
+        return Ok(None);
+    }
+    codegen::programs(net, locator, opts).map(Some)
+}
+
+/// The flow key as the programs build it (see the module docs): `local` is
+/// the sandbox's address, `remote` the peer's, ports in host order here
+/// (stored in network order).
+pub fn flow_key(
+    v6: bool,
+    protocol: u8,
+    local_port: u16,
+    remote_port: u16,
+    local: &[u8],
+    remote: &[u8],
+) -> [u8; FLOW_KEY_SIZE] {
+    let mut k = [0u8; FLOW_KEY_SIZE];
+    k[0] = if v6 { 6 } else { 4 };
+    k[1] = protocol;
+    k[4..6].copy_from_slice(&local_port.to_be_bytes());
+    k[6..8].copy_from_slice(&remote_port.to_be_bytes());
+    k[8..8 + local.len()].copy_from_slice(local);
+    k[24..24 + remote.len()].copy_from_slice(remote);
+    k
+}

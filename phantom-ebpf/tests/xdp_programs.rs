@@ -1,0 +1,122 @@
+//! Properties of the generated XDP programs that the differential does not
+//! show: which policies get them, determinism, policy lines, the strategy
+//! switch, and the frames BPF_PROG_TEST_RUN cannot run (the reference must
+//! still drop them). Needs root for the kernel parts.
+
+mod xdp_common;
+
+use phantom_dsl::ir::NetMode;
+use phantom_dsl::values::Protocol;
+use phantom_ebpf::bpf::sys_ext;
+use phantom_ebpf::netprog::Locator;
+use phantom_ebpf::xdp::reference::{parse, Reason, Reference};
+use phantom_ebpf::xdp::{compile_network, Direction, Options, XdpPrograms, FLOW_MAP, XDP_DROP, XDP_PASS};
+use std::os::fd::AsFd;
+use xdp_common::*;
+
+fn compile(net: &phantom_dsl::ir::NetworkPolicy, opts: &Options) -> XdpPrograms {
+    compile_network(net, &Locator::new(&["p.yaml".into()]), opts).unwrap().unwrap()
+}
+
+fn small() -> phantom_dsl::ir::NetworkPolicy {
+    allowlist(
+        vec![rule(&["10.0.0.0/8", "2001:db8::/32"], &[(443, 443)], Protocol::Tcp, 3)],
+        vec![rule(&["192.0.2.0/24"], &[(22, 22)], Protocol::Tcp, 7)],
+    )
+}
+
+#[test]
+fn only_allowlist_policies_get_xdp_programs() {
+    for mode in [NetMode::None, NetMode::LoopbackOnly] {
+        let mut net = small();
+        net.mode = mode;
+        assert!(compile_network(&net, &Locator::new(&[]), &Options::default()).unwrap().is_none(), "{mode:?}");
+    }
+}
+
+#[test]
+fn compiling_twice_gives_identical_bytes() {
+    let net = large_policy(1000, 100, 20);
+    let (a, b) = (compile(&net, &Options::default()), compile(&net, &Options::default()));
+    assert_eq!(a.egress.bytes(), b.egress.bytes());
+    assert_eq!(a.ingress.bytes(), b.ingress.bytes());
+    assert_eq!(a.maps, b.maps);
+}
+
+#[test]
+fn rule_instructions_carry_their_policy_line() {
+    let set = compile(&small(), &Options::default());
+    let lines = |d: Direction| -> Vec<u32> {
+        let mut l: Vec<u32> = set.get(d).encoded.lines.values().map(|loc| loc.line).collect();
+        l.dedup();
+        l
+    };
+    assert!(lines(Direction::Egress).contains(&3), "{:?}", lines(Direction::Egress));
+    assert!(lines(Direction::Ingress).contains(&7), "{:?}", lines(Direction::Ingress));
+}
+
+#[test]
+fn large_sets_use_lpm_tries_and_small_ones_do_not() {
+    let set = compile(&small(), &Options::default());
+    assert_eq!(set.egress.lpm, [false, false]);
+    assert_eq!(set.egress.maps(), vec![FLOW_MAP]);
+    let set = compile(&large_policy(1000, 100, 20), &Options::default());
+    assert_eq!(set.egress.lpm, [true, true]);
+    assert_eq!(set.ingress.lpm, [true, false], "100 ingress CIDRs: 75 IPv4, 25 IPv6");
+    let v4 = set.map("xdp_eg_v4").expect("IPv4 trie");
+    assert_eq!(v4.key_size, 8);
+    assert_eq!(v4.entries.len(), 750);
+    // One class per (protocol, ports) shape, not one bit per rule.
+    assert_eq!(v4.value_size, 4);
+}
+
+#[test]
+fn runt_frames_cannot_be_test_run_and_the_reference_drops_them() {
+    // The kernel refuses test frames shorter than an Ethernet header, so
+    // the differential starts at 14 bytes; below, only the reference (and
+    // the verifier-checked bounds test at the program's start) speak.
+    let loaded = Loaded::new(&compile(&small(), &Options::default()));
+    let err = sys_ext::prog_test_run_repeat(loaded.egress.fd.as_fd(), &[0u8; 13], 1).unwrap_err();
+    assert!(err.to_string().contains("Invalid argument"), "{err}");
+    for n in 0..14 {
+        assert_eq!(parse(&vec![0x08; n]), Err(Reason::Malformed), "{n} bytes");
+    }
+}
+
+#[test]
+fn an_egress_packet_opens_its_flow_and_only_its_reply_gets_in() {
+    let net = small();
+    let loaded = Loaded::new(&compile(&net, &Options::default()));
+    let mut reference = Reference::new(&net);
+    let out = Pkt {
+        src: "10.200.0.2".parse().unwrap(),
+        dst: "10.1.2.3".parse().unwrap(),
+        proto: 6,
+        sport: 40000,
+        dport: 443,
+        icmp_type: 0,
+        icmp_id: 0,
+        frag: Frag::None,
+        ihl: 5,
+        ext: Vec::new(),
+    };
+    let reply = out.reply();
+    let mut other = reply.clone();
+    other.sport = 444;
+    // Before the egress packet, the reply is dropped.
+    assert_eq!(loaded.run(Direction::Ingress, &frame(&reply)), XDP_DROP);
+    assert_eq!(reference.run(Direction::Ingress, &frame(&reply)), Reason::NoMatch);
+    assert_eq!(loaded.run(Direction::Egress, &frame(&out)), XDP_PASS);
+    assert_eq!(reference.run(Direction::Egress, &frame(&out)), Reason::Rule(0));
+    assert_eq!(loaded.run(Direction::Ingress, &frame(&reply)), XDP_PASS);
+    assert_eq!(reference.run(Direction::Ingress, &frame(&reply)), Reason::Flow);
+    assert_eq!(loaded.run(Direction::Ingress, &frame(&other)), XDP_DROP);
+    // Ingress-opened: a connection to the sandbox's port 22 lets the
+    // sandbox answer although no egress rule covers 192.0.2.9.
+    let inbound =
+        Pkt { src: "192.0.2.9".parse().unwrap(), dst: "10.200.0.2".parse().unwrap(), sport: 5555, dport: 22, ..out };
+    assert_eq!(loaded.run(Direction::Egress, &frame(&inbound.reply())), XDP_DROP);
+    assert_eq!(loaded.run(Direction::Ingress, &frame(&inbound)), XDP_PASS);
+    assert_eq!(loaded.run(Direction::Egress, &frame(&inbound.reply())), XDP_PASS);
+    assert_eq!(sys_ext::map_keys(loaded.maps[FLOW_MAP].as_fd(), 40).unwrap().len(), 2);
+}
