@@ -26,6 +26,21 @@ pub const TEST_PACKAGES: &[SystemPackage] = &[
     },
 ];
 
+/// What `cargo xtask vm-test` (the VM tier, xtask/src/vm.rs) needs on the
+/// host. The guest kernel and virtme-ng are not here: vm.rs caches them
+/// under target/vm/.
+pub const VM_PACKAGES: &[SystemPackage] = &[
+    SystemPackage { name: "qemu-system-x86", why: "the VM (software emulation, `vng --disable-kvm`)" },
+    SystemPackage { name: "busybox-static", why: "virtme-ng builds the guest's initramfs around busybox" },
+    SystemPackage {
+        name: "udev",
+        why: "virtme-ng's guest init runs udevd for /dev/virtio-ports/*: without it the guest's output and exit status are lost",
+    },
+    SystemPackage { name: "kmod", why: "depmod indexes the guest kernel's modules (9p, overlay) after unpacking" },
+    SystemPackage { name: "file", why: "virtme-ng reads the kernel release from the image with `file`" },
+    SystemPackage { name: "python3-venv", why: "the venv that virtme-ng (PyPI) is installed into" },
+];
+
 /// Whether dpkg says the package is installed.
 fn installed(name: &str) -> Result<bool> {
     let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", name]).output();
@@ -40,6 +55,17 @@ fn installed(name: &str) -> Result<bool> {
             TEST_PACKAGES.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
         ),
     }
+}
+
+/// The packages of `packages` that are not installed (printing nothing).
+pub fn missing(packages: &[SystemPackage]) -> Result<Vec<&'static str>> {
+    let mut missing = Vec::new();
+    for p in packages {
+        if !installed(p.name)? {
+            missing.push(p.name);
+        }
+    }
+    Ok(missing)
 }
 
 /// Checks every package of `packages`; installs the missing ones with apt

@@ -2,9 +2,10 @@
 //! cargo does.
 //!
 //! - `run`: compile every example policy, write bundles, print summaries
-//! - `test`: the one test command (system packages, fmt, build, tests, policies)
+//! - `test`: the one test command (system packages, fmt, build, tests, policies, VM tier)
 //! - `bench <name>`: benchmarks with a peer measured in the same run
 //! - `fuzz <target>`: cargo-fuzz targets (nightly)
+//! - `vm-test`: the VM tier, BPF-LSM tests in a VM with a BPF-LSM kernel
 
 mod bench;
 mod demo;
@@ -13,6 +14,7 @@ mod fuzz;
 mod run;
 mod test;
 mod util;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -29,12 +31,14 @@ struct Cli {
 enum Command {
     /// Compile every policies/*.yaml, write bundles to target/phantom/bundles/, print summaries.
     Run(run::Args),
-    /// Install test dependencies, then fmt check, build, test and check the example policies.
+    /// Install test dependencies, then fmt check, build, test, check the example policies, and run the VM tier.
     Test(test::Args),
     /// Run a benchmark (`cargo xtask bench` lists them).
     Bench(bench::Args),
     /// Run a cargo-fuzz target with the nightly toolchain.
     Fuzz(fuzz::Args),
+    /// Boot Debian's 6.12 kernel with BPF-LSM in a VM (virtme-ng) and run the VM test tier inside (root).
+    VmTest(vm::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::main(&args),
         Command::Bench(args) => bench::main(&args),
         Command::Fuzz(args) => fuzz::main(&args),
+        Command::VmTest(args) => vm::main(&args),
     };
     match result {
         Ok(code) => code,

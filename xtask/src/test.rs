@@ -1,8 +1,10 @@
 //! `cargo xtask test`: the one test command, used by README and `.ci/run`.
 //! Each step is announced with `==> step`, timed, and the run stops at the
-//! first failing step (unless `--keep-going`), naming it.
+//! first failing step (unless `--keep-going`), naming it. The last step is
+//! the VM tier (`cargo xtask vm-test`, xtask/src/vm.rs): BPF-LSM tests in a
+//! VM, which needs root and installs its packages on the first run.
 
-use crate::{deps, util};
+use crate::{deps, util, vm};
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Do not check or install system packages.
+    /// Do not check or install system packages (the vm tier then fails if its packages, kernel or virtme-ng are missing).
     #[arg(long)]
     no_deps: bool,
     /// Run the remaining steps after a failure (the exit status is still non-zero).
@@ -66,6 +68,7 @@ const STEPS: &[Step] = &[
     Step { name: "cargo build", run: build },
     Step { name: "cargo test", run: cargo_test },
     Step { name: "example policies", run: example_policies },
+    Step { name: "vm tier", run: vm_tier },
 ];
 
 #[derive(Debug)]
@@ -77,6 +80,7 @@ enum Outcome {
 
 pub fn main(args: &Args) -> Result<ExitCode> {
     let start = Instant::now();
+    NO_DEPS.store(args.no_deps, std::sync::atomic::Ordering::Relaxed);
     let mut outcomes: Vec<(&str, Outcome)> = Vec::new();
     let mut totals = Totals::default();
     let mut failed = false;
@@ -192,6 +196,22 @@ fn cargo_test(totals: &mut Totals) -> Result<()> {
     if counts.suites == 0 {
         bail!("`{shown}` printed no `test result:` line");
     }
+    Ok(())
+}
+
+/// `--no-deps`, for the steps that install something besides `system packages`.
+static NO_DEPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `cargo xtask vm-test`: BPF-LSM tests in a VM (installs what it needs
+/// on the first run); its tests are added to the totals.
+fn vm_tier(totals: &mut Totals) -> Result<()> {
+    let install = !NO_DEPS.load(std::sync::atomic::Ordering::Relaxed);
+    let c = vm::run(&vm::Options { install, ..vm::Options::default() })?;
+    let t = totals.tests.get_or_insert_with(TestCounts::default);
+    t.passed += c.passed;
+    t.failed += c.failed;
+    t.ignored += c.ignored;
+    t.suites += c.suites;
     Ok(())
 }
 
