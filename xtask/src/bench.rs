@@ -10,6 +10,7 @@ mod compile;
 mod frontend;
 mod seccomp;
 mod spawn;
+mod spawn_cli;
 mod xdp;
 
 use crate::util;
@@ -48,6 +49,11 @@ const BENCHES: &[Bench] = &[
         run: frontend::run,
     },
     Bench { name: "spawn", about: "sandbox spawn through the library API vs plain fork+exec (root)", run: spawn::run },
+    Bench {
+        name: "spawn-cli",
+        about: "phantom run (warm/cold) vs bubblewrap with and without seccomp, plus memory (root)",
+        run: spawn_cli::run,
+    },
     Bench {
         name: "seccomp",
         about: "Docker profile filter: ours vs libseccomp vs seccompiler (insns/decision, getppid ns, build µs)",
