@@ -8,6 +8,7 @@ pub mod bpf;
 pub mod bundle;
 pub mod elf;
 pub mod landlock;
+pub mod lsm;
 pub mod netprog;
 pub mod seccomp;
 pub mod xdp;

@@ -10,6 +10,8 @@ mod bpf_sys;
 pub mod cgroup_bpf;
 pub mod doctor;
 pub mod landlock;
+pub mod loader;
+pub mod lsm;
 pub mod report;
 pub mod seccomp;
 pub mod spawn;

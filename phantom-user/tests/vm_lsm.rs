@@ -197,3 +197,460 @@ fn lsm_cgroup_file_open_deny_all_applies_to_its_cgroup_only() {
         assert!(!path.exists(), "{} is removed", path.display());
     }
 }
+
+// ------------------------------------------- programs compiled from policies
+
+use phantom_ebpf::lsm::{self as lsm_backend, Hook};
+use phantom_user::lsm::LoadedLsm;
+
+/// Compiles `body` (a policy without its `profile:` line) and loads its
+/// LSM programs into the guest kernel.
+fn load_policy(name: &str, body: &str) -> LoadedLsm {
+    let path = format!("vm-{name}.yaml");
+    let text = format!("profile: vm-{name}\n{body}");
+    let c = phantom_dsl::compile_str(&path, &text);
+    assert!(!c.has_errors(), "{text}\n{:#?}", c.diagnostics);
+    let policy = c.policy.unwrap();
+    let progs = lsm_backend::compile(&policy, &lsm_backend::Options::default().source(&path, &text))
+        .unwrap_or_else(|e| panic!("compile {name}: {e}"));
+    LoadedLsm::load(&progs).unwrap_or_else(|e| panic!("the kernel loads {name}'s programs: {e}"))
+}
+
+/// The three switches this file tests, all allowed but `deny`.
+fn switches(deny: &[&str]) -> String {
+    let mut s = String::from("kernel:\n");
+    for k in ["mount", "bpf", "user_namespaces"] {
+        s += &format!("  {k}: {}\n", if deny.contains(&k) { "deny" } else { "allow" });
+    }
+    s
+}
+
+/// Runs `action` in a forked child: after `setup`, and after moving itself
+/// into `cgroup` when there is one. `Ok(())` when `action` returned 0, else
+/// the errno it returned.
+fn child_result(cgroup: Option<&Path>, setup: impl FnOnce() -> i32, action: impl FnOnce() -> i32) -> Result<(), i32> {
+    let procs = cgroup.map(|c| c.join("cgroup.procs"));
+    // Exit codes: 0 done, 100 + errno refused, 98 setup failed, 99 could not join.
+    let end = fork_child(move || {
+        let say = |line: String| {
+            // SAFETY: writes a live buffer to stderr.
+            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+        };
+        let e = setup();
+        if e != 0 {
+            say(format!("child: setup failed: errno {e}\n"));
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(98) };
+        }
+        if let Some(procs) = &procs {
+            if let Err(e) = std::fs::write(procs, "0") {
+                say(format!("child: joining {}: {e}\n", procs.display()));
+                // SAFETY: ends the child at once.
+                unsafe { libc::_exit(99) };
+            }
+        }
+        let e = action();
+        // SAFETY: ends the child at once with the errno in the code.
+        unsafe { libc::_exit(if e == 0 { 0 } else { 100 + e.min(100) }) }
+    });
+    match end {
+        ChildEnd::Exited(0) => Ok(()),
+        ChildEnd::Exited(98) => panic!("the child's setup failed (message above)"),
+        ChildEnd::Exited(99) => panic!("the child could not join its cgroup (message above)"),
+        ChildEnd::Exited(c) if c >= 100 => Err(c - 100),
+        other => panic!("the child ended with {other:?}"),
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn no_setup() -> i32 {
+    0
+}
+
+/// `open(path, flags, 0600)` and close: 0 or the errno.
+fn try_open(path: &Path, flags: i32) -> i32 {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; the fd is closed right away.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o600) };
+    if fd < 0 {
+        return errno();
+    }
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    0
+}
+
+/// A scratch directory tree, removed on drop.
+struct TempTree(PathBuf);
+
+impl TempTree {
+    fn new(name: &str, files: &[&str]) -> TempTree {
+        let root = std::env::temp_dir().join(format!("phantom-vm-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for f in files {
+            let p = root.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, b"witness\n").unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        }
+        TempTree(root.canonicalize().unwrap())
+    }
+}
+
+impl Drop for TempTree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes the cgroups and checks that nothing is left behind.
+fn remove_cgroups(cgroups: Vec<TestCgroup>) {
+    for cg in cgroups {
+        let path = cg.0.clone();
+        drop(cg);
+        assert!(!path.exists(), "{} is removed", path.display());
+    }
+}
+
+#[test]
+fn lsm_file_open_denies_the_carve_outs_by_access_and_whole_components() {
+    in_vm();
+    let tree = TempTree::new(
+        "file-open",
+        &[
+            "ws/.git/hooks/pre-commit",
+            "ws/.git/hooksX/pre-commit",
+            "ws/ok.txt",
+            "ws/build-1/out",
+            "ws/buil/out",
+            "secret",
+        ],
+    );
+    let ws = tree.0.join("ws");
+    let secret = tree.0.join("secret");
+    let body = format!(
+        "{}filesystem:\n  rules:\n    - deny: {ws}/.git/hooks\n      access: [write, create, remove]\n    - deny: {secret}\n    - deny: {ws}/build*\n      access: [write]\n",
+        switches(&[]),
+        ws = ws.display(),
+        secret = secret.display(),
+    );
+    let mut lsm = load_policy("file-open", &body);
+    assert_eq!(lsm.hooks(), [Hook::FileOpen]);
+    let cgroup = TestCgroup::new("file-open");
+    lsm.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach: {e}"));
+
+    let hook = ws.join(".git/hooks/pre-commit");
+    let inside = |path: &Path, flags: i32| {
+        let path = path.to_path_buf();
+        child_result(Some(&cgroup.0), no_setup, move || try_open(&path, flags))
+    };
+    use libc::{O_CREAT, O_DIRECTORY, O_RDONLY, O_RDWR, O_WRONLY};
+    // .git/hooks: write and create denied, read allowed.
+    assert_eq!(inside(&hook, O_RDONLY), Ok(()), "reading a hook is allowed (the rule denies write only)");
+    assert_eq!(inside(&hook, O_WRONLY), Err(libc::EPERM), "writing a hook is denied");
+    assert_eq!(inside(&hook, O_RDWR), Err(libc::EPERM), "read-write includes write");
+    assert_eq!(inside(&ws.join(".git/hooks"), O_RDONLY | O_DIRECTORY), Ok(()), "listing the directory is reading");
+    assert_eq!(inside(&ws.join(".git/hooks/new"), O_CREAT | O_WRONLY), Err(libc::EPERM), "creating a hook is denied");
+    // Component boundary: a sibling that only shares the prefix is not denied.
+    assert_eq!(inside(&ws.join(".git/hooksX/pre-commit"), O_WRONLY), Ok(()), "hooksX is not hooks");
+    assert_eq!(inside(&ws.join("ok.txt"), O_RDWR), Ok(()), "the rest of the workspace is writable");
+    // The secret: every access denied.
+    assert_eq!(inside(&secret, O_RDONLY), Err(libc::EPERM), "the secret is never readable");
+    assert_eq!(inside(&secret, O_WRONLY), Err(libc::EPERM), "nor writable");
+    // Prefix glob on the last component: build-1 is covered, buil is not.
+    assert_eq!(inside(&ws.join("build-1/out"), O_WRONLY), Err(libc::EPERM), "build* covers build-1");
+    assert_eq!(inside(&ws.join("build-1/out"), O_RDONLY), Ok(()), "build* denies write only");
+    assert_eq!(inside(&ws.join("buil/out"), O_WRONLY), Ok(()), "buil does not start with build");
+
+    // Outside the cgroup nothing changes.
+    let outside = |path: &Path, flags: i32| {
+        let path = path.to_path_buf();
+        child_result(None, no_setup, move || try_open(&path, flags))
+    };
+    assert_eq!(outside(&hook, O_WRONLY), Ok(()), "outside the cgroup, hooks are writable");
+    assert_eq!(outside(&secret, O_RDONLY), Ok(()), "outside the cgroup, the secret is readable");
+    let sibling = TestCgroup::new("file-open-sibling");
+    assert_eq!(
+        child_result(Some(&sibling.0), no_setup, || try_open(&secret, O_RDONLY)),
+        Ok(()),
+        "a sibling cgroup is unaffected"
+    );
+
+    drop(lsm);
+    assert_eq!(inside(&secret, O_RDONLY), Ok(()), "dropping the loader detaches the programs");
+    remove_cgroups(vec![cgroup, sibling]);
+}
+
+/// `mount -t tmpfs` on `target` in the child's own mount namespace (made
+/// private in `setup`, before the child joins the cgroup).
+fn private_mount_ns() -> i32 {
+    // SAFETY: affects only this (forked) child.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return errno();
+    }
+    let root = CString::new("/").unwrap();
+    // SAFETY: valid strings; a propagation change takes no source or data.
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return errno();
+    }
+    0
+}
+
+fn mount_tmpfs(target: &Path) -> i32 {
+    let src = CString::new("tmpfs").unwrap();
+    let dst = CString::new(target.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid NUL-terminated strings; no data.
+    let r = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
+    if r != 0 {
+        return errno();
+    }
+    0
+}
+
+/// The new mount API: fsopen, fsconfig(CREATE), fsmount, move_mount.
+fn move_mount_tmpfs(target: &Path) -> i32 {
+    let fstype = CString::new("tmpfs").unwrap();
+    let dst = CString::new(target.as_os_str().as_encoded_bytes()).unwrap();
+    let empty = CString::new("").unwrap();
+    // SAFETY: raw syscalls with valid strings; fds are closed on exit.
+    unsafe {
+        let fs = libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), 1 /* FSOPEN_CLOEXEC */) as i32;
+        if fs < 0 {
+            return errno();
+        }
+        let null = std::ptr::null::<libc::c_char>();
+        if libc::syscall(libc::SYS_fsconfig, fs, 6 /* FSCONFIG_CMD_CREATE */, null, null, 0) < 0 {
+            return errno();
+        }
+        let mnt = libc::syscall(libc::SYS_fsmount, fs, 1 /* FSMOUNT_CLOEXEC */, 0) as i32;
+        if mnt < 0 {
+            return errno();
+        }
+        let r = libc::syscall(
+            libc::SYS_move_mount,
+            mnt,
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            4, /* MOVE_MOUNT_F_EMPTY_PATH */
+        );
+        if r < 0 {
+            return errno();
+        }
+    }
+    0
+}
+
+#[test]
+fn lsm_sb_mount_and_move_mount_are_denied_in_the_cgroup_only() {
+    in_vm();
+    let tree = TempTree::new("mount", &["mnt/.keep"]);
+    let target = tree.0.join("mnt");
+    let mut lsm = load_policy("mount", &switches(&["mount"]));
+    assert_eq!(lsm.hooks(), [Hook::SbMount, Hook::MoveMount]);
+    let cgroup = TestCgroup::new("mount");
+    lsm.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach: {e}"));
+
+    let t = target.clone();
+    assert_eq!(child_result(Some(&cgroup.0), private_mount_ns, move || mount_tmpfs(&t)), Err(libc::EPERM), "mount(2)");
+    let t = target.clone();
+    assert_eq!(
+        child_result(Some(&cgroup.0), private_mount_ns, move || move_mount_tmpfs(&t)),
+        Err(libc::EPERM),
+        "fsmount + move_mount(2)"
+    );
+    let t = target.clone();
+    assert_eq!(child_result(None, private_mount_ns, move || mount_tmpfs(&t)), Ok(()), "outside: mount(2) works");
+    let t = target.clone();
+    assert_eq!(child_result(None, private_mount_ns, move || move_mount_tmpfs(&t)), Ok(()), "outside: move_mount works");
+
+    drop(lsm);
+    let t = target.clone();
+    assert_eq!(child_result(Some(&cgroup.0), private_mount_ns, move || mount_tmpfs(&t)), Ok(()), "detached");
+    remove_cgroups(vec![cgroup]);
+}
+
+fn unshare_user() -> i32 {
+    // SAFETY: affects only this (forked) child.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+        return errno();
+    }
+    0
+}
+
+#[test]
+fn lsm_userns_create_is_denied_in_the_cgroup_only() {
+    in_vm();
+    let mut lsm = load_policy("userns", &switches(&["user_namespaces"]));
+    assert_eq!(lsm.hooks(), [Hook::UsernsCreate]);
+    let cgroup = TestCgroup::new("userns");
+    lsm.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach: {e}"));
+    assert_eq!(child_result(Some(&cgroup.0), no_setup, unshare_user), Err(libc::EPERM), "unshare(CLONE_NEWUSER)");
+    assert_eq!(child_result(None, no_setup, unshare_user), Ok(()), "outside the cgroup it works");
+    drop(lsm);
+    assert_eq!(child_result(Some(&cgroup.0), no_setup, unshare_user), Ok(()), "detached");
+    remove_cgroups(vec![cgroup]);
+}
+
+/// `bpf(BPF_MAP_CREATE)` of a one-entry array; the fd is closed.
+fn create_map() -> i32 {
+    let mut attr = [0u32; 32]; // union bpf_attr: map_type, key_size, value_size, max_entries, ...
+    attr[0] = 2; // BPF_MAP_TYPE_ARRAY
+    attr[1] = 4;
+    attr[2] = 8;
+    attr[3] = 1;
+    // SAFETY: BPF_MAP_CREATE (0) reads `size_of_val(&attr)` bytes of a live buffer.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), std::mem::size_of_val(&attr)) } as i32;
+    if fd < 0 {
+        return errno();
+    }
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    0
+}
+
+#[test]
+fn lsm_bpf_is_denied_in_the_cgroup_only() {
+    in_vm();
+    let mut lsm = load_policy("bpf", &switches(&["bpf"]));
+    assert_eq!(lsm.hooks(), [Hook::Bpf]);
+    let cgroup = TestCgroup::new("bpf");
+    lsm.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach: {e}"));
+    assert_eq!(child_result(Some(&cgroup.0), no_setup, create_map), Err(libc::EPERM), "bpf(BPF_MAP_CREATE)");
+    assert_eq!(child_result(None, no_setup, create_map), Ok(()), "outside the cgroup it works");
+    drop(lsm);
+    assert_eq!(child_result(Some(&cgroup.0), no_setup, create_map), Ok(()), "detached");
+    remove_cgroups(vec![cgroup]);
+}
+
+#[test]
+fn lsm_all_hooks_of_one_policy_attach_together() {
+    in_vm();
+    let tree = TempTree::new("all", &["secret", "mnt/.keep"]);
+    let secret = tree.0.join("secret");
+    let body = format!(
+        "{}filesystem:\n  rules:\n    - deny: {}\n",
+        switches(&["mount", "bpf", "user_namespaces"]),
+        secret.display()
+    );
+    let mut lsm = load_policy("all", &body);
+    assert_eq!(lsm.hooks(), [Hook::FileOpen, Hook::SbMount, Hook::MoveMount, Hook::Bpf, Hook::UsernsCreate]);
+    let cgroup = TestCgroup::new("all");
+    lsm.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach: {e}"));
+    let cg = Some(cgroup.0.as_path());
+    let s = secret.clone();
+    assert_eq!(child_result(cg, no_setup, move || try_open(&s, libc::O_RDONLY)), Err(libc::EPERM));
+    let t = tree.0.join("mnt");
+    assert_eq!(child_result(cg, private_mount_ns, move || mount_tmpfs(&t)), Err(libc::EPERM));
+    assert_eq!(child_result(cg, no_setup, unshare_user), Err(libc::EPERM));
+    assert_eq!(child_result(cg, no_setup, create_map), Err(libc::EPERM));
+    // Other files still open (the program allows what no rule denies).
+    let ok = tree.0.join("mnt/.keep");
+    assert_eq!(child_result(cg, no_setup, move || try_open(&ok, libc::O_RDWR)), Ok(()));
+    lsm.detach_all().expect("detach");
+    assert_eq!(child_result(cg, no_setup, create_map), Ok(()), "detached");
+    drop(lsm);
+    remove_cgroups(vec![cgroup]);
+}
+
+/// Opens (creating when `create`) the directory chain `names` under `dir`
+/// with openat, so the whole path may exceed PATH_MAX. Returns the fd of
+/// the deepest directory, or -errno.
+fn descend(dir: &Path, names: &[String], create: bool) -> i32 {
+    let c = CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid path; fds are closed as the walk goes down.
+    let mut fd = unsafe { libc::open(c.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC) };
+    for n in names {
+        if fd < 0 {
+            return -errno();
+        }
+        let n = CString::new(n.as_str()).unwrap();
+        // SAFETY: fd is a directory we own; n is a valid name.
+        unsafe {
+            if create {
+                libc::mkdirat(fd, n.as_ptr(), 0o700);
+            }
+            let next = libc::openat(fd, n.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC);
+            libc::close(fd);
+            fd = next;
+        }
+    }
+    if fd < 0 {
+        -errno()
+    } else {
+        fd
+    }
+}
+
+#[test]
+fn lsm_file_open_denies_paths_longer_than_its_buffer() {
+    in_vm();
+    let tree = TempTree::new("long-path", &["short"]);
+    // 24 components of 200 bytes: the path is longer than the 4096-byte buffer.
+    let names: Vec<String> = (0..24).map(|i| format!("{i:02}{}", "d".repeat(198))).collect();
+    let deep = descend(&tree.0, &names, true);
+    assert!(deep >= 0, "building the deep tree: errno {}", -deep);
+    let f = CString::new("f").unwrap();
+    // SAFETY: deep is our directory fd; the new file's fd is closed at once.
+    unsafe {
+        let fd = libc::openat(deep, f.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o600);
+        assert!(fd >= 0, "creating the deep file: errno {}", errno());
+        libc::close(fd);
+        libc::close(deep);
+    }
+    let body = format!("{}filesystem:\n  rules:\n    - deny: {}/unrelated\n", switches(&[]), tree.0.display());
+    let mut lsm = load_policy("long-path", &body);
+    let cgroup = TestCgroup::new("long-path");
+    lsm.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach: {e}"));
+
+    // The walk down happens before the child joins the cgroup.
+    let open_deep = |cg: Option<&Path>| {
+        let fd = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(-1));
+        let (fd1, fd2) = (fd.clone(), fd);
+        let (root, names) = (tree.0.clone(), names.clone());
+        child_result(
+            cg,
+            move || {
+                let d = descend(&root, &names, false);
+                fd1.store(d, std::sync::atomic::Ordering::SeqCst);
+                if d < 0 {
+                    -d
+                } else {
+                    0
+                }
+            },
+            move || {
+                let f = CString::new("f").unwrap();
+                // SAFETY: the directory fd opened in setup; closed at exit.
+                let r =
+                    unsafe { libc::openat(fd2.load(std::sync::atomic::Ordering::SeqCst), f.as_ptr(), libc::O_RDONLY) };
+                if r < 0 {
+                    errno()
+                } else {
+                    0
+                }
+            },
+        )
+    };
+    assert_eq!(open_deep(Some(&cgroup.0)), Err(libc::EPERM), "a path longer than the buffer is denied, never allowed");
+    assert_eq!(open_deep(None), Ok(()), "outside the cgroup the deep file opens");
+    let short = tree.0.join("short");
+    assert_eq!(
+        child_result(Some(&cgroup.0), no_setup, move || try_open(&short, libc::O_RDONLY)),
+        Ok(()),
+        "short paths open"
+    );
+    drop(lsm);
+    remove_cgroups(vec![cgroup]);
+}

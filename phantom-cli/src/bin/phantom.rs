@@ -1,9 +1,11 @@
-//! `phantom`: run commands in sandboxes built from a policy, and report what
-//! this host can enforce.
+//! `phantom`: run commands in sandboxes built from a policy, load and pin
+//! bundles (`load`, `unload`, `status`), and report what this host can
+//! enforce.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use phantom_user::apply::LoadedBundle;
+use phantom_user::loader;
 use phantom_user::spawn::{self, RunResult, SpawnRequest};
 use phantom_user::zygote;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "phantom", version, about = "Run untrusted commands in kernel-enforced sandboxes")]
 #[command(
-    after_help = "Examples:\n  phantom run --policy policies/python-runnable.yaml -- python3 -c 'print(1)'\n  phantom run --policy build/bundle --json --timeout 10s -- ./job.sh\n  phantom doctor"
+    after_help = "Examples:\n  phantom run --policy policies/python-runnable.yaml -- python3 -c 'print(1)'\n  phantom run --policy build/bundle --json --timeout 10s -- ./job.sh\n  phantom doctor\n  phantom load policies/web-fetcher.yaml && phantom status"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -65,6 +67,37 @@ enum Command {
         #[arg(long, default_value = "10m")]
         idle_timeout: String,
     },
+    /// Load a bundle's cgroup-BPF programs once and pin them under /sys/fs/bpf/phantom/<hash>.
+    #[command(
+        after_help = "The target is a bundle directory from `phantom-policy compile`, or a policy file, which is\ncompiled to a bundle in the cache directory first ($PHANTOM_CACHE_DIR, else\n$XDG_CACHE_HOME/phantom/bundles, else ~/.cache/phantom/bundles). <hash> is the first 16 hex\ncharacters of the sha256 of the bundle's manifest.json. Loading a bundle that is already\nloaded reuses its pins. Sandboxes attach the pinned programs to their cgroups; attached\nprograms keep enforcing even if the process that attached them dies. Needs root.\nExit status: 0 loaded (or reused), 1 failure (a verifier rejection prints the whole\nverifier log with policy lines).\n\nExamples:\n  phantom load policies/web-fetcher.yaml\n  phantom-policy compile policies/web-fetcher.yaml -o build/web && phantom load build/web --json"
+    )]
+    Load {
+        /// Bundle directory or policy file (.yaml).
+        target: PathBuf,
+        /// Print the load report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unpin a loaded bundle and remove its directory under /sys/fs/bpf/phantom.
+    #[command(
+        after_help = "The target is the bundle directory, the policy file it was loaded from, or the bundle\nhash `phantom status` shows. Cgroups that still have the programs attached keep enforcing\nuntil they detach them or are removed; they are listed. Exit status: 0 unloaded, 1 failure\n(including: not loaded).\n\nExamples:\n  phantom unload policies/web-fetcher.yaml\n  phantom unload 3f2a9c0d1e4b5a67"
+    )]
+    Unload {
+        /// Bundle directory, policy file (.yaml) or bundle hash.
+        target: String,
+        /// Print the unload report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the loaded (pinned) bundles: profile, hash, programs, maps, attached cgroups.
+    #[command(
+        after_help = "Exit status: 0, or 1 when bpffs cannot be read.\n\nExamples:\n  phantom status\n  phantom status --json"
+    )]
+    Status {
+        /// Print the bundles as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show which enforcement layers this host supports, and how to fix missing ones.
     #[command(after_help = "Example:\n  phantom doctor\n  phantom doctor --json")]
     Doctor {
@@ -97,6 +130,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             zygote::serve(&path, p, bundle, idle)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Load { target, json } => Ok(exit_1_on_error(load_command(&target, json))),
+        Command::Unload { target, json } => Ok(exit_1_on_error(unload_command(&target, json))),
+        Command::Status { json } => Ok(exit_1_on_error(status_command(json))),
         Command::Doctor { json } => {
             let report = phantom_user::doctor::probe();
             if json {
@@ -242,4 +278,137 @@ fn through_zygote(
         output_cap: req.output_cap,
     };
     Ok(zygote::run(&path, &zreq)?)
+}
+
+/// `load`, `unload` and `status` exit with 1 (not 125) on failure.
+fn exit_1_on_error(r: Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("phantom: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Where policy files given to `load`/`unload` are compiled to.
+fn bundle_cache() -> PathBuf {
+    if let Some(d) = std::env::var_os("PHANTOM_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("phantom").join("bundles")
+}
+
+/// A bundle directory as given, or a policy file compiled (with its
+/// sources, as `phantom-policy compile` does) to `<cache>/<profile>-<hash>`.
+fn bundle_dir_of(target: &Path) -> Result<PathBuf> {
+    if target.is_dir() {
+        return Ok(target.to_path_buf());
+    }
+    let c = phantom_dsl::compile_file(target).with_context(|| format!("cannot read {}", target.display()))?;
+    let Some(policy) = &c.policy else {
+        eprint!("{}", phantom_cli::render::render_all(&c.sources, &c.diagnostics));
+        bail!("{}: the policy has errors", target.display());
+    };
+    let texts: Vec<(String, String)> = c.sources.files().map(|(_, f)| (f.name.clone(), f.text.clone())).collect();
+    let built = phantom_ebpf::bundle::build_with_sources(policy, &texts)
+        .with_context(|| format!("{}: not compiled", target.display()))?;
+    let manifest = built
+        .files
+        .iter()
+        .find(|(n, _)| n == phantom_ebpf::bundle::MANIFEST)
+        .map(|(_, b)| b.as_slice())
+        .context("the bundle has no manifest")?;
+    let hash = phantom_dsl::source::sha256_hex(manifest);
+    let dir = bundle_cache().join(format!("{}-{}", policy.profile, &hash[..loader::HASH_LEN]));
+    if !dir.join(phantom_ebpf::bundle::MANIFEST).is_file() {
+        phantom_ebpf::bundle::write(&dir, &built)
+            .with_context(|| format!("cannot write the bundle to {}", dir.display()))?;
+    }
+    Ok(dir)
+}
+
+fn load_command(target: &Path, json: bool) -> Result<()> {
+    let dir = bundle_dir_of(target)?;
+    let report = loader::load(&dir).with_context(|| format!("cannot load {}", dir.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if report.mounted_bpffs {
+        println!("mounted bpffs at {}", loader::BPFFS);
+    }
+    println!(
+        "{} {} ({}): {} programs, {} maps {} {}",
+        if report.reused { "already loaded:" } else { "loaded" },
+        report.profile,
+        report.hash,
+        report.programs.len(),
+        report.maps.len(),
+        if report.reused { "pinned at" } else { "pinned under" },
+        report.dir.display()
+    );
+    for p in &report.programs {
+        println!("  program {:<15} {:<20} id {}", p.name, p.section, p.id);
+    }
+    for m in &report.maps {
+        match m.entries_written {
+            Some(n) => println!("  map     {:<15} {n} entries, id {}", m.name, m.id),
+            None => println!("  map     {:<15} id {}", m.name, m.id),
+        }
+    }
+    Ok(())
+}
+
+fn unload_command(target: &str, json: bool) -> Result<()> {
+    let path = Path::new(target);
+    let r =
+        if path.is_file() { loader::BundleRef::Dir(bundle_dir_of(path)?) } else { loader::BundleRef::parse(target)? };
+    let report = loader::unload(&r)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "unloaded {} ({}): removed {} ({} programs, {} maps)",
+        if report.profile.is_empty() { "?" } else { &report.profile },
+        report.hash,
+        report.dir.display(),
+        report.programs,
+        report.maps
+    );
+    for cg in &report.still_attached {
+        println!("  still attached to {} (enforcing until detached or the cgroup is removed)", cg.display());
+    }
+    Ok(())
+}
+
+fn status_command(json: bool) -> Result<()> {
+    let bundles = loader::status()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&bundles)?);
+        return Ok(());
+    }
+    if bundles.is_empty() {
+        println!("no bundles loaded (nothing under {})", loader::PIN_ROOT);
+        return Ok(());
+    }
+    for b in &bundles {
+        println!(
+            "{} {}: {} programs, {} maps, attached to {} cgroup(s)",
+            b.hash,
+            b.profile,
+            b.programs.len(),
+            b.maps.len(),
+            b.attached_cgroups.len()
+        );
+        for cg in &b.attached_cgroups {
+            println!("  attached: {}", cg.display());
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,312 @@
+//! The BPF-LSM loader: loads the `lsm_cgroup/<hook>` programs compiled by
+//! `phantom_ebpf::lsm` with aya against the running kernel's BTF and
+//! attaches them (`BPF_LSM_CGROUP`) to a cgroup v2 directory; dropping the
+//! [`LoadedLsm`] detaches them.
+//!
+//! Needs a kernel with `bpf` in `lsm=` and BTF (`/sys/kernel/btf/vmlinux`),
+//! Linux 6.0+ (lsm_cgroup), 6.1+ for `userns_create`, and CAP_SYS_ADMIN.
+//! The host this project is developed on refuses LSM programs (EPERM); the
+//! VM tier (`cargo xtask vm-test`, tests/vm_lsm.rs) is where this runs.
+//!
+//! Kernel-dependent resolution happens here, never in the compiler: the
+//! offsets of the `struct file` fields the file_open program reads come
+//! from the running kernel's BTF ([`kernel_layout`]) and are patched into
+//! the instructions before the object is built. CO-RE relocations in
+//! `.BTF.ext`, resolved by aya itself, are the follow-up.
+
+use aya::programs::lsm_cgroup::LsmLinkId;
+use aya::programs::LsmCgroup;
+use aya::{Btf, Ebpf};
+use phantom_ebpf::lsm::{Hook, KernelField, KernelLayout, LsmError, LsmPrograms};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Where the running kernel publishes its BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LsmLoadError {
+    #[error("reading the kernel's BTF ({path}): {source}")]
+    ReadBtf { path: String, source: std::io::Error },
+    #[error("the kernel's BTF: {0}")]
+    Btf(String),
+    #[error("the kernel's BTF has no member `{member}` in `struct {strukt}`")]
+    NoField { strukt: &'static str, member: &'static str },
+    #[error(transparent)]
+    Compile(#[from] LsmError),
+    #[error("aya cannot parse the LSM object: {0}")]
+    Parse(String),
+    /// The kernel refused the program; `detail` keeps aya's error with
+    /// the verifier log.
+    #[error("loading lsm_cgroup/{hook}: {detail}")]
+    Load { hook: &'static str, detail: String },
+    #[error("opening cgroup {}: {source}", path.display())]
+    Cgroup { path: PathBuf, source: std::io::Error },
+    #[error("attaching lsm_cgroup/{hook} to {}: {detail}", path.display())]
+    Attach { hook: &'static str, path: PathBuf, detail: String },
+    #[error("detaching lsm_cgroup/{hook}: {detail}")]
+    Detach { hook: &'static str, detail: String },
+}
+
+/// The offsets of the [`KernelField`]s on the running kernel.
+pub fn kernel_layout() -> Result<KernelLayout, LsmLoadError> {
+    let bytes =
+        std::fs::read(VMLINUX_BTF).map_err(|source| LsmLoadError::ReadBtf { path: VMLINUX_BTF.into(), source })?;
+    layout_from_btf(&bytes)
+}
+
+/// The offsets of the [`KernelField`]s in a kernel BTF blob.
+pub fn layout_from_btf(bytes: &[u8]) -> Result<KernelLayout, LsmLoadError> {
+    let btf = btf::Types::parse(bytes).map_err(LsmLoadError::Btf)?;
+    let offset = |f: KernelField| {
+        let (strukt, member) = f.btf_name();
+        btf.member_offset(strukt, member).ok_or(LsmLoadError::NoField { strukt, member })
+    };
+    Ok(KernelLayout { file_f_mode: offset(KernelField::FileMode)?, file_f_path: offset(KernelField::FilePath)? })
+}
+
+/// Loaded LSM programs and their attachments. Dropping it detaches every
+/// attachment and unloads the programs.
+pub struct LoadedLsm {
+    ebpf: Ebpf,
+    hooks: Vec<Hook>,
+    links: Vec<(Hook, PathBuf, LsmLinkId)>,
+}
+
+impl std::fmt::Debug for LoadedLsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let links: Vec<_> = self.links.iter().map(|(h, p, _)| (h.name(), p)).collect();
+        f.debug_struct("LoadedLsm").field("hooks", &self.hooks).field("links", &links).finish()
+    }
+}
+
+impl LoadedLsm {
+    /// Builds the object for the running kernel and loads every program.
+    pub fn load(programs: &LsmPrograms) -> Result<LoadedLsm, LsmLoadError> {
+        LoadedLsm::load_with(programs, &kernel_layout()?)
+    }
+
+    /// Loads with a given layout (it must be the running kernel's).
+    pub fn load_with(programs: &LsmPrograms, layout: &KernelLayout) -> Result<LoadedLsm, LsmLoadError> {
+        let bytes = programs.object(layout)?;
+        let mut ebpf = Ebpf::load(&bytes).map_err(|e| LsmLoadError::Parse(format!("{e:?}")))?;
+        let btf = Btf::from_sys_fs().map_err(|e| LsmLoadError::Btf(format!("{e:?}")))?;
+        let mut hooks = Vec::new();
+        for p in &programs.programs {
+            let hook = p.hook;
+            let prog = lsm_prog(&mut ebpf, hook)?;
+            prog.load(hook.name(), &btf)
+                .map_err(|e| LsmLoadError::Load { hook: hook.name(), detail: format!("{e:?}") })?;
+            hooks.push(hook);
+        }
+        Ok(LoadedLsm { ebpf, hooks, links: Vec::new() })
+    }
+
+    /// The hooks loaded.
+    pub fn hooks(&self) -> &[Hook] {
+        &self.hooks
+    }
+
+    /// Attaches every program to the cgroup v2 directory `cgroup`. On an
+    /// error, the programs attached by this call are detached again.
+    pub fn attach(&mut self, cgroup: &Path) -> Result<(), LsmLoadError> {
+        let dir = File::open(cgroup).map_err(|source| LsmLoadError::Cgroup { path: cgroup.into(), source })?;
+        let before = self.links.len();
+        for hook in self.hooks.clone() {
+            let attached = lsm_prog(&mut self.ebpf, hook).and_then(|p| {
+                p.attach(&dir).map_err(|e| LsmLoadError::Attach {
+                    hook: hook.name(),
+                    path: cgroup.into(),
+                    detail: format!("{e:?}"),
+                })
+            });
+            match attached {
+                Ok(link) => self.links.push((hook, cgroup.into(), link)),
+                Err(e) => {
+                    while self.links.len() > before {
+                        let _ = self.detach_last();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches every attachment (to every cgroup); the programs stay loaded.
+    pub fn detach_all(&mut self) -> Result<(), LsmLoadError> {
+        let mut first_err = None;
+        while !self.links.is_empty() {
+            if let Err(e) = self.detach_last() {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn detach_last(&mut self) -> Result<(), LsmLoadError> {
+        let Some((hook, _, link)) = self.links.pop() else { return Ok(()) };
+        let prog = lsm_prog(&mut self.ebpf, hook)?;
+        prog.detach(link).map_err(|e| LsmLoadError::Detach { hook: hook.name(), detail: format!("{e:?}") })
+    }
+}
+
+impl Drop for LoadedLsm {
+    fn drop(&mut self) {
+        // Errors cannot be reported here; dropping `ebpf` afterwards closes
+        // the program fds, which releases any link still held.
+        let _ = self.detach_all();
+    }
+}
+
+fn lsm_prog(ebpf: &mut Ebpf, hook: Hook) -> Result<&mut LsmCgroup, LsmLoadError> {
+    let missing = || LsmLoadError::Parse(format!("the object has no program {}", hook.prog_name()));
+    ebpf.program_mut(hook.prog_name()).ok_or_else(missing)?.try_into().map_err(|_| missing())
+}
+
+/// Just enough of a BTF reader to find struct member offsets in the
+/// kernel's BTF (every kind up to ENUM64 is skipped correctly).
+mod btf {
+    const MAGIC: u16 = 0xeb9f;
+    const KIND_STRUCT: u32 = 4;
+    const KIND_UNION: u32 = 5;
+    const KIND_TYPEDEF: u32 = 8;
+    const KIND_VOLATILE: u32 = 9;
+    const KIND_CONST: u32 = 10;
+    const KIND_RESTRICT: u32 = 11;
+    const KIND_TYPE_TAG: u32 = 18;
+
+    /// One type record: kind, name, `size_or_type`, and where its extra
+    /// data (members) starts.
+    struct Type {
+        kind: u32,
+        name: u32,
+        kind_flag: bool,
+        vlen: u32,
+        size_or_type: u32,
+        extra: usize,
+    }
+
+    pub struct Types<'a> {
+        types: Vec<Type>,
+        data: &'a [u8],
+        strings: &'a [u8],
+    }
+
+    fn u32_at(d: &[u8], at: usize) -> Result<u32, String> {
+        d.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| format!("truncated at byte {at}"))
+    }
+
+    impl<'a> Types<'a> {
+        pub fn parse(b: &'a [u8]) -> Result<Types<'a>, String> {
+            if b.len() < 24 || u16::from_le_bytes([b[0], b[1]]) != MAGIC {
+                return Err("not little-endian BTF (bad magic)".into());
+            }
+            let hdr = u32_at(b, 4)? as usize;
+            let (toff, tlen, soff, slen) = (u32_at(b, 8)?, u32_at(b, 12)?, u32_at(b, 16)?, u32_at(b, 20)?);
+            let range = |off: u32, len: u32| {
+                b.get(hdr + off as usize..hdr + off as usize + len as usize)
+                    .ok_or_else(|| "section out of range".to_string())
+            };
+            let data = range(toff, tlen)?;
+            let strings = range(soff, slen)?;
+            let mut types = Vec::new();
+            let mut pos = 0;
+            while pos < data.len() {
+                let name = u32_at(data, pos)?;
+                let info = u32_at(data, pos + 4)?;
+                let size_or_type = u32_at(data, pos + 8)?;
+                let (vlen, kind, kind_flag) = (info & 0xffff, (info >> 24) & 0x1f, info >> 31 == 1);
+                let extra = pos + 12;
+                let vlen_us = vlen as usize;
+                let len = match kind {
+                    1 | 14 | 17 => 4,                // INT, VAR, DECL_TAG
+                    3 => 12,                         // ARRAY
+                    4 | 5 | 15 | 19 => 12 * vlen_us, // STRUCT, UNION, DATASEC, ENUM64
+                    6 | 13 => 8 * vlen_us,           // ENUM, FUNC_PROTO
+                    2 | 7..=12 | 16 | 18 => 0,
+                    k => return Err(format!("unknown BTF kind {k}")),
+                };
+                types.push(Type { kind, name, kind_flag, vlen, size_or_type, extra });
+                pos = extra + len;
+            }
+            Ok(Types { types, data, strings })
+        }
+
+        fn name(&self, off: u32) -> &[u8] {
+            let rest = self.strings.get(off as usize..).unwrap_or(&[]);
+            &rest[..rest.iter().position(|&c| c == 0).unwrap_or(rest.len())]
+        }
+
+        fn by_id(&self, id: u32) -> Option<&Type> {
+            self.types.get((id as usize).checked_sub(1)?)
+        }
+
+        /// Byte offset of `member` in `struct strukt`, looking through
+        /// anonymous struct and union members.
+        pub fn member_offset(&self, strukt: &str, member: &str) -> Option<u32> {
+            let s = self
+                .types
+                .iter()
+                .find(|t| t.kind == KIND_STRUCT && t.vlen > 0 && self.name(t.name) == strukt.as_bytes())?;
+            self.find_in(s, member.as_bytes(), 0).map(|bits| bits / 8)
+        }
+
+        fn find_in(&self, t: &Type, member: &[u8], base_bits: u32) -> Option<u32> {
+            for i in 0..t.vlen as usize {
+                let at = t.extra + 12 * i;
+                let (name, ty, off) =
+                    (u32_at(self.data, at).ok()?, u32_at(self.data, at + 4).ok()?, u32_at(self.data, at + 8).ok()?);
+                let bits = base_bits + if t.kind_flag { off & 0xff_ffff } else { off };
+                if name != 0 && self.name(name) == member {
+                    return Some(bits);
+                }
+                if name == 0 {
+                    let inner = self.resolve(ty)?;
+                    if matches!(inner.kind, KIND_STRUCT | KIND_UNION) {
+                        if let Some(found) = self.find_in(inner, member, bits) {
+                            return Some(found);
+                        }
+                    }
+                }
+            }
+            None
+        }
+
+        /// Follows typedefs and qualifiers.
+        fn resolve(&self, mut id: u32) -> Option<&Type> {
+            for _ in 0..32 {
+                let t = self.by_id(id)?;
+                match t.kind {
+                    KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => id = t.size_or_type,
+                    _ => return Some(t),
+                }
+            }
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_kernel_btf_has_struct_file() {
+        // Every kernel this project targets has BTF; the host's layout must
+        // resolve (the VM tier checks the guest's).
+        if !Path::new(VMLINUX_BTF).exists() {
+            panic!("{VMLINUX_BTF} is missing: Phantom's BPF-LSM loader needs a kernel with BTF");
+        }
+        let l = kernel_layout().expect("struct file resolves");
+        assert!(l.file_f_path > l.file_f_mode, "{l:?}");
+        assert_eq!(l.file_f_path % 8, 0, "{l:?}");
+    }
+
+    #[test]
+    fn garbage_is_not_btf() {
+        assert!(matches!(layout_from_btf(&[0; 64]), Err(LsmLoadError::Btf(_))));
+    }
+}
