@@ -171,7 +171,10 @@ fn load(path: &Path) -> Result<(phantom_dsl::ir::Policy, LoadedBundle, String)> 
         eprint!("{}", phantom_cli::render::render_all(&c.sources, &c.diagnostics));
         bail!("{}: the policy has errors", path.display());
     };
-    let built = phantom_ebpf::bundle::build(&policy)?;
+    // With the source texts, as `phantom-policy compile` builds it: the same
+    // bundle, so the same key as `phantom load` gives.
+    let texts: Vec<(String, String)> = c.sources.files().map(|(_, f)| (f.name.clone(), f.text.clone())).collect();
+    let built = phantom_ebpf::bundle::build_with_sources(&policy, &texts)?;
     let manifest =
         built.files.iter().find(|(n, _)| n == phantom_ebpf::bundle::MANIFEST).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
     let key = phantom_dsl::source::sha256_hex(manifest);
