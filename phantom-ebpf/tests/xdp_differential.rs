@@ -14,7 +14,7 @@ mod xdp_common;
 
 use phantom_dsl::ir::NetworkPolicy;
 use phantom_dsl::values::Protocol;
-use phantom_ebpf::bpf::sys_ext;
+use phantom_ebpf::bpf::sys;
 use phantom_ebpf::netprog::Locator;
 use phantom_ebpf::xdp::reference::{Reason, Reference, Verdict};
 use phantom_ebpf::xdp::{
@@ -353,13 +353,13 @@ fn run_case(case: &Case, seed: u64, stats: &mut Stats) {
     }
     // The kernel's flow map holds exactly the reference's flows.
     let flows = &loaded.maps[FLOW_MAP];
-    let mut keys = sys_ext::map_keys(flows.as_fd(), FLOW_KEY_SIZE).unwrap();
+    let mut keys = sys::map_keys(flows.as_fd(), FLOW_KEY_SIZE).unwrap();
     keys.sort();
     let want: Vec<Vec<u8>> = reference.flows().keys().map(|k| k.to_vec()).collect();
     assert_eq!(keys, want, "{}: flow map differs from the reference's flow table", case.name);
     for (k, d) in reference.flows() {
         let mut v = [0u8; 8];
-        assert!(sys_ext::map_contains(flows.as_fd(), k, &mut v).unwrap());
+        assert!(sys::map_contains(flows.as_fd(), k, &mut v).unwrap());
         assert_eq!(u64::from_ne_bytes(v), d.opened_by(), "{}: flow opened by {d:?}", case.name);
     }
     stats.flows += want.len();

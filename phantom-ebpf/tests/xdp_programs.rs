@@ -7,7 +7,7 @@ mod xdp_common;
 
 use phantom_dsl::ir::NetMode;
 use phantom_dsl::values::Protocol;
-use phantom_ebpf::bpf::sys_ext;
+use phantom_ebpf::bpf::sys;
 use phantom_ebpf::netprog::Locator;
 use phantom_ebpf::xdp::reference::{parse, Reason, Reference};
 use phantom_ebpf::xdp::{compile_network, Direction, Options, XdpPrograms, FLOW_MAP, XDP_DROP, XDP_PASS};
@@ -76,7 +76,7 @@ fn runt_frames_cannot_be_test_run_and_the_reference_drops_them() {
     // the differential starts at 14 bytes; below, only the reference (and
     // the verifier-checked bounds test at the program's start) speak.
     let loaded = Loaded::new(&compile(&small(), &Options::default()));
-    let err = sys_ext::prog_test_run_repeat(loaded.egress.fd.as_fd(), &[0u8; 13], 1).unwrap_err();
+    let err = sys::prog_test_run_repeat(loaded.egress.fd.as_fd(), &[0u8; 13], 1).unwrap_err();
     assert!(err.to_string().contains("Invalid argument"), "{err}");
     for n in 0..14 {
         assert_eq!(parse(&vec![0x08; n]), Err(Reason::Malformed), "{n} bytes");
@@ -118,5 +118,5 @@ fn an_egress_packet_opens_its_flow_and_only_its_reply_gets_in() {
     assert_eq!(loaded.run(Direction::Egress, &frame(&inbound.reply())), XDP_DROP);
     assert_eq!(loaded.run(Direction::Ingress, &frame(&inbound)), XDP_PASS);
     assert_eq!(loaded.run(Direction::Egress, &frame(&inbound.reply())), XDP_PASS);
-    assert_eq!(sys_ext::map_keys(loaded.maps[FLOW_MAP].as_fd(), 40).unwrap().len(), 2);
+    assert_eq!(sys::map_keys(loaded.maps[FLOW_MAP].as_fd(), 40).unwrap().len(), 2);
 }

@@ -11,7 +11,6 @@
 //! | [`decode`] | bytes -> `Vec<Insn>` (numeric targets), rejecting anything it cannot re-encode identically |
 //! | [`disasm`] | listings in `bpftool prog dump xlated` syntax, text and JSON |
 //! | [`sys`] | raw `bpf(2)` wrappers for tests and cross-checks (the compiler never calls them) |
-//! | [`sys_ext`] | more of them: maps with flags, update, key iteration, `BPF_PROG_TEST_RUN` with `repeat` |
 //!
 //! Only little-endian (`bpfel`) output is produced: every target Phantom
 //! supports (x86_64, aarch64) is little-endian.
@@ -24,7 +23,6 @@ pub mod helper;
 pub mod insn;
 pub mod opcode;
 pub mod sys;
-pub mod sys_ext;
 
 pub use encode::{encode, Encoded, KfuncReloc, MapReloc};
 pub use helper::Helper;

@@ -7,7 +7,6 @@ use phantom_dsl::ir::{NetMode, NetRule, NetworkPolicy, Origin};
 use phantom_dsl::source::{FileId, Span};
 use phantom_dsl::values::{Cidr, PortRange, Protocol};
 use phantom_ebpf::bpf::sys::{self, LoadedProg};
-use phantom_ebpf::bpf::sys_ext;
 use phantom_ebpf::xdp::{Direction, XdpPrograms, BPF_PROG_TYPE_XDP};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -309,7 +308,7 @@ impl Loaded {
     pub fn new(set: &XdpPrograms) -> Loaded {
         let mut maps = BTreeMap::new();
         for spec in &set.maps {
-            let fd = sys_ext::map_create_flags(
+            let fd = sys::map_create_flags(
                 spec.map_type,
                 spec.key_size,
                 spec.value_size,
@@ -319,7 +318,7 @@ impl Loaded {
             )
             .unwrap_or_else(|e| panic!("map {}: {e}", spec.name));
             for (k, v) in &spec.entries {
-                sys_ext::map_update(fd.as_fd(), k, v, sys_ext::BPF_ANY).unwrap();
+                sys::map_update(fd.as_fd(), k, v, sys::BPF_ANY).unwrap();
             }
             maps.insert(spec.name.clone(), fd);
         }
@@ -346,7 +345,7 @@ impl Loaded {
 
     /// One `BPF_PROG_TEST_RUN`: the XDP action.
     pub fn run(&self, d: Direction, frame: &[u8]) -> u32 {
-        sys_ext::prog_test_run_repeat(self.prog(d).fd.as_fd(), frame, 1)
+        sys::prog_test_run_repeat(self.prog(d).fd.as_fd(), frame, 1)
             .unwrap_or_else(|e| panic!("test run of {} bytes: {e}", frame.len()))
             .retval
     }

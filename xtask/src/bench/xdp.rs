@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use phantom_dsl::ir::{NetMode, NetRule, NetworkPolicy, Origin};
 use phantom_dsl::values::{Cidr, PortRange, Protocol};
 use phantom_ebpf::bpf::sys::{self, LoadedProg};
-use phantom_ebpf::bpf::{encode, sys_ext, Insn, Reg};
+use phantom_ebpf::bpf::{encode, Insn, Reg};
 use phantom_ebpf::netprog::Locator;
 use phantom_ebpf::xdp::reference::{Reference, Verdict};
 use phantom_ebpf::xdp::{compile_network, Direction, Options, XdpPrograms, BPF_PROG_TYPE_XDP, XDP_DROP, XDP_PASS};
@@ -79,7 +79,7 @@ struct Loaded {
 fn load(set: &XdpPrograms) -> Result<Loaded> {
     let mut maps = BTreeMap::new();
     for spec in &set.maps {
-        let fd = sys_ext::map_create_flags(
+        let fd = sys::map_create_flags(
             spec.map_type,
             spec.key_size,
             spec.value_size,
@@ -89,7 +89,7 @@ fn load(set: &XdpPrograms) -> Result<Loaded> {
         )
         .with_context(|| format!("creating map {}", spec.name))?;
         for (k, v) in &spec.entries {
-            sys_ext::map_update(fd.as_fd(), k, v, sys_ext::BPF_ANY)?;
+            sys::map_update(fd.as_fd(), k, v, sys::BPF_ANY)?;
         }
         maps.insert(spec.name.clone(), fd);
     }
@@ -171,12 +171,12 @@ pub fn run(h: &Harness) -> Result<Vec<Case>> {
     let rounds = 9;
     h.note(&format!("  {rounds} rounds of {} programs x BPF_PROG_TEST_RUN repeat {REPEAT}", rows.len() + 1));
     for round in 0..rounds {
-        let r = sys_ext::prog_test_run_repeat(floor.fd.as_fd(), &rows[0].frame, REPEAT)?;
+        let r = sys::prog_test_run_repeat(floor.fd.as_fd(), &rows[0].frame, REPEAT)?;
         floor_samples.push(f64::from(r.duration_ns));
         for row in &mut rows {
             let i = SIZES.iter().position(|&s| s == row.rules).expect("a bench size");
             let prog = &loaded[i].progs[&row.direction];
-            let r = sys_ext::prog_test_run_repeat(prog.fd.as_fd(), &row.frame, REPEAT)?;
+            let r = sys::prog_test_run_repeat(prog.fd.as_fd(), &row.frame, REPEAT)?;
             if r.retval != row.expect {
                 bail!(
                     "{} rules, {}: the program returned {}, the reference says {}",
