@@ -34,8 +34,11 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
 /// Layers the runtime cannot enforce yet, with the issue that brings them.
 fn unavailable(layer: Layer) -> Option<&'static str> {
     match layer {
-        Layer::Xdp => Some("XDP on the sandbox's veth lands with the eBPF backend (issue 3)"),
-        Layer::BpfLsm => Some("BPF-LSM programs land with issue 5"),
+        Layer::Xdp => Some("the XDP programs exist, but `phantom run` does not give the sandbox a veth pair yet"),
+        Layer::BpfLsm => Some(
+            "the BPF-LSM programs exist (proven in the VM tier), but `phantom run` does not attach them yet; \
+             they also need `bpf` in the kernel's lsm= list (see `phantom doctor`)",
+        ),
         Layer::Seccomp | Layer::Landlock | Layer::CgroupBpf => None,
     }
 }
