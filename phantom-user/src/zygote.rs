@@ -175,14 +175,17 @@ pub fn run(path: &Path, req: &Request) -> Result<RunResult, ZygoteError> {
     }
 }
 
-/// Waits until something answers at `path`.
+/// Waits until something answers at `path`; tries at least once, so a zero
+/// wait is a plain "is it up?" probe.
 pub fn wait_ready(path: &Path, within: Duration) -> bool {
     let t = Instant::now();
-    while t.elapsed() < within {
+    loop {
         if UnixStream::connect(path).is_ok() {
             return true;
         }
+        if t.elapsed() >= within {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(2));
     }
-    false
 }

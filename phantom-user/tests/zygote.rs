@@ -37,3 +37,14 @@ fn zygote_serves_runs_and_exits_when_idle() {
     server.join().unwrap().unwrap();
     assert!(!sock.exists(), "the idle zygote left its socket behind");
 }
+
+#[test]
+fn a_zero_wait_still_probes_once() {
+    let sock = std::env::temp_dir().join(format!("phantom-zygote-probe-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&sock);
+    assert!(!zygote::wait_ready(&sock, Duration::ZERO), "nothing listens yet");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    assert!(zygote::wait_ready(&sock, Duration::ZERO), "a listening socket must be seen without waiting");
+    drop(listener);
+    std::fs::remove_file(&sock).unwrap();
+}
