@@ -7,14 +7,10 @@
 //! globally unique labels; only `allow`, `deny` and the IPv6 part's entry
 //! are real labels.
 
-use super::{
-    CgroupProgram, CgroupPrograms, Locator, MapSpec, NetProgError, Options, ProgKind, BPF_F_NO_PREALLOC,
-    BPF_MAP_TYPE_LPM_TRIE,
-};
+use super::{CgroupProgram, CgroupPrograms, Locator, MapSpec, NetProgError, Options, ProgKind};
 use crate::bpf::{encode, Helper, Insn, Op, Reg, Reg::*, SourceLoc, Target};
 use phantom_dsl::ir::{DeviceAccess, DevicePolicy, DeviceType, NetRule, NetworkPolicy, Origin};
 use phantom_dsl::values::{Cidr, Protocol};
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// The minimal `/dev` every sandbox gets: (major, minor, name), char
@@ -270,31 +266,8 @@ const MAP_V6: &str = "egress_v6";
 
 /// The LPM trie of one family's egress CIDRs (see the module docs).
 fn lpm_map(name: &str, fam: Fam, rules: &[NetRule]) -> MapSpec {
-    let value_words = rules.len().div_ceil(32).max(1);
-    let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    for c in rules.iter().flat_map(|r| &r.cidrs).filter(|c| Fam::of(c) == fam) {
-        let mut bitmap = vec![0u32; value_words];
-        for (i, r) in rules.iter().enumerate() {
-            if r.cidrs.iter().any(|o| o.contains_cidr(c)) {
-                bitmap[i / 32] |= 1 << (i % 32);
-            }
-        }
-        let mut key = u32::from(c.prefix).to_ne_bytes().to_vec();
-        match c.addr {
-            IpAddr::V4(a) => key.extend(a.octets()),
-            IpAddr::V6(a) => key.extend(a.octets()),
-        }
-        entries.insert(key, bitmap.iter().flat_map(|w| w.to_ne_bytes()).collect());
-    }
-    MapSpec {
-        name: name.to_string(),
-        map_type: BPF_MAP_TYPE_LPM_TRIE,
-        key_size: 4 + 4 * fam.words() as u32,
-        value_size: 4 * value_words as u32,
-        max_entries: entries.len().max(1) as u32,
-        flags: BPF_F_NO_PREALLOC,
-        entries: entries.into_iter().collect(),
-    }
+    let groups: Vec<&[phantom_dsl::values::Cidr]> = rules.iter().map(|r| r.cidrs.as_slice()).collect();
+    super::lpm::trie(name, fam == Fam::V6, &groups)
 }
 
 /// The socket programs of an allowlist network policy.

@@ -75,6 +75,7 @@
 //! program small. Port lists stay straight-line (ranges: two compares).
 
 mod codegen;
+pub(crate) mod lpm;
 pub mod reference;
 
 use crate::bpf::{BpfError, Encoded, Insn, SourceLoc};

@@ -8,10 +8,10 @@
 
 use super::{Direction, Options, XdpError, XdpProgram, XdpPrograms, FLOW_KEY_SIZE, FLOW_MAP, XDP_DROP, XDP_PASS};
 use crate::bpf::{encode, Helper, Insn, Op, Reg, Reg::*, SourceLoc, Target};
-use crate::netprog::{Locator, MapSpec, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_LPM_TRIE};
+use crate::netprog::{Locator, MapSpec};
 use phantom_dsl::ir::{NetRule, NetworkPolicy};
 use phantom_dsl::values::{Cidr, PortRange, Protocol};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 const IPPROTO_ICMP: i32 = 1;
@@ -292,31 +292,8 @@ fn classes(rules: &[NetRule], fam: Fam, locator: &Locator) -> Vec<Class> {
 /// The LPM trie of one family's classes: key prefixlen + address, value
 /// the bitmap of the classes containing the longest matching prefix.
 fn lpm_map(name: &str, fam: Fam, classes: &[Class]) -> MapSpec {
-    let value_words = classes.len().div_ceil(32).max(1);
-    let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    for c in classes.iter().flat_map(|k| &k.cidrs) {
-        let mut bitmap = vec![0u32; value_words];
-        for (i, k) in classes.iter().enumerate() {
-            if k.cidrs.iter().any(|o| o.contains_cidr(c)) {
-                bitmap[i / 32] |= 1 << (i % 32);
-            }
-        }
-        let mut key = u32::from(c.prefix).to_ne_bytes().to_vec();
-        match c.addr {
-            IpAddr::V4(a) => key.extend(a.octets()),
-            IpAddr::V6(a) => key.extend(a.octets()),
-        }
-        entries.insert(key, bitmap.iter().flat_map(|w| w.to_ne_bytes()).collect());
-    }
-    MapSpec {
-        name: name.to_string(),
-        map_type: BPF_MAP_TYPE_LPM_TRIE,
-        key_size: 4 + 4 * fam.words() as u32,
-        value_size: 4 * value_words as u32,
-        max_entries: entries.len().max(1) as u32,
-        flags: BPF_F_NO_PREALLOC,
-        entries: entries.into_iter().collect(),
-    }
+    let groups: Vec<&[Cidr]> = classes.iter().map(|k| k.cidrs.as_slice()).collect();
+    crate::netprog::lpm::trie(name, fam == Fam::V6, &groups)
 }
 
 /// How one family's rules are tested in one direction.
