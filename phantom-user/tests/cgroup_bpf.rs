@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{fork_child, ChildEnd};
+use common::in_cgroup;
 use phantom_dsl::ir::{
     BindRule, DeviceAccess, DevicePolicy, DeviceRule, DeviceType, NetMode, NetRule, NetworkPolicy, Origin,
 };
@@ -95,25 +95,6 @@ impl Drop for TmpDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Runs `f` in a child that first moves itself into `cgroup`.
-fn in_cgroup(cgroup: &Path, f: impl FnOnce() -> Result<(), String>) {
-    let procs = cgroup.join("cgroup.procs");
-    let end = fork_child(move || {
-        let r = std::fs::write(&procs, std::process::id().to_string())
-            .map_err(|e| format!("joining the cgroup: {e}"))
-            .and_then(|()| f());
-        if let Err(msg) = &r {
-            // The test harness captures eprintln! in-process, which a forked
-            // child's output never reaches: write to fd 2 directly.
-            let line = format!("child in {}: {msg}\n", procs.display());
-            // SAFETY: writes a live buffer to stderr.
-            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-        }
-        r
-    });
-    assert_eq!(end, ChildEnd::Exited(0), "the child in the cgroup failed (its message is above)");
 }
 
 fn listener(ip: &str) -> (TcpListener, SocketAddr) {

@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::{fork_child, ChildEnd};
+use common::in_cgroup;
 use phantom_dsl::extends::FileLoader;
 use phantom_ebpf::bpf::{encode, Insn, Reg::*, SourceLoc};
 use phantom_ebpf::bundle::{self, Bundle, ProgramInfo, CGROUP_MAPS, CGROUP_OBJECT, MANIFEST};
@@ -119,23 +119,6 @@ impl Drop for TestCgroup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.path);
     }
-}
-
-/// Runs `f` in a forked child that first moves itself into `cgroup`.
-fn in_cgroup(cgroup: &Path, f: impl FnOnce() -> Result<(), String>) {
-    let procs = cgroup.join("cgroup.procs");
-    let end = fork_child(move || {
-        let r = std::fs::write(&procs, std::process::id().to_string())
-            .map_err(|e| format!("joining the cgroup: {e}"))
-            .and_then(|()| f());
-        if let Err(msg) = &r {
-            let line = format!("child in {}: {msg}\n", procs.display());
-            // SAFETY: writes a live buffer to stderr (the harness does not capture forked children).
-            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-        }
-        r
-    });
-    assert_eq!(end, ChildEnd::Exited(0), "the child in the cgroup failed (its message is above)");
 }
 
 fn expect_ok<T>(what: &str, r: io::Result<T>) -> Result<T, String> {

@@ -31,35 +31,7 @@ struct Step {
 #[derive(Debug, Default)]
 struct Totals {
     /// Summed over every `test result:` line of `cargo test`.
-    tests: Option<TestCounts>,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct TestCounts {
-    passed: u64,
-    failed: u64,
-    ignored: u64,
-    suites: u64,
-}
-
-impl TestCounts {
-    /// Adds a libtest summary line such as
-    /// `test result: ok. 52 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.31s`.
-    fn add_line(&mut self, line: &str) {
-        let Some(rest) = line.trim().strip_prefix("test result: ") else { return };
-        self.suites += 1;
-        for part in rest.split(';') {
-            let mut words = part.split_whitespace().rev();
-            let (Some(what), Some(n)) = (words.next(), words.next()) else { continue };
-            let Ok(n) = n.parse::<u64>() else { continue };
-            match what {
-                "passed" => self.passed += n,
-                "failed" => self.failed += n,
-                "ignored" => self.ignored += n,
-                _ => {}
-            }
-        }
-    }
+    tests: Option<util::TestCounts>,
 }
 
 const STEPS: &[Step] = &[
@@ -178,7 +150,7 @@ fn cargo_test(totals: &mut Totals) -> Result<()> {
     let shown = util::display(&cmd);
     println!("$ {shown}");
     let mut child = cmd.spawn().with_context(|| format!("could not start `{shown}`"))?;
-    let mut counts = TestCounts::default();
+    let mut counts = util::TestCounts::default();
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut out = std::io::stdout().lock();
     for line in BufReader::new(stdout).lines() {
@@ -207,7 +179,7 @@ static NO_DEPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 fn vm_tier(totals: &mut Totals) -> Result<()> {
     let install = !NO_DEPS.load(std::sync::atomic::Ordering::Relaxed);
     let c = vm::run(&vm::Options { install, ..vm::Options::default() })?;
-    let t = totals.tests.get_or_insert_with(TestCounts::default);
+    let t = totals.tests.get_or_insert_with(util::TestCounts::default);
     t.passed += c.passed;
     t.failed += c.failed;
     t.ignored += c.ignored;
@@ -246,7 +218,7 @@ fn example_policies(_: &mut Totals) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::TestCounts;
+    use crate::util::TestCounts;
 
     #[test]
     fn sums_libtest_result_lines() {

@@ -112,3 +112,33 @@ pub fn secs(d: Duration) -> String {
         format!("{}ms", d.as_millis())
     }
 }
+
+/// libtest results summed over the `test result:` lines of one or more
+/// test binaries (host `cargo test` or the VM tier).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TestCounts {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+    pub suites: u64,
+}
+
+impl TestCounts {
+    /// Adds a libtest summary line such as
+    /// `test result: ok. 52 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.31s`.
+    pub fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else { return };
+        self.suites += 1;
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else { continue };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}

@@ -72,31 +72,7 @@ pub struct Args {
 
 /// What the guest's test binaries reported, summed over their
 /// `test result:` lines.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct VmCounts {
-    pub passed: u64,
-    pub failed: u64,
-    pub ignored: u64,
-    pub suites: u64,
-}
-
-impl VmCounts {
-    fn add_line(&mut self, line: &str) {
-        let Some(rest) = line.trim().strip_prefix("test result: ") else { return };
-        self.suites += 1;
-        for part in rest.split(';') {
-            let mut words = part.split_whitespace().rev();
-            let (Some(what), Some(n)) = (words.next(), words.next()) else { continue };
-            let Ok(n) = n.parse::<u64>() else { continue };
-            match what {
-                "passed" => self.passed += n,
-                "failed" => self.failed += n,
-                "ignored" => self.ignored += n,
-                _ => {}
-            }
-        }
-    }
-}
+pub type VmCounts = util::TestCounts;
 
 /// How `run` behaves; `cargo xtask test` uses the defaults.
 #[derive(Debug, Clone)]

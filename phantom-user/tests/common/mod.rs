@@ -20,7 +20,11 @@ pub fn fork_child(f: impl FnOnce() -> Result<(), String>) -> ChildEnd {
         let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
             Ok(Ok(())) => 0,
             Ok(Err(msg)) => {
-                eprintln!("child: {msg}");
+                // The harness captures eprintln! in-process, which a forked
+                // child's output never reaches: write to fd 2 directly.
+                let line = format!("child: {msg}\n");
+                // SAFETY: writes a live buffer to stderr.
+                unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
                 1
             }
             Err(_) => 2,
@@ -45,4 +49,15 @@ pub fn in_child(f: impl FnOnce() -> Result<(), String>) -> i32 {
         ChildEnd::Exited(c) => c,
         ChildEnd::Signaled(s) => panic!("child killed by signal {s}"),
     }
+}
+
+/// Runs `f` in a forked child that first moves itself into `cgroup`.
+pub fn in_cgroup(cgroup: &std::path::Path, f: impl FnOnce() -> Result<(), String>) {
+    let procs = cgroup.join("cgroup.procs");
+    let end = fork_child(move || {
+        std::fs::write(&procs, std::process::id().to_string())
+            .map_err(|e| format!("joining {}: {e}", procs.display()))
+            .and_then(|()| f())
+    });
+    assert_eq!(end, ChildEnd::Exited(0), "the child in the cgroup failed (its message is above)");
 }
