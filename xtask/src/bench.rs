@@ -8,6 +8,7 @@
 
 mod compile;
 mod frontend;
+mod lsm;
 mod seccomp;
 mod spawn;
 mod spawn_cli;
@@ -69,6 +70,12 @@ const BENCHES: &[Bench] = &[
         name: "xdp",
         about: "XDP programs: ns/packet via BPF_PROG_TEST_RUN, 10/100/1,000 CIDR rules vs an XDP_PASS floor (root)",
         run: xdp::run,
+    },
+    Bench {
+        name: "lsm",
+        about:
+            "ns per open() under our lsm_cgroup/file_open (10/100/1,000 rules) vs none vs Landlock, in the VM (root)",
+        run: lsm::run,
     },
 ];
 

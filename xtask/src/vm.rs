@@ -120,34 +120,208 @@ pub fn main(args: &Args) -> Result<ExitCode> {
 /// The whole tier: install, build, boot once, run every VM test binary.
 /// An error names what failed; `Ok` means every guest test passed.
 pub fn run(opts: &Options) -> Result<VmCounts> {
-    if !util::is_root() {
-        let packages: Vec<&str> = deps::VM_PACKAGES.iter().map(|p| p.name).collect();
-        bail!(
-            "the VM tier must run as root: it installs Debian packages, and the tests inside the \
-             guest load BPF programs as the user that started the VM. Run:\n    \
-             sudo env \"PATH=$PATH\" cargo xtask vm-test\n\
-             (the first run installs `apt-get install -y --no-install-recommends {}`, downloads \
-             Debian's {KERNEL_META} kernel into target/vm/kernel/ without installing it, and \
-             virtme-ng {VNG_VERSION} from PyPI into target/vm/venv/)",
-            packages.join(" ")
-        );
-    }
     let start = Instant::now();
-    let vm_dir = target_dir().join("vm");
-    std::fs::create_dir_all(&vm_dir).with_context(|| format!("creating {}", vm_dir.display()))?;
-    let vm_dir = vm_dir.canonicalize()?;
-
-    phase("system packages", start);
-    ensure_packages(opts.install)?;
-    phase("guest kernel", start);
-    let kernel = ensure_kernel(&vm_dir, opts.install)?;
-    phase("virtme-ng", start);
-    let vng = ensure_vng(&vm_dir, opts.install)?;
+    let vm = Vm::prepare(opts.install, start)?;
     phase("VM test binaries", start);
     let binaries = build_tests()?;
     phase("boot and test", start);
-    let script = write_guest_script(&vm_dir, &binaries, &opts.test_args)?;
-    boot_and_test(&vng, &kernel, &script, opts)
+    let script = write_guest_script(&vm.dir, &binaries, &opts.test_args)?;
+    boot_and_test(&vm, &script, opts)
+}
+
+/// Everything a boot needs, installed and cached: the guest kernel and
+/// virtme-ng (`cargo xtask bench lsm` boots the same VM).
+#[derive(Debug)]
+pub struct Vm {
+    /// `target/vm`, canonical: the guest sees the host's filesystem, so
+    /// scripts written here run inside.
+    pub dir: PathBuf,
+    vng: PathBuf,
+    kernel: Kernel,
+}
+
+/// How a boot ended.
+#[derive(Debug)]
+pub struct Boot {
+    pub status: std::process::ExitStatus,
+    /// The guest's active LSMs, as the script printed them.
+    pub lsms: Option<String>,
+    pub took: Duration,
+}
+
+impl Vm {
+    /// Root check, then packages, kernel and virtme-ng (each a phase).
+    pub fn prepare(install: bool, start: Instant) -> Result<Vm> {
+        if !util::is_root() {
+            let packages: Vec<&str> = deps::VM_PACKAGES.iter().map(|p| p.name).collect();
+            bail!(
+                "the VM tier must run as root: it installs Debian packages, and the programs inside the \
+                 guest load BPF programs as the user that started the VM. Run:\n    \
+                 sudo env \"PATH=$PATH\" cargo xtask vm-test\n\
+                 (the first run installs `apt-get install -y --no-install-recommends {}`, downloads \
+                 Debian's {KERNEL_META} kernel into target/vm/kernel/ without installing it, and \
+                 virtme-ng {VNG_VERSION} from PyPI into target/vm/venv/)",
+                packages.join(" ")
+            );
+        }
+        let dir = target_dir().join("vm");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = dir.canonicalize()?;
+        phase("system packages", start);
+        ensure_packages(install)?;
+        phase("guest kernel", start);
+        let kernel = ensure_kernel(&dir, install)?;
+        phase("virtme-ng", start);
+        let vng = ensure_vng(&dir, install)?;
+        Ok(Vm { dir, vng, kernel })
+    }
+
+    /// Boots once with `lsm=` `lsm` and runs `sh script` as the guest's
+    /// command; every stdout line of the guest goes to `on_line` (stderr is
+    /// copied to ours). Killed after `timeout`. Fails when the guest never
+    /// started the script or ran out of time; the script's status is in
+    /// [`Boot::status`].
+    pub fn boot(
+        &self,
+        script: &Path,
+        lsm: &str,
+        verbose: bool,
+        timeout: Duration,
+        mut on_line: impl FnMut(&str) -> Result<()>,
+    ) -> Result<Boot> {
+        let bin_dir = self.vng.parent().expect("vng is in venv/bin");
+        // vng starts `virtme-run` through PATH.
+        let path = match std::env::var_os("PATH") {
+            Some(p) => {
+                let mut dirs = vec![bin_dir.to_path_buf()];
+                dirs.extend(std::env::split_paths(&p));
+                std::env::join_paths(dirs)?
+            }
+            None => bin_dir.as_os_str().to_owned(),
+        };
+        let mut cmd = Command::new(&self.vng);
+        cmd.arg("--run").arg(&self.kernel.vmlinuz).args([
+            "--disable-kvm",
+            "--memory",
+            GUEST_MEMORY,
+            "--cpus",
+            GUEST_CPUS,
+            "--append",
+        ]);
+        cmd.arg(format!("lsm={lsm}"));
+        if verbose {
+            cmd.arg("--verbose");
+        }
+        cmd.arg("--").arg(format!("sh {}", sh_quote(&script.to_string_lossy())));
+        // Both outputs through pipes: qemu reopens them (`-chardev
+        // file,path=/proc/self/fd/N`) with O_TRUNC, which would empty a log
+        // file that `cargo xtask test > log` writes to.
+        cmd.env("PATH", path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // Its own process group, so that the time limit ends vng, virtme-run
+        // and qemu together.
+        cmd.process_group(0);
+        let shown = util::display(&cmd);
+        println!(
+            "  booting {} (release {}) under software emulation, time limit {}s",
+            self.kernel.package,
+            self.kernel.release,
+            timeout.as_secs()
+        );
+        println!("$ {shown}");
+        let started = Instant::now();
+        let mut child = cmd.spawn().with_context(|| format!("could not start `{shown}`"))?;
+        let pgid = child.id() as i32;
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if done_rx.recv_timeout(timeout) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                eprintln!("xtask: the VM ran past {}s; killing it", timeout.as_secs());
+                // SAFETY: signals the process group we created for vng.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                true
+            } else {
+                false
+            }
+        });
+
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let copier = std::thread::spawn(move || {
+            let mut err = std::io::stderr();
+            let _ = std::io::copy(&mut BufReader::new(stderr), &mut err);
+        });
+
+        let mut guest_up = None;
+        let mut lsms = None;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let read = || -> Result<()> {
+            for line in BufReader::new(stdout).lines() {
+                let line = line.context("reading the guest's output")?;
+                if line.starts_with("phantom-vm: guest up") && guest_up.is_none() {
+                    guest_up = Some(started.elapsed());
+                }
+                if let Some(l) = line.strip_prefix("phantom-vm: active LSMs: ") {
+                    lsms = Some(l.to_string());
+                }
+                on_line(&line)?;
+            }
+            Ok(())
+        };
+        let read = read();
+        if read.is_err() {
+            // SAFETY: as above; the caller gave up on this boot.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+        let status = child.wait()?;
+        let _ = done_tx.send(());
+        let _ = copier.join();
+        let timed_out = watchdog.join().unwrap_or(false);
+        read?;
+        let took = started.elapsed();
+        if let Some(up) = guest_up {
+            println!("  guest script started {} after launch; VM ran {}", util::secs(up), util::secs(took));
+        }
+        if timed_out {
+            bail!("the VM was killed after the {}s time limit", timeout.as_secs());
+        }
+        if guest_up.is_none() {
+            bail!(
+                "the guest never ran its script ({status}{}); rerun with `cargo xtask vm-test --verbose` \
+                 to see the guest kernel's console",
+                status.signal().map_or(String::new(), |s| format!(", signal {s}"))
+            );
+        }
+        Ok(Boot { status, lsms, took })
+    }
+}
+
+/// The guest script's preamble: announce the guest, check that BPF-LSM is
+/// active (exit [`EXIT_NO_BPF_LSM`] if not) and enter the workspace.
+pub fn guest_preamble(writer: &str) -> Result<String> {
+    let root = std::env::current_dir()?;
+    let mut s = String::new();
+    s.push_str(&format!("#!/bin/sh\n# Written by {writer}; runs inside the VM.\n"));
+    s.push_str("echo \"phantom-vm: guest up: Linux $(uname -r)\"\n");
+    s.push_str(
+        "if [ ! -e /sys/kernel/security/lsm ]; then\n  \
+           mount -t securityfs securityfs /sys/kernel/security || echo 'phantom-vm: cannot mount securityfs'\n\
+         fi\n\
+         lsm=$(cat /sys/kernel/security/lsm 2>/dev/null)\n\
+         echo \"phantom-vm: active LSMs: ${lsm:-<cannot read /sys/kernel/security/lsm>}\"\n",
+    );
+    s.push_str(&format!(
+        "case \",$lsm,\" in\n  *,bpf,*) ;;\n  *) echo 'phantom-vm: BPF-LSM is NOT active in the guest'; exit {EXIT_NO_BPF_LSM};;\nesac\n"
+    ));
+    s.push_str(&format!("cd {} || exit 91\n", sh_quote(&root.to_string_lossy())));
+    Ok(s)
+}
+
+/// The error for a guest script that exited [`EXIT_NO_BPF_LSM`].
+pub fn no_bpf_lsm(boot: &Boot, lsm: &str) -> Option<anyhow::Error> {
+    (boot.status.code() == Some(EXIT_NO_BPF_LSM)).then(|| {
+        anyhow::anyhow!(
+            "BPF-LSM is not active in the guest (active LSMs: {}); the kernel was booted with `lsm={lsm}`",
+            boot.lsms.as_deref().unwrap_or("unknown"),
+        )
+    })
 }
 
 /// Announces a phase, with the time since the tier started.
@@ -385,25 +559,12 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The script the guest runs: check that BPF-LSM is active (exit
-/// [`EXIT_NO_BPF_LSM`] if not), then run every test binary.
+/// The script the guest runs: the [`guest_preamble`], then every test
+/// binary.
 fn write_guest_script(vm_dir: &Path, binaries: &[(String, PathBuf)], test_args: &[String]) -> Result<PathBuf> {
-    let root = std::env::current_dir()?;
     let args: Vec<String> = test_args.iter().map(|a| sh_quote(a)).collect();
-    let mut s = String::new();
-    s.push_str("#!/bin/sh\n# Written by `cargo xtask vm-test` (xtask/src/vm.rs); runs inside the VM.\n");
-    s.push_str("echo \"phantom-vm: guest up: Linux $(uname -r)\"\n");
-    s.push_str(
-        "if [ ! -e /sys/kernel/security/lsm ]; then\n  \
-           mount -t securityfs securityfs /sys/kernel/security || echo 'phantom-vm: cannot mount securityfs'\n\
-         fi\n\
-         lsm=$(cat /sys/kernel/security/lsm 2>/dev/null)\n\
-         echo \"phantom-vm: active LSMs: ${lsm:-<cannot read /sys/kernel/security/lsm>}\"\n",
-    );
-    s.push_str(&format!(
-        "case \",$lsm,\" in\n  *,bpf,*) ;;\n  *) echo 'phantom-vm: BPF-LSM is NOT active in the guest'; exit {EXIT_NO_BPF_LSM};;\nesac\n"
-    ));
-    s.push_str(&format!("cd {} || exit 91\nstatus=0\n", sh_quote(&root.to_string_lossy())));
+    let mut s = guest_preamble("`cargo xtask vm-test` (xtask/src/vm.rs)")?;
+    s.push_str("status=0\n");
     for (name, exe) in binaries {
         s.push_str(&format!(
             "echo 'phantom-vm: running {name}'\nPHANTOM_VM=1 {} {} || status=1\n",
@@ -417,117 +578,25 @@ fn write_guest_script(vm_dir: &Path, binaries: &[(String, PathBuf)], test_args: 
     Ok(path)
 }
 
-fn boot_and_test(vng: &Path, kernel: &Kernel, script: &Path, opts: &Options) -> Result<VmCounts> {
-    let bin_dir = vng.parent().expect("vng is in venv/bin");
-    // vng starts `virtme-run` through PATH.
-    let path = match std::env::var_os("PATH") {
-        Some(p) => {
-            let mut dirs = vec![bin_dir.to_path_buf()];
-            dirs.extend(std::env::split_paths(&p));
-            std::env::join_paths(dirs)?
-        }
-        None => bin_dir.as_os_str().to_owned(),
-    };
-    let mut cmd = Command::new(vng);
-    cmd.arg("--run").arg(&kernel.vmlinuz).args([
-        "--disable-kvm",
-        "--memory",
-        GUEST_MEMORY,
-        "--cpus",
-        GUEST_CPUS,
-        "--append",
-    ]);
-    cmd.arg(format!("lsm={}", opts.lsm));
-    if opts.verbose {
-        cmd.arg("--verbose");
-    }
-    cmd.arg("--").arg(format!("sh {}", sh_quote(&script.to_string_lossy())));
-    // Both outputs through pipes: qemu reopens them (`-chardev
-    // file,path=/proc/self/fd/N`) with O_TRUNC, which would empty a log
-    // file that `cargo xtask test > log` writes to.
-    cmd.env("PATH", path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    // Its own process group, so that the time limit ends vng, virtme-run
-    // and qemu together.
-    cmd.process_group(0);
-    let shown = util::display(&cmd);
-    println!(
-        "  booting {} (release {}) under software emulation, time limit {}s",
-        kernel.package,
-        kernel.release,
-        opts.timeout.as_secs()
-    );
-    println!("$ {shown}");
-    let started = Instant::now();
-    let mut child = cmd.spawn().with_context(|| format!("could not start `{shown}`"))?;
-    let pgid = child.id() as i32;
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let limit = opts.timeout;
-    let watchdog = std::thread::spawn(move || {
-        if done_rx.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
-            eprintln!("xtask vm-test: the VM ran past {}s; killing it", limit.as_secs());
-            // SAFETY: signals the process group we created for vng.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            true
-        } else {
-            false
-        }
-    });
-
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let copier = std::thread::spawn(move || {
-        let mut err = std::io::stderr();
-        let _ = std::io::copy(&mut BufReader::new(stderr), &mut err);
-    });
-
+fn boot_and_test(vm: &Vm, script: &Path, opts: &Options) -> Result<VmCounts> {
     let mut counts = VmCounts::default();
-    let mut guest_up = None;
-    let mut lsms = None;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut out = std::io::stdout().lock();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.context("reading the guest's output")?;
-        if line.starts_with("phantom-vm: guest up") && guest_up.is_none() {
-            guest_up = Some(started.elapsed());
-        }
-        if let Some(l) = line.strip_prefix("phantom-vm: active LSMs: ") {
-            lsms = Some(l.to_string());
-        }
-        counts.add_line(&line);
+    let mut out = std::io::stdout();
+    let boot = vm.boot(script, &opts.lsm, opts.verbose, opts.timeout, |line| {
+        counts.add_line(line);
         writeln!(out, "{line}")?;
-        out.flush()?;
+        Ok(out.flush()?)
+    })?;
+    if let Some(e) = no_bpf_lsm(&boot, &opts.lsm) {
+        return Err(e);
     }
-    drop(out);
-    let status = child.wait()?;
-    let _ = done_tx.send(());
-    let _ = copier.join();
-    let timed_out = watchdog.join().unwrap_or(false);
-    let took = started.elapsed();
-    if let Some(up) = guest_up {
-        println!("  guest script started {} after launch; VM ran {}", util::secs(up), util::secs(took));
-    }
-    if timed_out {
-        bail!("the VM was killed after the {}s time limit", opts.timeout.as_secs());
-    }
-    if guest_up.is_none() {
+    if boot.status.code() != Some(0) {
         bail!(
-            "the guest never ran the test script ({status}{}); rerun with `cargo xtask vm-test --verbose` \
-             to see the guest kernel's console",
-            status.signal().map_or(String::new(), |s| format!(", signal {s}"))
-        );
-    }
-    match status.code() {
-        Some(0) => {}
-        Some(EXIT_NO_BPF_LSM) => bail!(
-            "BPF-LSM is not active in the guest (active LSMs: {}); the kernel was booted with `lsm={}`",
-            lsms.as_deref().unwrap_or("unknown"),
-            opts.lsm
-        ),
-        _ => bail!(
-            "VM tests failed ({status}): {} passed, {} failed, {} ignored",
+            "VM tests failed ({}): {} passed, {} failed, {} ignored",
+            boot.status,
             counts.passed,
             counts.failed,
             counts.ignored
-        ),
+        );
     }
     if counts.suites as usize != VM_TESTS.len() {
         bail!("expected {} `test result:` lines from the guest, saw {}", VM_TESTS.len(), counts.suites);
