@@ -91,7 +91,7 @@ fn normalise(line: &str) -> Option<(usize, String)> {
 
 #[test]
 fn listing_matches_bpftool_prog_dump_xlated() {
-    let map = sys::map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 1, "xchk_map").expect("BPF_MAP_CREATE");
+    let map = sys::map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 1, 0, "xchk_map").expect("BPF_MAP_CREATE");
     let map_id = sys::object_id(map.as_fd()).expect("map id");
     let mut enc = encode(&program()).expect("encode");
     enc.bind_map("xchk_map", map.as_raw_fd()).unwrap();

@@ -74,7 +74,7 @@ fn bounds_checked_packet_read_is_accepted_and_branches_on_the_packet() {
 
 #[test]
 fn array_map_lookup_is_accepted_and_counts() {
-    let map = sys::map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 1, "phantom_cnt").expect("BPF_MAP_CREATE");
+    let map = sys::map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 1, 0, "phantom_cnt").expect("BPF_MAP_CREATE");
     let prog = [
         Insn::st_w(R10, -4, 0), // key = 0
         Insn::mov64_reg(R2, R10),

@@ -14,29 +14,13 @@
 //!   explicit ([`Attachment::detach`], also on drop) with `BPF_PROG_DETACH`
 //!   naming each program fd, so programs attached by others stay.
 
-use crate::bpf_sys as sys;
+use phantom_bpf_sys as sys;
+pub use phantom_bpf_sys::VerifierLog;
 use phantom_ebpf::bpf::SourceLoc;
 use phantom_ebpf::netprog::{CgroupProgram, CgroupPrograms, MapSpec, ProgKind};
-use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-
-/// The verifier's log; `Debug` prints real newlines.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct VerifierLog(pub String);
-
-impl fmt::Debug for VerifierLog {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Display for VerifierLog {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupBpfError {
@@ -103,7 +87,8 @@ pub fn load(set: &CgroupPrograms) -> Result<LoadedPrograms, CgroupBpfError> {
 }
 
 fn create_map(spec: &MapSpec) -> Result<OwnedFd, CgroupBpfError> {
-    let fd = sys::map_create(spec).map_err(|source| CgroupBpfError::Syscall {
+    let made = sys::map_create(spec.map_type, spec.key_size, spec.value_size, spec.max_entries, spec.flags, &spec.name);
+    let fd = made.map_err(io::Error::from).map_err(|source| CgroupBpfError::Syscall {
         cmd: "BPF_MAP_CREATE",
         what: format!("map `{}`", spec.name),
         source,
@@ -112,10 +97,8 @@ fn create_map(spec: &MapSpec) -> Result<OwnedFd, CgroupBpfError> {
         if k.len() != spec.key_size as usize || v.len() != spec.value_size as usize {
             return Err(CgroupBpfError::Map { map: spec.name.clone(), what: "entry of the wrong size".into() });
         }
-        sys::map_update(fd.as_fd(), k, v).map_err(|source| CgroupBpfError::Syscall {
-            cmd: "BPF_MAP_UPDATE_ELEM",
-            what: format!("map `{}`", spec.name),
-            source,
+        sys::map_update(fd.as_fd(), k, v, sys::BPF_ANY).map_err(io::Error::from).map_err(|source| {
+            CgroupBpfError::Syscall { cmd: "BPF_MAP_UPDATE_ELEM", what: format!("map `{}`", spec.name), source }
         })?;
     }
     Ok(fd)
@@ -123,20 +106,32 @@ fn create_map(spec: &MapSpec) -> Result<OwnedFd, CgroupBpfError> {
 
 /// Loads one program from `bytes` (its encoding with map fds bound).
 pub fn load_one(prog: &CgroupProgram, bytes: &[u8]) -> Result<(OwnedFd, VerifierLog), CgroupBpfError> {
-    match sys::prog_load(prog.kind.prog_type(), prog.kind.attach_type(), bytes, prog.kind.name()) {
-        Ok((fd, log)) => Ok((fd, VerifierLog(log))),
-        Err((source, log)) => {
-            let insn = last_insn_index(&log);
+    let load = sys::ProgLoad {
+        prog_type: prog.kind.prog_type(),
+        expected_attach_type: prog.kind.attach_type(),
+        insns: bytes,
+        license: c"GPL",
+        name: prog.kind.name(),
+    };
+    match sys::prog_load(&load, sys::INITIAL_LOG_SIZE) {
+        Ok((fd, log)) => Ok((fd, log)),
+        Err(sys::SysError::Rejected { source, log }) => {
+            let insn = last_insn_index(&log.0);
             let loc = insn.and_then(|i| prog.loc_of_slot(i).cloned());
             Err(CgroupBpfError::Rejected {
                 section: prog.kind.section(),
                 source,
                 insn,
                 loc,
-                annotated: annotate_log(prog, &log),
-                log: VerifierLog(log),
+                annotated: annotate_log(prog, &log.0),
+                log,
             })
         }
+        Err(other) => Err(CgroupBpfError::Syscall {
+            cmd: "BPF_PROG_LOAD",
+            what: prog.kind.section().to_string(),
+            source: other.into(),
+        }),
     }
 }
 
@@ -186,13 +181,13 @@ impl LoadedPrograms {
                 what: kind.section().to_string(),
                 source,
             })?;
-            sys::prog_attach(a.cgroup.as_fd(), fd.as_fd(), kind.attach_type()).map_err(|source| {
-                CgroupBpfError::Syscall {
+            sys::prog_attach(a.cgroup.as_fd(), fd.as_fd(), kind.attach_type()).map_err(io::Error::from).map_err(
+                |source| CgroupBpfError::Syscall {
                     cmd: "BPF_PROG_ATTACH",
                     what: format!("{} to {}", kind.section(), cgroup.display()),
                     source,
-                }
-            })?;
+                },
+            )?;
             a.attached.push((*kind, fd));
         }
         Ok(a)
@@ -213,7 +208,9 @@ impl Attachment {
     fn detach_all(&mut self) -> Result<(), CgroupBpfError> {
         let mut first = None;
         for (kind, fd) in self.attached.drain(..) {
-            if let Err(source) = sys::prog_detach(self.cgroup.as_fd(), fd.as_fd(), kind.attach_type()) {
+            if let Err(source) =
+                sys::prog_detach(self.cgroup.as_fd(), fd.as_fd(), kind.attach_type()).map_err(io::Error::from)
+            {
                 first.get_or_insert(CgroupBpfError::Syscall {
                     cmd: "BPF_PROG_DETACH",
                     what: format!("{} from {}", kind.section(), self.path.display()),
@@ -235,7 +232,7 @@ impl Drop for Attachment {
 pub fn query(cgroup: &Path, attach_type: u32) -> Result<Vec<u32>, CgroupBpfError> {
     let dir =
         std::fs::File::open(cgroup).map_err(|source| CgroupBpfError::Cgroup { path: cgroup.to_path_buf(), source })?;
-    sys::prog_query(dir.as_fd(), attach_type).map_err(|source| CgroupBpfError::Syscall {
+    sys::prog_query(dir.as_fd(), attach_type).map_err(io::Error::from).map_err(|source| CgroupBpfError::Syscall {
         cmd: "BPF_PROG_QUERY",
         what: cgroup.display().to_string(),
         source,
@@ -245,5 +242,5 @@ pub fn query(cgroup: &Path, attach_type: u32) -> Result<Vec<u32>, CgroupBpfError
 /// Runs a loaded program once with `BPF_PROG_TEST_RUN` on `ctx_in` (for
 /// probing which program types support it).
 pub fn test_run_ctx(prog: BorrowedFd<'_>, ctx_in: &[u8]) -> io::Result<u32> {
-    sys::prog_test_run_ctx(prog, ctx_in)
+    sys::prog_test_run_ctx(prog, ctx_in).map_err(io::Error::from)
 }

@@ -29,7 +29,14 @@ fn probe_prog(prog_type: u32, attach: u32, ret: i32) -> Result<(), std::io::Erro
     // mov64 r0, ret ; exit
     let insns: [u64; 2] = [0xb7 | ((ret as u32 as u64) << 32), 0x95];
     let bytes: Vec<u8> = insns.iter().flat_map(|i| i.to_le_bytes()).collect();
-    crate::bpf_sys::prog_load(prog_type, attach, &bytes, "phantom_probe").map(drop).map_err(|(e, _)| e)
+    let load = phantom_bpf_sys::ProgLoad {
+        prog_type,
+        expected_attach_type: attach,
+        insns: &bytes,
+        license: c"GPL",
+        name: "phantom_probe",
+    };
+    phantom_bpf_sys::prog_load(&load, phantom_bpf_sys::INITIAL_LOG_SIZE).map(drop).map_err(std::io::Error::from)
 }
 
 fn landlock_abi() -> Option<i64> {

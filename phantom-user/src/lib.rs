@@ -6,7 +6,6 @@
 //! children.
 
 pub mod apply;
-mod bpf_sys;
 pub mod cgroup_bpf;
 pub mod doctor;
 pub mod landlock;

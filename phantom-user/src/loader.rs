@@ -42,9 +42,9 @@
 //! a cgroup are held by that cgroup and keep enforcing there until detached
 //! or the cgroup is removed; only then does the kernel free them.
 
-use crate::bpf_sys as sys;
 use crate::cgroup_bpf::{self, CgroupBpfError, LoadedPrograms};
 use aya::programs::Program;
+use phantom_bpf_sys as sys;
 use phantom_dsl::source::sha256_hex;
 use phantom_ebpf::bundle::{self, BundleError, Manifest, MapContents, CGROUP_MAPS, CGROUP_OBJECT, MANIFEST};
 use phantom_ebpf::netprog::ProgKind;
@@ -426,7 +426,8 @@ fn pin_object(
                 if k.len() != c.key_size as usize || v.len() != c.value_size as usize {
                     return Err(aya_err(CGROUP_MAPS)(format!("map `{name}`: an entry of the wrong size")));
                 }
-                sys::map_update(data.fd().as_fd(), &k, &v)
+                sys::map_update(data.fd().as_fd(), &k, &v, sys::BPF_ANY)
+                    .map_err(io::Error::from)
                     .map_err(kernel(format!("BPF_MAP_UPDATE_ELEM on `{name}`")))?;
                 written += 1;
             }
@@ -775,7 +776,7 @@ pub fn detach_pinned(hash: &str, cgroup: &Path) -> Result<usize, LoaderError> {
         std::fs::File::open(cgroup).map_err(|source| CgroupBpfError::Cgroup { path: cgroup.to_path_buf(), source })?;
     let mut n = 0;
     for (kind, fd) in &programs {
-        match sys::prog_detach(f.as_fd(), fd.as_fd(), kind.attach_type()) {
+        match sys::prog_detach(f.as_fd(), fd.as_fd(), kind.attach_type()).map_err(io::Error::from) {
             Ok(()) => n += 1,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(kernel(format!("BPF_PROG_DETACH {} from {}", kind.section(), cgroup.display()))(e)),
