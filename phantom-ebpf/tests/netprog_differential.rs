@@ -33,7 +33,7 @@ fn cases() -> Vec<Case> {
             name: "web-fetcher+loopback+raw".into(),
             net: web.network.clone(),
             dev: web.devices.clone(),
-            opts: Options { implicit_loopback: true, raw_sockets: true, ..Options::default() },
+            opts: Options { raw_sockets: true, ..Options::default() },
         },
     ];
     for i in 0..40 {
@@ -42,7 +42,7 @@ fn cases() -> Vec<Case> {
             name: format!("random-{i}"),
             net: random_network(&mut rng, n, 4),
             dev: random_devices(&mut rng),
-            opts: Options { implicit_loopback: rng.chance(30), raw_sockets: rng.chance(50), ..Options::default() },
+            opts: Options { raw_sockets: rng.chance(50), ..Options::default() },
         });
     }
     // Large: both families past the threshold (LPM tries), and a tiny

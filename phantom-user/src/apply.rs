@@ -4,6 +4,7 @@
 //! enforced is an error and nothing after it is applied.
 
 use crate::cgroup_bpf::LoadedPrograms;
+use crate::cgroup_object::CgroupObject;
 use crate::landlock::{LandlockError, LandlockReport};
 use crate::report::Enforcement;
 use crate::seccomp::SeccompInstallError;
@@ -27,6 +28,8 @@ pub enum ApplyError {
     Landlock(#[from] LandlockError),
     #[error(transparent)]
     Seccomp(#[from] SeccompInstallError),
+    #[error("the cgroup-BPF object: {0}")]
+    CgroupObject(String),
     #[error("the bundle has no seccomp filter for {0}")]
     NoFilterForArch(&'static str),
 }
@@ -67,9 +70,12 @@ pub struct LoadedBundle {
     pub manifest: Manifest,
     pub landlock: Option<LandlockRuleset>,
     pub seccomp: Option<Vec<u8>>,
-    /// The cgroup-BPF programs, loaded into the kernel on first use and
-    /// shared by every sandbox of this bundle (each attaches them to its own
-    /// cgroup).
+    /// The cgroup-BPF object, read with the rest (before anything is
+    /// applied).
+    cgroup_object: Option<Arc<CgroupObject>>,
+    /// Its programs, loaded (or opened from their pins) on first use and
+    /// shared by every sandbox of this bundle (each attaches them to its
+    /// own cgroup).
     cgroup_bpf: Arc<OnceLock<Result<Arc<LoadedPrograms>, String>>>,
 }
 
@@ -92,20 +98,25 @@ impl LoadedBundle {
         } else {
             None
         };
-        Ok(LoadedBundle { manifest, landlock, seccomp, cgroup_bpf: Arc::default() })
+        let cgroup_object = CgroupObject::from_dir(dir).map_err(|e| ApplyError::CgroupObject(e.to_string()))?;
+        Ok(LoadedBundle {
+            manifest,
+            landlock,
+            seccomp,
+            cgroup_object: cgroup_object.map(Arc::new),
+            cgroup_bpf: Arc::default(),
+        })
     }
 
-    /// The policy's cgroup-BPF programs (compiled from the IR, loaded once).
-    /// The sandbox's loopback is private, so it is always allowed.
-    pub fn cgroup_programs(&self, policy: &phantom_dsl::ir::Policy) -> Result<Arc<LoadedPrograms>, String> {
+    /// The bundle's cgroup-BPF programs: exactly its `cgroup.bpf.o` (the
+    /// bytes the manifest hashes), from the pins of `phantom load` when the
+    /// bundle is loaded, else loaded once for this process. `_policy` is
+    /// the bundle's own IR; the object already encodes it.
+    pub fn cgroup_programs(&self, _policy: &phantom_dsl::ir::Policy) -> Result<Arc<LoadedPrograms>, String> {
         self.cgroup_bpf
             .get_or_init(|| {
-                let mut opts = phantom_ebpf::netprog::Options::for_policy(policy);
-                opts.implicit_loopback = true;
-                let locator = phantom_ebpf::netprog::Locator::for_policy(policy);
-                let set = phantom_ebpf::netprog::compile_parts(&policy.network, &policy.devices, &locator, &opts)
-                    .map_err(|e| e.to_string())?;
-                crate::cgroup_bpf::load(&set).map(Arc::new).map_err(|e| e.to_string())
+                let obj = self.cgroup_object.as_ref().ok_or("the bundle has no cgroup-BPF object")?;
+                crate::cgroup_object::for_sandboxes(obj).map(|(p, _pinned)| Arc::new(p)).map_err(|e| e.to_string())
             })
             .clone()
     }
@@ -126,7 +137,14 @@ impl LoadedBundle {
             }
             None => None,
         };
-        Ok(LoadedBundle { manifest: b.manifest.clone(), landlock, seccomp, cgroup_bpf: Arc::default() })
+        let cgroup_object = CgroupObject::from_bundle(b).map_err(|e| ApplyError::CgroupObject(e.to_string()))?;
+        Ok(LoadedBundle {
+            manifest: b.manifest.clone(),
+            landlock,
+            seccomp,
+            cgroup_object: cgroup_object.map(Arc::new),
+            cgroup_bpf: Arc::default(),
+        })
     }
 
     /// The policy IR stored in a bundle directory.

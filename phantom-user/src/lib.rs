@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod cgroup_bpf;
+pub mod cgroup_object;
 pub mod doctor;
 pub mod landlock;
 pub mod loader;

@@ -43,10 +43,10 @@
 //! or the cgroup is removed; only then does the kernel free them.
 
 use crate::cgroup_bpf::{self, CgroupBpfError, LoadedPrograms};
-use aya::programs::Program;
+use crate::cgroup_object::{self, kind_of, CgroupObject};
 use phantom_bpf_sys as sys;
 use phantom_dsl::source::sha256_hex;
-use phantom_ebpf::bundle::{self, BundleError, Manifest, MapContents, CGROUP_MAPS, CGROUP_OBJECT, MANIFEST};
+use phantom_ebpf::bundle::{BundleError, CGROUP_OBJECT, MANIFEST};
 use phantom_ebpf::netprog::ProgKind;
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -288,28 +288,10 @@ fn is_bpffs(path: &Path) -> bool {
     r == 0 && (st.f_type as u64 & 0xffff_ffff) == u64::from(BPF_FS_MAGIC)
 }
 
-/// The artifact named `name` if the manifest lists it, checked against its
-/// recorded sha256.
-fn artifact(dir: &Path, manifest: &Manifest, name: &str) -> Result<Option<Vec<u8>>, LoaderError> {
-    let Some(a) = manifest.artifacts.iter().find(|a| a.name == name) else { return Ok(None) };
-    let path = dir.join(name);
-    let bytes = read(&path)?;
-    if sha256_hex(&bytes) != a.sha256 {
-        return Err(LoaderError::ArtifactHash { path: path.display().to_string() });
-    }
-    Ok(Some(bytes))
-}
-
-fn kind_of(section: &str) -> Option<ProgKind> {
-    ProgKind::ALL.into_iter().find(|k| k.section() == section)
-}
-
 /// Loads the bundle in `bundle_dir` and pins it, or reuses its pins.
 pub fn load(bundle_dir: &Path) -> Result<LoadReport, LoaderError> {
-    let manifest_bytes = read(&bundle_dir.join(MANIFEST))?;
-    let sha256 = sha256_hex(&manifest_bytes);
+    let sha256 = manifest_sha(bundle_dir)?;
     let hash = sha256[..HASH_LEN].to_string();
-    let manifest = bundle::read_manifest(bundle_dir)?;
     let mounted_bpffs = ensure_bpffs()?;
     let root = Path::new(PIN_ROOT);
     std::fs::create_dir_all(root).map_err(kernel(format!("creating {PIN_ROOT}")))?;
@@ -317,14 +299,11 @@ pub fn load(bundle_dir: &Path) -> Result<LoadReport, LoaderError> {
     if dir.exists() {
         return reuse(&dir, &hash, &sha256, mounted_bpffs);
     }
-
-    let object = artifact(bundle_dir, &manifest, CGROUP_OBJECT)?.ok_or(LoaderError::NoObject)?;
-    let contents: Vec<MapContents> = match artifact(bundle_dir, &manifest, CGROUP_MAPS)? {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| aya_err(format!("{}", bundle_dir.join(CGROUP_MAPS).display()))(e.to_string()))?,
-        None => Vec::new(),
-    };
-    let programs = &manifest.artifacts.iter().find(|a| a.name == CGROUP_OBJECT).expect("artifact() found it").programs;
+    let obj = CgroupObject::from_dir(bundle_dir)?.ok_or(LoaderError::NoObject)?;
+    if obj.sha256 != sha256 {
+        // The manifest changed between the two reads.
+        return Err(LoaderError::ArtifactHash { path: bundle_dir.join(MANIFEST).display().to_string() });
+    }
 
     remove_stale_loads(root, &hash);
     let tmp = root.join(format!("loading-{hash}-{}", std::process::id()));
@@ -333,7 +312,7 @@ pub fn load(bundle_dir: &Path) -> Result<LoadReport, LoaderError> {
         for d in [&tmp, &tmp.join(PROGRAMS), &tmp.join(MAPS)] {
             std::fs::create_dir(d).map_err(kernel(format!("creating {}", d.display())))?;
         }
-        pin_object(&object, programs, &contents, &tmp, &sha256, &manifest.profile)
+        pin_object(&obj, &tmp)
     })();
     let (progs, maps) = match built {
         Ok(x) => x,
@@ -352,7 +331,7 @@ pub fn load(bundle_dir: &Path) -> Result<LoadReport, LoaderError> {
     }
     let rebase = |p: PathBuf| dir.join(p.strip_prefix(&tmp).expect("pinned under tmp"));
     Ok(LoadReport {
-        profile: manifest.profile.clone(),
+        profile: obj.profile.clone(),
         hash,
         sha256,
         dir: dir.clone(),
@@ -379,88 +358,24 @@ fn remove_stale_loads(root: &Path, hash: &str) {
     }
 }
 
-/// Loads the object with aya, pins maps (filled) and programs under `tmp`,
-/// and writes the info symlink last.
-fn pin_object(
-    object: &[u8],
-    programs: &[phantom_ebpf::bundle::ProgramInfo],
-    contents: &[MapContents],
-    tmp: &Path,
-    sha256: &str,
-    profile: &str,
-) -> Result<(Vec<PinnedProgram>, Vec<PinnedMap>), LoaderError> {
-    let mut ebpf = aya::EbpfLoader::new()
-        .load(object)
-        .map_err(|e| aya_err(format!("aya cannot load {CGROUP_OBJECT}"))(format!("{e:#?}")))?;
-
+/// Loads the object ([`cgroup_object::load`]: maps filled, programs
+/// verified), pins maps and programs under `tmp`, and writes the info
+/// symlink last.
+fn pin_object(obj: &CgroupObject, tmp: &Path) -> Result<(Vec<PinnedProgram>, Vec<PinnedMap>), LoaderError> {
+    let mut loaded = cgroup_object::load(obj)?;
     let mut maps = Vec::new();
-    let names: Vec<String> = ebpf.maps().map(|(n, _)| n.to_string()).collect();
-    for c in contents {
-        if !names.contains(&c.name) {
-            return Err(aya_err(CGROUP_MAPS)(format!("map `{}` is not in {CGROUP_OBJECT} (maps: {names:?})", c.name)));
-        }
-    }
-    for name in &names {
-        let map = ebpf.map(name).expect("listed");
+    for (name, written) in &loaded.maps {
+        let map = loaded.ebpf.map(name).expect("loaded");
         let pin = tmp.join(MAPS).join(name);
         map.pin(&pin).map_err(|e| aya_err(format!("pinning map `{name}` at {}", pin.display()))(e.to_string()))?;
         let data = aya::maps::MapData::from_pin(&pin)
             .map_err(|e| aya_err(format!("opening pinned map {}", pin.display()))(e.to_string()))?;
-        let info = data.info().map_err(|e| aya_err(format!("map `{name}`"))(e.to_string()))?;
-        let mut written = 0;
-        if let Some(c) = contents.iter().find(|c| &c.name == name) {
-            if info.key_size() != c.key_size || info.value_size() != c.value_size {
-                return Err(aya_err(format!("map `{name}`"))(format!(
-                    "the object defines key/value sizes {}/{}, {CGROUP_MAPS} {}/{}",
-                    info.key_size(),
-                    info.value_size(),
-                    c.key_size,
-                    c.value_size
-                )));
-            }
-            for (k, v) in &c.entries {
-                let (k, v) = (unhex(k), unhex(v));
-                let (Some(k), Some(v)) = (k, v) else {
-                    return Err(aya_err(CGROUP_MAPS)(format!("map `{name}`: an entry is not hex")));
-                };
-                if k.len() != c.key_size as usize || v.len() != c.value_size as usize {
-                    return Err(aya_err(CGROUP_MAPS)(format!("map `{name}`: an entry of the wrong size")));
-                }
-                sys::map_update(data.fd().as_fd(), &k, &v, sys::BPF_ANY)
-                    .map_err(io::Error::from)
-                    .map_err(kernel(format!("BPF_MAP_UPDATE_ELEM on `{name}`")))?;
-                written += 1;
-            }
-        }
-        maps.push(PinnedMap { name: name.clone(), id: info.id(), pin, entries_written: Some(written) });
-    }
-
-    let in_object: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
-    if let Some(extra) = in_object.iter().find(|n| !programs.iter().any(|p| &p.name == *n)) {
-        return Err(aya_err(CGROUP_OBJECT)(format!("program `{extra}` is not in the manifest")));
+        let id = data.info().map_err(|e| aya_err(format!("map `{name}`"))(e.to_string()))?.id();
+        maps.push(PinnedMap { name: name.clone(), id, pin, entries_written: Some(*written) });
     }
     let mut out = Vec::new();
-    for p in programs {
-        kind_of(&p.section)
-            .ok_or_else(|| aya_err(format!("program `{}`", p.name))(format!("unknown section {}", p.section)))?;
-        let prog = ebpf.program_mut(&p.name).ok_or_else(|| {
-            aya_err(CGROUP_OBJECT)(format!("the manifest names program `{}`, the object lacks it", p.name))
-        })?;
-        let loaded = match prog {
-            Program::CgroupSock(x) => x.load(),
-            Program::CgroupSockAddr(x) => x.load(),
-            Program::CgroupDevice(x) => x.load(),
-            other => {
-                return Err(aya_err(format!("program `{}`", p.name))(format!(
-                    "section {} loads as {:?}, which this loader does not handle",
-                    p.section,
-                    other.prog_type()
-                )))
-            }
-        };
-        if let Err(e) = loaded {
-            return Err(rejected(p, e));
-        }
+    for p in &obj.programs {
+        let prog = loaded.ebpf.program_mut(&p.name).expect("loaded");
         let pin = tmp.join(PROGRAMS).join(&p.name);
         prog.pin(&pin).map_err(|e| aya_err(format!("pinning `{}` at {}", p.name, pin.display()))(e.to_string()))?;
         let id = prog.info().map_err(|e| aya_err(format!("program `{}`", p.name))(e.to_string()))?.id();
@@ -469,44 +384,15 @@ fn pin_object(
 
     let info = PinInfo {
         format: INFO_FORMAT,
-        sha256: sha256.to_string(),
-        profile: profile.to_string(),
-        programs: programs.iter().map(|p| (p.name.clone(), p.section.clone())).collect(),
-        maps: names,
+        sha256: obj.sha256.clone(),
+        profile: obj.profile.clone(),
+        programs: obj.programs.iter().map(|p| (p.name.clone(), p.section.clone())).collect(),
+        maps: loaded.maps.iter().map(|(n, _)| n.clone()).collect(),
     };
     let json = serde_json::to_string(&info).expect("the info record serialises");
     std::os::unix::fs::symlink(&json, tmp.join(INFO))
         .map_err(kernel(format!("writing {}", tmp.join(INFO).display())))?;
     Ok((out, maps))
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
-
-/// A verifier rejection (or another load failure) with the manifest's
-/// `[instruction, line]` map applied to the log.
-fn rejected(p: &phantom_ebpf::bundle::ProgramInfo, e: aya::programs::ProgramError) -> LoaderError {
-    match e {
-        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
-            let log = verifier_log.to_string();
-            let line_of = |i: usize| p.lines.iter().find(|(insn, _)| *insn == i).map(|(_, l)| *l);
-            let insn = last_insn_index(&log);
-            LoaderError::Rejected(Box::new(Rejection {
-                program: p.name.clone(),
-                section: p.section.clone(),
-                source: io_error,
-                insn,
-                line: insn.and_then(line_of),
-                annotated: annotate_log(&log, &p.lines),
-                log,
-            }))
-        }
-        other => aya_err(format!("loading program `{}` ({})", p.name, p.section))(format!("{other:#}")),
-    }
 }
 
 /// `"12: (b7) r0 = 0"` -> 12.
@@ -715,6 +601,24 @@ pub fn unload(target: &BundleRef) -> Result<UnloadReport, LoaderError> {
     Ok(UnloadReport { profile, hash, dir, programs, maps, still_attached })
 }
 
+/// The pinned programs of the bundle whose manifest has `sha256`, if
+/// `phantom load` pinned it (`None` when it did not).
+pub fn pinned_programs(hash: &str, sha256: &str) -> Result<Option<Vec<(ProgKind, OwnedFd)>>, LoaderError> {
+    let dir = pin_dir(hash);
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let (info, _, _) = read_pins(&dir, hash)?;
+    if info.sha256 != sha256 {
+        return Err(LoaderError::Conflict {
+            dir: dir.display().to_string(),
+            found: info.sha256,
+            expected: sha256.to_string(),
+        });
+    }
+    open_pinned(hash).map(Some)
+}
+
 /// The pinned programs of a bundle, opened, with their kinds.
 fn open_pinned(hash: &str) -> Result<Vec<(ProgKind, OwnedFd)>, LoaderError> {
     let dir = pin_dir(hash);
@@ -764,7 +668,7 @@ impl Attachment {
 /// cgroup v2 directory `cgroup` (`BPF_PROG_ATTACH`, `BPF_F_ALLOW_MULTI`).
 pub fn attach_pinned(hash: &str, cgroup: &Path) -> Result<Attachment, LoaderError> {
     let programs = open_pinned(hash)?;
-    let loaded = LoadedPrograms { programs, maps: Vec::new(), logs: Vec::new() };
+    let loaded = LoadedPrograms { programs };
     Ok(Attachment { hash: hash.to_string(), inner: loaded.attach(cgroup)? })
 }
 

@@ -50,19 +50,6 @@ const ADDR: &str = "\0addr";
 const ALLOW: &str = "allow";
 const DENY: &str = "deny";
 
-/// The egress rules the programs enforce: the policy's, plus loopback when
-/// [`Options::implicit_loopback`] is set (shared with the reference
-/// interpreter so both see the same rule list).
-pub fn effective_egress(net: &NetworkPolicy, opts: &Options) -> Vec<NetRule> {
-    let mut rules = net.egress.clone();
-    if opts.implicit_loopback {
-        let lo4 = Cidr { addr: IpAddr::from([127, 0, 0, 0]), prefix: 8 };
-        let lo6 = Cidr { addr: IpAddr::from(std::net::Ipv6Addr::LOCALHOST), prefix: 128 };
-        rules.push(NetRule { cidrs: vec![lo4, lo6], ports: Vec::new(), protocol: Protocol::Any, origin: Origin::NONE });
-    }
-    rules
-}
-
 /// Resolves jumps to the local `label` into offsets to just past the block.
 fn close(mut insns: Vec<Insn>, label: &str) -> Vec<Insn> {
     let n = insns.len();
@@ -277,7 +264,7 @@ pub(super) fn network(
     opts: &Options,
     out: &mut CgroupPrograms,
 ) -> Result<(), NetProgError> {
-    let egress = effective_egress(net, opts);
+    let egress = &net.egress;
     let count = |fam| egress.iter().flat_map(|r| &r.cidrs).filter(|c| Fam::of(c) == fam).count();
     let lpm4 = (count(Fam::V4) > opts.lpm_threshold).then_some(MAP_V4);
     let lpm6 = (count(Fam::V6) > opts.lpm_threshold).then_some(MAP_V6);

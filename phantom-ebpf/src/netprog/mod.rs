@@ -27,11 +27,12 @@
 //!   and sendmsg6 are judged as the IPv4 address against the IPv4 CIDRs:
 //!   the kernel sends them as IPv4 without running the IPv4 hooks, so this
 //!   closes a bypass; IPv6 CIDRs never match them.
-//! - **Loopback is not special**: the rules are followed strictly, because
-//!   the same programs may be attached to a cgroup whose processes share
-//!   the host's network namespace. [`Options::implicit_loopback`] adds
-//!   `127.0.0.0/8` and `::1/128` for any protocol (the runtime sets it when
-//!   the sandbox has a private netns whose loopback is its own).
+//! - **Loopback is not special**: the rules are followed strictly, also
+//!   inside a sandbox whose loopback is its own: a policy that wants it
+//!   says `to: [127.0.0.0/8, ::1]`. So the object in the bundle is exactly
+//!   what runs, every allow traces to a policy line, and the same programs
+//!   are safe on a cgroup whose processes share the host's network
+//!   namespace.
 //! - **bind**: allowed for port 0 (the kernel picks an ephemeral port; a
 //!   `listen()` without `bind()` gets one anyway without running the hook)
 //!   and when a bind rule matches protocol and port. The address is not
@@ -82,7 +83,7 @@ use crate::bpf::{BpfError, Encoded, Insn, SourceLoc};
 use phantom_dsl::ir::{DevicePolicy, NetMode, NetworkPolicy, Origin, Policy, Toggle};
 use std::sync::Arc;
 
-pub use codegen::{effective_egress, DEFAULT_DEVICES};
+pub use codegen::DEFAULT_DEVICES;
 
 /// CIDR count per family above which egress addresses go through an LPM trie.
 pub const DEFAULT_LPM_THRESHOLD: usize = 64;
@@ -240,16 +241,13 @@ impl CgroupPrograms {
 pub struct Options {
     /// More CIDRs than this in one family: that family uses an LPM trie.
     pub lpm_threshold: usize,
-    /// Allow 127.0.0.0/8 and ::1 for any protocol and port (see the module
-    /// docs: off unless the sandbox's loopback is its own).
-    pub implicit_loopback: bool,
     /// Raw ICMP sockets may be created (when an icmp/any rule exists).
     pub raw_sockets: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { lpm_threshold: DEFAULT_LPM_THRESHOLD, implicit_loopback: false, raw_sockets: false }
+        Options { lpm_threshold: DEFAULT_LPM_THRESHOLD, raw_sockets: false }
     }
 }
 

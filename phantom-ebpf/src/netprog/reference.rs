@@ -6,8 +6,8 @@
 //! The semantics are spelled out in the module docs of [`super`].
 
 use super::codegen::{
-    effective_egress, AF_INET, AF_INET6, DEFAULT_DEVICES, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
-    SOCK_DGRAM, SOCK_RAW, SOCK_STREAM,
+    AF_INET, AF_INET6, DEFAULT_DEVICES, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, SOCK_DGRAM, SOCK_RAW,
+    SOCK_STREAM,
 };
 use super::Options;
 use phantom_dsl::ir::{DeviceAccess, DevicePolicy, DeviceType, NetRule, NetworkPolicy};
@@ -62,7 +62,7 @@ pub fn unmap(addr: IpAddr) -> IpAddr {
 
 impl Reference {
     pub fn new(net: &NetworkPolicy, dev: &DevicePolicy, opts: &Options) -> Reference {
-        Reference { net: net.clone(), egress: effective_egress(net, opts), dev: dev.clone(), opts: opts.clone() }
+        Reference { net: net.clone(), egress: net.egress.clone(), dev: dev.clone(), opts: opts.clone() }
     }
 
     /// connect4/6 and sendmsg4/6: may the sandbox send to `addr`:`port`

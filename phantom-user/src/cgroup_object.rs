@@ -1,0 +1,269 @@
+//! A bundle's cgroup-BPF object (`cgroup.bpf.o` + `cgroup-maps.json`),
+//! read, checked against the manifest and loaded with aya. The pinning
+//! loader ([`crate::loader::load`]) pins what [`load`] returns; a sandbox
+//! whose bundle is not pinned loads the same object for itself
+//! ([`for_sandboxes`]). Either way the kernel runs exactly the bytes the
+//! manifest's sha256 names, the ones `phantom-policy inspect` shows.
+
+use crate::cgroup_bpf::LoadedPrograms;
+use crate::loader::{LoaderError, Rejection, HASH_LEN};
+use aya::maps::{Map, MapData};
+use aya::programs::Program;
+use phantom_bpf_sys as sys;
+use phantom_dsl::source::sha256_hex;
+use phantom_ebpf::bundle::{self, Bundle, Manifest, MapContents, ProgramInfo, CGROUP_MAPS, CGROUP_OBJECT, MANIFEST};
+use phantom_ebpf::netprog::ProgKind;
+use std::io;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+/// The cgroup-BPF part of a bundle, in memory.
+#[derive(Debug, Clone)]
+pub struct CgroupObject {
+    /// sha256 of the bundle's manifest.json (64 hex characters).
+    pub sha256: String,
+    pub profile: String,
+    /// The ELF object, checked against the manifest's sha256.
+    pub object: Vec<u8>,
+    /// The manifest's programs of the object, with their line maps.
+    pub programs: Vec<ProgramInfo>,
+    /// Map contents to write after creating the maps (LPM tries).
+    pub contents: Vec<MapContents>,
+}
+
+impl CgroupObject {
+    /// From a bundle directory; `None` when the bundle has no object.
+    pub fn from_dir(dir: &Path) -> Result<Option<CgroupObject>, LoaderError> {
+        let manifest_bytes = read(&dir.join(MANIFEST))?;
+        let manifest = bundle::read_manifest(dir)?;
+        let file = |name: &str| -> Result<Option<Vec<u8>>, LoaderError> {
+            if !manifest.artifacts.iter().any(|a| a.name == name) {
+                return Ok(None);
+            }
+            read(&dir.join(name)).map(Some)
+        };
+        let (object, maps) = (file(CGROUP_OBJECT)?, file(CGROUP_MAPS)?);
+        CgroupObject::new(&manifest_bytes, &manifest, object, maps, &dir.display().to_string())
+    }
+
+    /// From a bundle built in memory.
+    pub fn from_bundle(b: &Bundle) -> Result<Option<CgroupObject>, LoaderError> {
+        let file = |name: &str| b.files.iter().find(|(n, _)| n == name).map(|(_, bytes)| bytes.clone());
+        let manifest_bytes = file(MANIFEST).ok_or_else(|| LoaderError::Object {
+            what: "the bundle".into(),
+            message: format!("it has no {MANIFEST}"),
+        })?;
+        CgroupObject::new(&manifest_bytes, &b.manifest, file(CGROUP_OBJECT), file(CGROUP_MAPS), "the bundle")
+    }
+
+    fn new(
+        manifest_bytes: &[u8],
+        manifest: &Manifest,
+        object: Option<Vec<u8>>,
+        maps: Option<Vec<u8>>,
+        place: &str,
+    ) -> Result<Option<CgroupObject>, LoaderError> {
+        let Some(object) = object else { return Ok(None) };
+        let checked = |name: &str, bytes: &[u8]| {
+            let recorded = manifest.artifacts.iter().find(|a| a.name == name);
+            match recorded {
+                Some(a) if a.sha256 == sha256_hex(bytes) => Ok(()),
+                _ => Err(LoaderError::ArtifactHash { path: format!("{place}/{name}") }),
+            }
+        };
+        checked(CGROUP_OBJECT, &object)?;
+        let contents = match maps {
+            Some(bytes) => {
+                checked(CGROUP_MAPS, &bytes)?;
+                serde_json::from_slice(&bytes).map_err(|e| LoaderError::Object {
+                    what: format!("{place}/{CGROUP_MAPS}"),
+                    message: e.to_string(),
+                })?
+            }
+            None => Vec::new(),
+        };
+        let programs =
+            manifest.artifacts.iter().find(|a| a.name == CGROUP_OBJECT).expect("checked above").programs.clone();
+        Ok(Some(CgroupObject {
+            sha256: sha256_hex(manifest_bytes),
+            profile: manifest.profile.clone(),
+            object,
+            programs,
+            contents,
+        }))
+    }
+
+    /// The name of the bundle's pin directory ([`crate::loader::pin_dir`]).
+    pub fn hash(&self) -> &str {
+        &self.sha256[..HASH_LEN]
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, LoaderError> {
+    std::fs::read(path).map_err(|source| LoaderError::Read { path: path.display().to_string(), source })
+}
+
+fn object_err(what: impl Into<String>) -> impl FnOnce(String) -> LoaderError {
+    let what = what.into();
+    move |message| LoaderError::Object { what, message }
+}
+
+/// The program kind of an ELF section.
+pub fn kind_of(section: &str) -> Option<ProgKind> {
+    ProgKind::ALL.into_iter().find(|k| k.section() == section)
+}
+
+/// The object loaded into the kernel: maps created and filled, every
+/// program of the manifest loaded (and verified). Dropping it closes the
+/// fds; what is pinned or attached stays.
+pub struct Loaded {
+    pub ebpf: aya::Ebpf,
+    /// `(map name, entries written)`, in the object's order.
+    pub maps: Vec<(String, usize)>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded").field("maps", &self.maps).finish_non_exhaustive()
+    }
+}
+
+/// The data of the map types a cgroup object has (LPM tries today).
+fn map_data(map: &Map) -> Option<&MapData> {
+    match map {
+        Map::LpmTrie(d) | Map::HashMap(d) | Map::LruHashMap(d) | Map::Array(d) => Some(d),
+        _ => None,
+    }
+}
+
+/// Loads `obj` with aya: creates and fills its maps, then loads every
+/// program the manifest names (nothing else may be in the object).
+pub fn load(obj: &CgroupObject) -> Result<Loaded, LoaderError> {
+    let mut ebpf = aya::EbpfLoader::new()
+        .load(&obj.object)
+        .map_err(|e| object_err(format!("aya cannot load {CGROUP_OBJECT}"))(format!("{e:#?}")))?;
+
+    let names: Vec<String> = ebpf.maps().map(|(n, _)| n.to_string()).collect();
+    if let Some(c) = obj.contents.iter().find(|c| !names.contains(&c.name)) {
+        return Err(object_err(CGROUP_MAPS)(format!("map `{}` is not in {CGROUP_OBJECT} (maps: {names:?})", c.name)));
+    }
+    let mut maps = Vec::new();
+    for name in &names {
+        let map = ebpf.map(name).expect("listed");
+        let mut written = 0;
+        if let Some(c) = obj.contents.iter().find(|c| &c.name == name) {
+            let data = map_data(map).ok_or_else(|| {
+                object_err(format!("map `{name}`"))(
+                    "only hash, LRU hash, array and LPM-trie maps can be filled".to_string(),
+                )
+            })?;
+            let info = data.info().map_err(|e| object_err(format!("map `{name}`"))(e.to_string()))?;
+            if info.key_size() != c.key_size || info.value_size() != c.value_size {
+                return Err(object_err(format!("map `{name}`"))(format!(
+                    "the object defines key/value sizes {}/{}, {CGROUP_MAPS} {}/{}",
+                    info.key_size(),
+                    info.value_size(),
+                    c.key_size,
+                    c.value_size
+                )));
+            }
+            for (k, v) in &c.entries {
+                let (Some(k), Some(v)) = (unhex(k), unhex(v)) else {
+                    return Err(object_err(CGROUP_MAPS)(format!("map `{name}`: an entry is not hex")));
+                };
+                if k.len() != c.key_size as usize || v.len() != c.value_size as usize {
+                    return Err(object_err(CGROUP_MAPS)(format!("map `{name}`: an entry of the wrong size")));
+                }
+                sys::map_update(data.fd().as_fd(), &k, &v, sys::BPF_ANY).map_err(|e| LoaderError::Kernel {
+                    what: format!("BPF_MAP_UPDATE_ELEM on `{name}`"),
+                    source: io::Error::from(e),
+                })?;
+                written += 1;
+            }
+        }
+        maps.push((name.clone(), written));
+    }
+
+    let in_object: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+    if let Some(extra) = in_object.iter().find(|n| !obj.programs.iter().any(|p| &p.name == *n)) {
+        return Err(object_err(CGROUP_OBJECT)(format!("program `{extra}` is not in the manifest")));
+    }
+    for p in &obj.programs {
+        kind_of(&p.section)
+            .ok_or_else(|| object_err(format!("program `{}`", p.name))(format!("unknown section {}", p.section)))?;
+        let prog = ebpf.program_mut(&p.name).ok_or_else(|| {
+            object_err(CGROUP_OBJECT)(format!("the manifest names program `{}`, the object lacks it", p.name))
+        })?;
+        let loaded = match prog {
+            Program::CgroupSock(x) => x.load(),
+            Program::CgroupSockAddr(x) => x.load(),
+            Program::CgroupDevice(x) => x.load(),
+            other => {
+                return Err(object_err(format!("program `{}`", p.name))(format!(
+                    "section {} loads as {:?}, which this loader does not handle",
+                    p.section,
+                    other.prog_type()
+                )))
+            }
+        };
+        loaded.map_err(|e| rejected(p, e))?;
+    }
+    Ok(Loaded { ebpf, maps })
+}
+
+impl Loaded {
+    /// The loaded programs' fds (duplicated: they outlive `self`), in
+    /// manifest order.
+    pub fn program_fds(&self, obj: &CgroupObject) -> Result<LoadedPrograms, LoaderError> {
+        let mut programs = Vec::new();
+        for p in &obj.programs {
+            let kind = kind_of(&p.section).expect("checked by load");
+            let prog = self.ebpf.program(&p.name).expect("checked by load");
+            let fd = prog.fd().map_err(|e| object_err(format!("program `{}`", p.name))(e.to_string()))?;
+            let fd =
+                fd.as_fd().try_clone_to_owned().map_err(|source| LoaderError::Kernel { what: "dup".into(), source })?;
+            programs.push((kind, fd));
+        }
+        Ok(LoadedPrograms { programs })
+    }
+}
+
+/// The programs sandboxes of this bundle attach: the pinned ones when
+/// `phantom load` pinned the bundle (shared, loaded once for the host),
+/// else the object loaded for this process. The bool is true when pinned.
+pub fn for_sandboxes(obj: &CgroupObject) -> Result<(LoadedPrograms, bool), LoaderError> {
+    if let Some(programs) = crate::loader::pinned_programs(obj.hash(), &obj.sha256)? {
+        return Ok((LoadedPrograms { programs }, true));
+    }
+    let loaded = load(obj)?;
+    Ok((loaded.program_fds(obj)?, false))
+}
+
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// A verifier rejection (or another load failure) with the manifest's
+/// `[instruction, line]` map applied to the log.
+fn rejected(p: &ProgramInfo, e: aya::programs::ProgramError) -> LoaderError {
+    match e {
+        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            let line_of = |i: usize| p.lines.iter().find(|(insn, _)| *insn == i).map(|(_, l)| *l);
+            let insn = crate::loader::last_insn_index(&log);
+            LoaderError::Rejected(Box::new(Rejection {
+                program: p.name.clone(),
+                section: p.section.clone(),
+                source: io_error,
+                insn,
+                line: insn.and_then(line_of),
+                annotated: crate::loader::annotate_log(&log, &p.lines),
+                log,
+            }))
+        }
+        other => object_err(format!("loading program `{}` ({})", p.name, p.section))(format!("{other:#}")),
+    }
+}
