@@ -442,3 +442,36 @@ fn a_1000_cidr_bundle_pins_a_filled_lpm_trie() {
     assert!(!loader::pin_dir(&w.hash).exists());
     assert_freed(&ids);
 }
+
+/// The ids of the programs in `set` (BPF_OBJ_GET_INFO_BY_FD).
+fn prog_ids(set: &phantom_user::cgroup_bpf::LoadedPrograms) -> Vec<u32> {
+    set.programs.iter().map(|(_, fd)| phantom_bpf_sys::object_id(std::os::fd::AsFd::as_fd(fd)).unwrap()).collect()
+}
+
+#[test]
+fn sandboxes_attach_the_pinned_programs_once_the_bundle_is_loaded() {
+    use phantom_user::cgroup_object::{for_sandboxes, CgroupObject};
+    let text = web_fetcher_text().replace("profile: web-fetcher-", "profile: web-fetcher-sandboxes-");
+    let w = Written::new("sandboxes", &bundle_of(WEB_FETCHER, &text));
+    let obj = CgroupObject::from_dir(&w.dir).unwrap().expect("the bundle has a cgroup object");
+    assert_eq!(obj.hash(), w.hash);
+
+    // Not loaded: the sandbox gets its own copy of the same object.
+    let (own, pinned) = for_sandboxes(&obj).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!pinned);
+    let own_ids = prog_ids(&own);
+    assert_eq!(own.programs.len(), ProgKind::ALL.len(), "every program of the object");
+
+    // Loaded: the pinned programs themselves, no new load.
+    let report = loader::load(&w.dir).unwrap_or_else(|e| panic!("{e}"));
+    let (shared, pinned) = for_sandboxes(&obj).unwrap_or_else(|e| panic!("{e}"));
+    assert!(pinned);
+    let pinned_ids: Vec<u32> = report.programs.iter().map(|p| p.id).collect();
+    assert_eq!(prog_ids(&shared), pinned_ids, "the sandbox's programs are the pinned ones");
+    assert!(own_ids.iter().all(|id| !pinned_ids.contains(id)), "the unpinned copy was a separate load");
+    let kinds = |s: &phantom_user::cgroup_bpf::LoadedPrograms| s.programs.iter().map(|(k, _)| *k).collect::<Vec<_>>();
+    assert_eq!(kinds(&own), kinds(&shared), "same programs, same order");
+    drop((own, shared));
+    loader::unload(&BundleRef::Hash(w.hash.clone())).unwrap();
+    assert!(!loader::pin_dir(&w.hash).exists(), "no pin left");
+}
