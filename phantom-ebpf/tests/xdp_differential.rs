@@ -18,7 +18,8 @@ use phantom_ebpf::bpf::sys;
 use phantom_ebpf::netprog::Locator;
 use phantom_ebpf::xdp::reference::{Reason, Reference, Verdict};
 use phantom_ebpf::xdp::{
-    compile_network, Direction, Options, XdpPrograms, FLOW_KEY_SIZE, FLOW_MAP, XDP_DROP, XDP_PASS,
+    compile_network, AddrStrategy, Direction, LargeSets, Options, XdpPrograms, FLOW_KEY_SIZE, FLOW_MAP, XDP_DROP,
+    XDP_PASS,
 };
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -65,8 +66,14 @@ fn cases() -> Vec<Case> {
         Case { name: "small".into(), net: small.clone(), opts: opts.clone(), packets: 1500 },
         Case {
             name: "small-lpm".into(),
+            net: small.clone(),
+            opts: Options { table_threshold: 0, large_sets: LargeSets::LpmTrie, ..opts.clone() },
+            packets: 1000,
+        },
+        Case {
+            name: "small-search".into(),
             net: small,
-            opts: Options { lpm_threshold: 0, ..opts.clone() },
+            opts: Options { table_threshold: 0, ..opts.clone() },
             packets: 1000,
         },
         Case { name: "egress-only".into(), net: egress_only, opts: opts.clone(), packets: 600 },
@@ -84,17 +91,47 @@ fn cases() -> Vec<Case> {
         out.push(Case {
             name: format!("random-lpm-{i}"),
             net,
-            opts: Options { lpm_threshold: 0, ..opts.clone() },
+            opts: Options { table_threshold: 0, large_sets: LargeSets::LpmTrie, ..opts.clone() },
+            packets: 250,
+        });
+    }
+    // The compiled search on nested, overlapping and adjacent CIDRs of
+    // every prefix length (IPv6 /96../128 need the inner low-half search).
+    for i in 0..10 {
+        let (ne, ni) = (1 + rng.below(8) as usize, 1 + rng.below(4) as usize);
+        let net = allowlist(random_rules(&mut rng, ne, 12, 10), random_rules(&mut rng, ni, 8, 100));
+        out.push(Case {
+            name: format!("random-search-{i}"),
+            net,
+            opts: Options { table_threshold: rng.below(3) as usize, ..opts.clone() },
             packets: 250,
         });
     }
     for i in 0..3 {
         let n = 30 + rng.below(20) as usize;
         let net = allowlist(random_rules(&mut rng, n, 40, 10), random_rules(&mut rng, 8, 40, 200));
-        out.push(Case { name: format!("random-large-{i}"), net, opts: opts.clone(), packets: 500 });
+        // The first one keeps every rule in straight-line compares.
+        let table_threshold = if i == 0 { usize::MAX } else { opts.table_threshold };
+        out.push(Case {
+            name: format!("random-large-{i}"),
+            net,
+            opts: Options { table_threshold, ..opts.clone() },
+            packets: 500,
+        });
     }
     out.push(Case { name: "1000-cidrs".into(), net: large_policy(1000, 100, 20), opts: opts.clone(), packets: 2500 });
-    out.push(Case { name: "1000-cidrs-wide".into(), net: large_policy(1000, 70, 1), opts, packets: 1500 });
+    out.push(Case {
+        name: "1000-cidrs-wide".into(),
+        net: large_policy(1000, 70, 1),
+        opts: opts.clone(),
+        packets: 1500,
+    });
+    out.push(Case {
+        name: "1000-cidrs-lpm".into(),
+        net: large_policy(1000, 100, 20),
+        opts: Options { large_sets: LargeSets::LpmTrie, ..opts },
+        packets: 500,
+    });
     out
 }
 
@@ -214,6 +251,8 @@ impl Gen<'_> {
             frag: Frag::None,
             ihl: 5,
             ext: Vec::new(),
+            // SYN opens a TCP flow; the others only pass by a rule.
+            tcp_flags: pick!(self.rng, [TCP_SYN, TCP_SYN, TCP_SYN | TCP_ACK, TCP_ACK, 0x18, 0x11, 0x04, 0x03]),
         }
     }
 
@@ -301,6 +340,8 @@ struct Stats {
     kinds: BTreeMap<&'static str, usize>,
     flows: usize,
     lpm_programs: usize,
+    search_programs: usize,
+    straight_programs: usize,
     slots: BTreeMap<String, usize>,
 }
 
@@ -318,7 +359,10 @@ fn reason_name(r: Reason) -> String {
 fn run_case(case: &Case, seed: u64, stats: &mut Stats) {
     let set = compile(case);
     let loaded = Loaded::new(&set);
-    stats.lpm_programs += [&set.egress, &set.ingress].iter().filter(|p| p.lpm.iter().any(|&l| l)).count();
+    let uses = |s: AddrStrategy| [&set.egress, &set.ingress].iter().filter(|p| p.strategy.contains(&s)).count();
+    stats.lpm_programs += uses(AddrStrategy::LpmTrie);
+    stats.search_programs += uses(AddrStrategy::Search);
+    stats.straight_programs += uses(AddrStrategy::StraightLine);
     for p in [&set.egress, &set.ingress] {
         stats.slots.insert(format!("{} {:?}", case.name, p.direction), p.encoded.insns.len());
     }
@@ -378,12 +422,14 @@ fn xdp_programs_agree_with_the_reference_interpreter() {
         run_case(case, 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1), &mut stats);
     }
     eprintln!(
-        "xdp differential: {} frames, {} PASS, {} DROP, {} flows recorded, {} programs with LPM tries",
+        "xdp differential: {} frames, {} PASS, {} DROP, {} flows recorded, {} programs with LPM tries, {} with \
+         compiled searches",
         stats.frames,
         stats.pass,
         stats.frames - stats.pass,
         stats.flows,
-        stats.lpm_programs
+        stats.lpm_programs,
+        stats.search_programs
     );
     eprintln!("  by reason: {:?}", stats.reasons);
     eprintln!("  by frame kind: {:?}", stats.kinds);
@@ -396,6 +442,8 @@ fn xdp_programs_agree_with_the_reference_interpreter() {
     );
     assert!(stats.frames >= 10_000, "only {} frames", stats.frames);
     assert!(stats.lpm_programs >= 4, "the LPM path ran in {} programs", stats.lpm_programs);
+    assert!(stats.search_programs >= 10, "the search path ran in {} programs", stats.search_programs);
+    assert!(stats.straight_programs >= 10, "straight-line compares ran in {} programs", stats.straight_programs);
     // Every kind of verdict was exercised in both directions.
     for dir in ["Egress", "Ingress"] {
         for r in ["rule", "NoMatch", "Malformed", "Fragment", "Arp", "NeighbourDiscovery", "ExtensionHeader"] {
@@ -404,4 +452,83 @@ fn xdp_programs_agree_with_the_reference_interpreter() {
     }
     assert!(stats.reasons.get("Ingress Flow").copied().unwrap_or(0) >= 100, "replies: {:?}", stats.reasons);
     assert!(stats.reasons.contains_key("Egress Flow"), "no ingress-opened flow answered: {:?}", stats.reasons);
+}
+
+/// Every edge of the compiled search: for each CIDR of the policy, its
+/// first and last address and their outer neighbours (the interval
+/// boundaries and both sides of each), as IPv4, IPv6 and IPv4-mapped IPv6
+/// peers, in both directions, with each protocol and port shape of the
+/// policy and near misses. Kernel and reference agree on every frame.
+#[test]
+fn the_compiled_search_agrees_at_every_interval_edge() {
+    let mut rng = Rng(0x0bad_cafe_0000_0007);
+    let opts = Options { flow_entries: 1 << 17, ..Options::default() };
+    let nested = allowlist(random_rules(&mut rng, 8, 12, 10), random_rules(&mut rng, 4, 12, 100));
+    let cases = [
+        ("1000-cidrs", large_policy(1000, 100, 20), opts.clone()),
+        ("nested", nested, Options { table_threshold: 0, ..opts }),
+    ];
+    let shapes: [(u8, u16); 9] =
+        [(6, 443), (6, 444), (6, 80), (6, 8085), (17, 53), (17, 3999), (6, 3000), (1, 0), (47, 0)];
+    let mut frames = 0;
+    for (name, net, opts) in cases {
+        let set = compile_network(&net, &Locator::new(&["p.yaml".into()]), &opts).unwrap().unwrap();
+        assert!(set.egress.strategy.contains(&AddrStrategy::Search), "{name}: {:?}", set.egress.strategy);
+        let loaded = Loaded::new(&set);
+        let mut reference = Reference::new(&net);
+        let mut peers: Vec<IpAddr> = Vec::new();
+        for c in net.egress.iter().chain(&net.ingress).flat_map(|r| &r.cidrs) {
+            match c.addr {
+                IpAddr::V4(a) => {
+                    let host = u32::MAX.checked_shr(u32::from(c.prefix)).unwrap_or(0);
+                    let (s, e) = (u32::from(a) & !host, u32::from(a) | host);
+                    for x in [s.wrapping_sub(1), s, e, e.wrapping_add(1)] {
+                        peers.push(IpAddr::V4(x.into()));
+                        if x % 3 == 0 {
+                            peers.push(IpAddr::V6(Ipv4Addr::from(x).to_ipv6_mapped()));
+                        }
+                    }
+                }
+                IpAddr::V6(a) => {
+                    let host = u128::MAX.checked_shr(u32::from(c.prefix)).unwrap_or(0);
+                    let (s, e) = (u128::from(a) & !host, u128::from(a) | host);
+                    for x in [s.wrapping_sub(1), s, e, e.wrapping_add(1)] {
+                        peers.push(IpAddr::V6(x.into()));
+                    }
+                }
+            }
+        }
+        for (i, peer) in peers.iter().enumerate() {
+            let (proto, port) = shapes[i % shapes.len()];
+            for dir in [Direction::Egress, Direction::Ingress] {
+                let me = if peer.is_ipv6() {
+                    IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2))
+                } else {
+                    IpAddr::V4(Ipv4Addr::new(10, 200, 0, 2))
+                };
+                let proto = if proto == 1 && peer.is_ipv6() { 58 } else { proto };
+                let p = Pkt {
+                    src: if dir == Direction::Egress { me } else { *peer },
+                    dst: if dir == Direction::Egress { *peer } else { me },
+                    proto,
+                    sport: 40000 + (i % 1000) as u16,
+                    dport: port,
+                    icmp_type: if proto == 58 { 128 } else { 8 },
+                    icmp_id: i as u16,
+                    frag: Frag::None,
+                    ihl: 5,
+                    ext: Vec::new(),
+                    tcp_flags: if i % 2 == 0 { TCP_SYN } else { TCP_ACK },
+                };
+                let f = frame(&p);
+                let want = match reference.run(dir, &f).verdict() {
+                    Verdict::Pass => XDP_PASS,
+                    Verdict::Drop => XDP_DROP,
+                };
+                assert_eq!(loaded.run(dir, &f), want, "{name}: {dir:?} {p:?}");
+                frames += 1;
+            }
+        }
+    }
+    assert!(frames >= 8_000, "only {frames} frames");
 }

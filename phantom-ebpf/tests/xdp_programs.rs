@@ -10,7 +10,9 @@ use phantom_dsl::values::Protocol;
 use phantom_ebpf::bpf::sys;
 use phantom_ebpf::netprog::Locator;
 use phantom_ebpf::xdp::reference::{parse, Reason, Reference};
-use phantom_ebpf::xdp::{compile_network, Direction, Options, XdpPrograms, FLOW_MAP, XDP_DROP, XDP_PASS};
+use phantom_ebpf::xdp::{
+    compile_network, AddrStrategy, Direction, LargeSets, Options, XdpPrograms, FLOW_MAP, XDP_DROP, XDP_PASS,
+};
 use std::os::fd::AsFd;
 use xdp_common::*;
 
@@ -56,13 +58,25 @@ fn rule_instructions_carry_their_policy_line() {
 }
 
 #[test]
-fn large_sets_use_lpm_tries_and_small_ones_do_not() {
+fn large_sets_use_compiled_searches_and_small_ones_do_not() {
+    use AddrStrategy::*;
     let set = compile(&small(), &Options::default());
-    assert_eq!(set.egress.lpm, [false, false]);
+    assert_eq!(set.egress.strategy, [StraightLine, StraightLine]);
     assert_eq!(set.egress.maps(), vec![FLOW_MAP]);
     let set = compile(&large_policy(1000, 100, 20), &Options::default());
-    assert_eq!(set.egress.lpm, [true, true]);
-    assert_eq!(set.ingress.lpm, [true, false], "100 ingress CIDRs: 75 IPv4, 25 IPv6");
+    assert_eq!(set.egress.strategy, [Search, Search]);
+    assert_eq!(set.ingress.strategy, [Search, Search], "100 ingress CIDRs: 75 IPv4, 25 IPv6");
+    // No map but the flow map: the search is code.
+    assert_eq!(set.egress.maps(), vec![FLOW_MAP]);
+    assert_eq!(set.maps.len(), 1);
+}
+
+#[test]
+fn large_sets_can_still_use_lpm_tries() {
+    let opts = Options { large_sets: LargeSets::LpmTrie, ..Options::default() };
+    let set = compile(&large_policy(1000, 100, 20), &opts);
+    assert_eq!(set.egress.strategy, [AddrStrategy::LpmTrie, AddrStrategy::LpmTrie]);
+    assert_eq!(set.ingress.strategy, [AddrStrategy::LpmTrie, AddrStrategy::LpmTrie]);
     let v4 = set.map("xdp_eg_v4").expect("IPv4 trie");
     assert_eq!(v4.key_size, 8);
     assert_eq!(v4.entries.len(), 750);
@@ -99,6 +113,7 @@ fn an_egress_packet_opens_its_flow_and_only_its_reply_gets_in() {
         frag: Frag::None,
         ihl: 5,
         ext: Vec::new(),
+        tcp_flags: TCP_SYN,
     };
     let reply = out.reply();
     let mut other = reply.clone();
@@ -119,4 +134,45 @@ fn an_egress_packet_opens_its_flow_and_only_its_reply_gets_in() {
     assert_eq!(loaded.run(Direction::Ingress, &frame(&inbound)), XDP_PASS);
     assert_eq!(loaded.run(Direction::Egress, &frame(&inbound.reply())), XDP_PASS);
     assert_eq!(sys::map_keys(loaded.maps[FLOW_MAP].as_fd(), 40).unwrap().len(), 2);
+}
+
+#[test]
+fn only_a_tcp_syn_opens_a_flow_and_later_packets_skip_the_map() {
+    let net = small();
+    let loaded = Loaded::new(&compile(&net, &Options::default()));
+    let mut reference = Reference::new(&net);
+    let syn = Pkt {
+        src: "10.200.0.2".parse().unwrap(),
+        dst: "10.9.8.7".parse().unwrap(),
+        proto: 6,
+        sport: 41000,
+        dport: 443,
+        icmp_type: 0,
+        icmp_id: 0,
+        frag: Frag::None,
+        ihl: 5,
+        ext: Vec::new(),
+        tcp_flags: TCP_SYN,
+    };
+    let ack = Pkt { tcp_flags: TCP_ACK, ..syn.clone() };
+    let flows = || sys::map_keys(loaded.maps[FLOW_MAP].as_fd(), 40).unwrap().len();
+    // An ACK passes by its rule but records nothing: its reply stays out.
+    for (dir, p, verdict, reason) in [
+        (Direction::Egress, &ack, XDP_PASS, Reason::Rule(0)),
+        (Direction::Ingress, &ack.reply(), XDP_DROP, Reason::NoMatch),
+    ] {
+        assert_eq!(loaded.run(dir, &frame(p)), verdict, "{dir:?} {p:?}");
+        assert_eq!(reference.run(dir, &frame(p)), reason);
+    }
+    assert_eq!(flows(), 0);
+    // The SYN opens the flow: the SYN-ACK and later ACKs of the peer get in.
+    assert_eq!(loaded.run(Direction::Egress, &frame(&syn)), XDP_PASS);
+    assert_eq!(reference.run(Direction::Egress, &frame(&syn)), Reason::Rule(0));
+    assert_eq!(flows(), 1);
+    for p in [syn.reply(), ack.reply()] {
+        assert_eq!(loaded.run(Direction::Ingress, &frame(&p)), XDP_PASS, "{p:?}");
+        assert_eq!(reference.run(Direction::Ingress, &frame(&p)), Reason::Flow);
+    }
+    assert_eq!(loaded.run(Direction::Egress, &frame(&ack)), XDP_PASS);
+    assert_eq!(flows(), 1);
 }

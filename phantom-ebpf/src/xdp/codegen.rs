@@ -6,7 +6,11 @@
 //! path reaches (the verifier refuses unreachable code, and a rule that
 //! matches everything makes the rules after it unreachable).
 
-use super::{Direction, Options, XdpError, XdpProgram, XdpPrograms, FLOW_KEY_SIZE, FLOW_MAP, XDP_DROP, XDP_PASS};
+use super::search::{self, Intervals, Member};
+use super::{
+    AddrStrategy, Direction, LargeSets, Options, XdpError, XdpProgram, XdpPrograms, FLOW_KEY_SIZE, FLOW_MAP, XDP_DROP,
+    XDP_PASS,
+};
 use crate::bpf::{encode, Helper, Insn, Op, Reg, Reg::*, SourceLoc, Target};
 use crate::netprog::{Locator, MapSpec};
 use phantom_dsl::ir::{NetRule, NetworkPolicy};
@@ -100,12 +104,13 @@ impl Fam {
 }
 
 /// An instruction list under construction.
-struct Gen {
+pub(super) struct Gen {
     insns: Vec<Insn>,
     pending: Vec<String>,
     aliases: HashMap<String, String>,
     next_id: usize,
-    loc: Option<SourceLoc>,
+    /// The policy position the next emitted instructions carry.
+    pub(super) loc: Option<SourceLoc>,
 }
 
 impl Gen {
@@ -113,17 +118,17 @@ impl Gen {
         Gen { insns: Vec::new(), pending: Vec::new(), aliases: HashMap::new(), next_id: 0, loc: None }
     }
 
-    fn fresh(&mut self, what: &str) -> String {
+    pub(super) fn fresh(&mut self, what: &str) -> String {
         self.next_id += 1;
         format!("{what}.{}", self.next_id)
     }
 
     /// Names the next emitted instruction.
-    fn bind(&mut self, label: impl Into<String>) {
+    pub(super) fn bind(&mut self, label: impl Into<String>) {
         self.pending.push(label.into());
     }
 
-    fn emit(&mut self, insn: Insn) {
+    pub(super) fn emit(&mut self, insn: Insn) {
         let mut insn = match &self.loc {
             Some(l) => insn.at(l.clone()),
             None => insn,
@@ -189,7 +194,7 @@ fn normalize(ports: &[PortRange]) -> Vec<PortRange> {
 
 /// Falls through when protocol (r7) and port (r8) match, jumps to `next`
 /// otherwise. `false` (nothing emitted) when the rule can never match.
-fn proto_ports(g: &mut Gen, protocol: Protocol, ports: &[PortRange], next: &str) -> bool {
+pub(super) fn proto_ports(g: &mut Gen, protocol: Protocol, ports: &[PortRange], next: &str) -> bool {
     match protocol {
         Protocol::Tcp => g.emit(Insn::jne_imm(R7, IPPROTO_TCP, next)),
         Protocol::Udp => g.emit(Insn::jne_imm(R7, IPPROTO_UDP, next)),
@@ -266,11 +271,11 @@ fn cidr_test(g: &mut Gen, c: &Cidr, allow: &str) {
 /// Rules with CIDRs of one family grouped by (protocol, ports): one bit of
 /// the LPM value each.
 #[derive(Debug, Clone)]
-struct Class {
-    protocol: Protocol,
-    ports: Vec<PortRange>,
-    cidrs: Vec<Cidr>,
-    loc: Option<SourceLoc>,
+pub(super) struct Class {
+    pub(super) protocol: Protocol,
+    pub(super) ports: Vec<PortRange>,
+    pub(super) cidrs: Vec<Cidr>,
+    pub(super) loc: Option<SourceLoc>,
 }
 
 fn classes(rules: &[NetRule], fam: Fam, locator: &Locator) -> Vec<Class> {
@@ -296,18 +301,52 @@ fn lpm_map(name: &str, fam: Fam, classes: &[Class]) -> MapSpec {
     crate::netprog::lpm::trie(name, fam == Fam::V6, &groups)
 }
 
+/// The CIDRs of one family in the classes of [`classes`], each with its
+/// class, its rule's index and location, for [`search::flatten`].
+fn members<'a>(rules: &'a [NetRule], fam: Fam, classes: &[Class], locator: &Locator) -> Vec<Member<'a>> {
+    let mut out = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        let ports = normalize(&r.ports);
+        let Some(class) = classes.iter().position(|c| c.protocol == r.protocol && c.ports == ports) else {
+            continue;
+        };
+        for cidr in r.cidrs.iter().filter(|c| Fam::of(c) == fam) {
+            out.push(Member { cidr, class, rule: i, loc: locator.loc(&r.origin) });
+        }
+    }
+    out
+}
+
+/// How a family with many CIDRs is judged.
+enum Table {
+    /// (map name, classes): one LPM trie lookup.
+    Lpm(String, Vec<Class>),
+    /// A compiled binary search over the flattened intervals.
+    Search(Intervals, Vec<Class>),
+}
+
 /// How one family's rules are tested in one direction.
 struct FamilyRules<'a> {
     rules: &'a [NetRule],
-    /// (map name, classes) when the family goes through an LPM trie.
-    lpm: Option<(String, Vec<Class>)>,
+    /// `None`: straight-line compares per rule.
+    table: Option<Table>,
+}
+
+impl FamilyRules<'_> {
+    fn strategy(&self) -> AddrStrategy {
+        match self.table {
+            None => AddrStrategy::StraightLine,
+            Some(Table::Lpm(..)) => AddrStrategy::LpmTrie,
+            Some(Table::Search(..)) => AddrStrategy::Search,
+        }
+    }
 }
 
 /// The rules of one family on the peer address at frame offset `peer`:
 /// jumps to `allow` on a match, to `deny` otherwise.
 fn family_part(g: &mut Gen, fam: Fam, peer: i16, fr: &FamilyRules<'_>, locator: &Locator, allow: &str, deny: &str) {
     let of_fam = |r: &NetRule| r.cidrs.iter().filter(|c| Fam::of(c) == fam).copied().collect::<Vec<Cidr>>();
-    match &fr.lpm {
+    match &fr.table {
         None => {
             if fr.rules.iter().any(|r| !of_fam(r).is_empty()) {
                 for (k, &reg) in ADDR_REGS.iter().enumerate().take(fam.words()) {
@@ -334,17 +373,24 @@ fn family_part(g: &mut Gen, fam: Fam, peer: i16, fr: &FamilyRules<'_>, locator: 
                 g.loc = None;
             }
         }
-        Some((map, classes)) => {
-            // Rules without addresses first: no lookup needed for them.
-            for r in fr.rules.iter().filter(|r| r.cidrs.is_empty()) {
-                let next = g.fresh("next");
-                g.loc = locator.loc(&r.origin);
-                if proto_ports(g, r.protocol, &r.ports, &next) {
-                    g.emit(Insn::ja(allow));
-                    g.bind(next);
+        Some(Table::Search(intervals, classes)) => {
+            addressless_rules(g, fr.rules, locator, allow);
+            match fam {
+                Fam::V4 => {
+                    g.emit(Insn::ldx_w(R2, R6, peer));
+                    g.emit(Insn::to_be(R2, 32));
                 }
-                g.loc = None;
+                Fam::V6 => {
+                    g.emit(Insn::ldx_dw(R2, R6, peer));
+                    g.emit(Insn::to_be(R2, 64));
+                    g.emit(Insn::ldx_dw(R3, R6, peer + 8));
+                    g.emit(Insn::to_be(R3, 64));
+                }
             }
+            search::emit(g, fam == Fam::V4, intervals, classes, allow, deny);
+        }
+        Some(Table::Lpm(map, classes)) => {
+            addressless_rules(g, fr.rules, locator, allow);
             g.emit(Insn::st_w(R10, LPM_KEY, 32 * fam.words() as i32));
             for k in 0..fam.words() as i16 {
                 g.emit(Insn::ldx_w(R0, R6, peer + 4 * k));
@@ -382,6 +428,19 @@ fn family_part(g: &mut Gen, fam: Fam, peer: i16, fr: &FamilyRules<'_>, locator: 
     g.emit(Insn::ja(deny));
 }
 
+/// Rules without addresses, tested before a table: they need no lookup.
+fn addressless_rules(g: &mut Gen, rules: &[NetRule], locator: &Locator, allow: &str) {
+    for r in rules.iter().filter(|r| r.cidrs.is_empty()) {
+        let next = g.fresh("next");
+        g.loc = locator.loc(&r.origin);
+        if proto_ports(g, r.protocol, &r.ports, &next) {
+            g.emit(Insn::ja(allow));
+            g.bind(next);
+        }
+        g.loc = None;
+    }
+}
+
 /// Fills the flow key on the stack from the frame (r6), the protocol (r7)
 /// and the ports word in r0 (local port, remote port; network order).
 fn build_key(g: &mut Gen, fam: Fam, dir: Direction) {
@@ -413,11 +472,24 @@ fn build_key(g: &mut Gen, fam: Fam, dir: Direction) {
     }
 }
 
+/// TCP flag SYN (byte 13 of the header).
+const TCP_SYN: i32 = 0x02;
+
 /// Puts the flow's ports word in r0 and jumps to `key` for TCP/UDP and for
 /// ICMP echo messages of type `icmp_type`; jumps to `other` otherwise.
-fn flow_ports(g: &mut Gen, fam: Fam, dir: Direction, icmp_type: i32, other: &str, key: &str) {
+/// `syn_only`: TCP only when SYN is set (a packet that opens a flow).
+fn flow_ports(g: &mut Gen, fam: Fam, dir: Direction, icmp_type: i32, other: &str, key: &str, syn_only: bool) {
     let ports = g.fresh("ports");
-    g.emit(Insn::jeq_imm(R7, IPPROTO_TCP, ports.as_str()));
+    if syn_only {
+        let not_tcp = g.fresh("nottcp");
+        g.emit(Insn::jne_imm(R7, IPPROTO_TCP, not_tcp.as_str()));
+        g.emit(Insn::ldx_b(R0, R9, 13));
+        g.emit(Insn::jset_imm(R0, TCP_SYN, ports.as_str()));
+        g.emit(Insn::ja(other));
+        g.bind(not_tcp);
+    } else {
+        g.emit(Insn::jeq_imm(R7, IPPROTO_TCP, ports.as_str()));
+    }
     g.emit(Insn::jeq_imm(R7, IPPROTO_UDP, ports.as_str()));
     g.emit(Insn::jne_imm(R7, fam.icmp(), other));
     g.emit(Insn::ldx_b(R0, R9, 0));
@@ -447,7 +519,7 @@ fn flow_lookup(g: &mut Gen) {
 fn allow_tail(g: &mut Gen, fam: Fam, dir: Direction) {
     g.bind(format!("allow{}", fam.tag()));
     let key = g.fresh("rec");
-    flow_ports(g, fam, dir, fam.echo_request(), PASS, &key);
+    flow_ports(g, fam, dir, fam.echo_request(), PASS, &key, true);
     g.bind(key);
     build_key(g, fam, dir);
     flow_lookup(g);
@@ -471,7 +543,7 @@ fn deny_tail(g: &mut Gen, fam: Fam, dir: Direction, lookup: bool) {
         return;
     }
     let key = g.fresh("look");
-    flow_ports(g, fam, dir, fam.echo_reply(), DROP, &key);
+    flow_ports(g, fam, dir, fam.echo_reply(), DROP, &key, false);
     g.bind(key);
     build_key(g, fam, dir);
     flow_lookup(g);
@@ -627,23 +699,26 @@ fn direction(
     let mut parts = Vec::new();
     for fam in [Fam::V4, Fam::V6] {
         let count = rules.iter().flat_map(|r| &r.cidrs).filter(|c| Fam::of(c) == fam).count();
-        let lpm = if count > opts.lpm_threshold {
+        let table = if count > opts.table_threshold {
             let cl = classes(rules, fam, locator);
             if cl.is_empty() {
                 None
-            } else {
+            } else if opts.large_sets == LargeSets::LpmTrie {
                 let name = map_name(dir, fam);
                 maps.push(lpm_map(&name, fam, &cl));
-                Some((name, cl))
+                Some(Table::Lpm(name, cl))
+            } else {
+                let iv = search::flatten(&members(rules, fam, &cl, locator), cl.len());
+                Some(Table::Search(iv, cl))
             }
         } else {
             None
         };
-        parts.push(FamilyRules { rules, lpm });
+        parts.push(FamilyRules { rules, table });
     }
     let insns = program(dir, &parts[0], &parts[1], lookup, locator);
     let encoded = encode(&insns).map_err(|source| XdpError::Encode { direction: dir, source })?;
-    Ok(XdpProgram { direction: dir, insns, encoded, lpm: [parts[0].lpm.is_some(), parts[1].lpm.is_some()] })
+    Ok(XdpProgram { direction: dir, insns, encoded, strategy: [parts[0].strategy(), parts[1].strategy()] })
 }
 
 pub(super) fn programs(net: &NetworkPolicy, locator: &Locator, opts: &Options) -> Result<XdpPrograms, XdpError> {

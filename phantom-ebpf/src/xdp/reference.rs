@@ -68,6 +68,8 @@ pub struct Packet {
     pub ports: Option<(u16, u16)>,
     /// (type, identifier) for ICMP in IPv4 and ICMPv6 in IPv6.
     pub icmp: Option<(u8, u16)>,
+    /// TCP: the SYN flag is set.
+    pub syn: bool,
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -116,11 +118,12 @@ pub fn parse(f: &[u8]) -> Result<Packet, Reason> {
         _ => return Err(Reason::OtherEtherType),
     };
     let need = |n: usize| if l4 + n > f.len() { Err(Reason::Malformed) } else { Ok(()) };
-    let mut p = Packet { v6, src, dst, protocol, ports: None, icmp: None };
+    let mut p = Packet { v6, src, dst, protocol, ports: None, icmp: None, syn: false };
     match protocol {
         TCP | UDP => {
             need(if protocol == TCP { 20 } else { 8 })?;
             p.ports = Some((be16(f, l4), be16(f, l4 + 2)));
+            p.syn = protocol == TCP && f[l4 + 13] & 0x02 != 0;
         }
         ICMP if !v6 => {
             need(8)?;
@@ -226,7 +229,9 @@ impl Reference {
             Direction::Ingress => (&self.ingress, p.src),
         };
         if let Some(i) = rule_match(rules, peer, p.ports.map(|(_, d)| d), p.protocol) {
-            if let Some(k) = key(&p, dir, echo_request) {
+            // A TCP flow is opened by a SYN only; UDP by any packet.
+            let opens = p.protocol != TCP || p.syn;
+            if let Some(k) = key(&p, dir, echo_request).filter(|_| opens) {
                 self.flows.entry(k).or_insert(dir);
             }
             return Reason::Rule(i);

@@ -162,6 +162,9 @@ pub enum Frag {
     Later(u16),
 }
 
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+
 /// An IP packet to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pkt {
@@ -178,6 +181,8 @@ pub struct Pkt {
     /// IPv6: extension headers (next-header numbers) before the transport
     /// header (after the fragment header, if any).
     pub ext: Vec<u8>,
+    /// TCP flags (byte 13 of the header): SYN 0x02, ACK 0x10, ...
+    pub tcp_flags: u8,
 }
 
 impl Pkt {
@@ -196,6 +201,10 @@ impl Pkt {
             t => t,
         };
         r.frag = Frag::None;
+        r.tcp_flags = match self.tcp_flags {
+            TCP_SYN => TCP_SYN | TCP_ACK,
+            _ => TCP_ACK,
+        };
         r
     }
 }
@@ -214,7 +223,7 @@ fn transport(p: &Pkt) -> Vec<u8> {
             t.extend(p.sport.to_be_bytes());
             t.extend(p.dport.to_be_bytes());
             if p.proto == 6 {
-                t.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+                t.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, p.tcp_flags, 0xff, 0xff, 0, 0, 0, 0]);
             } else {
                 t.extend(16u16.to_be_bytes());
                 t.extend([0, 0, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0x11, 0x22]);

@@ -199,11 +199,10 @@ pub fn run(h: &Harness) -> Result<Vec<Case>> {
         let i = SIZES.iter().position(|&s| s == row.rules).expect("a bench size");
         let prog = sets[i].get(row.direction);
         let verified = verified_insns(&loaded[i].progs[&row.direction].log.0);
-        let strategy = match prog.lpm {
-            [false, false] => "straight-line",
-            [true, true] => "LPM v4+v6",
-            [true, false] => "LPM v4",
-            [false, true] => "LPM v6",
+        let strategy = if prog.strategy[0] == prog.strategy[1] {
+            prog.strategy[0].name().to_string()
+        } else {
+            format!("v4 {}, v6 {}", prog.strategy[0].name(), prog.strategy[1].name())
         };
         let (med, lo) = (median(&row.samples), min(&row.samples));
         if row.rules == 1000 && row.direction == Direction::Egress {
