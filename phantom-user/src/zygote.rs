@@ -1,19 +1,26 @@
-//! Resident zygotes: a process per policy that loaded the bundle once,
-//! keeps a pool of fresh network namespaces, and spawns sandboxes on
-//! request over a unix socket. `phantom run` starts one on first use (when
+//! Resident zygotes: a process per policy that loaded the bundle once and
+//! keeps sandboxes prepared ahead of time (a [`Spawner`]), serving requests
+//! over a unix socket. `phantom run` starts one on first use (when
 //! `performance.zygote` is true) and later runs go through it; `phantom
 //! serve` runs one in the foreground.
 //!
 //! Protocol: one JSON request line, one JSON response line per connection.
-//! Only clients with the server's uid (or root) are served (SO_PEERCRED).
-//! The server exits after `idle` without requests and removes its socket.
+//! The request's first bytes carry descriptors (SCM_RIGHTS): the client's
+//! stdout and stderr when it asks for them to be passed through (the
+//! sandbox then writes to them directly), then a directory descriptor of
+//! the workspace when it names one (opened by the client, so it is the
+//! client's view of the path). Only clients with the server's uid (or root)
+//! are served (SO_PEERCRED). The server exits after `idle` without
+//! requests; prepared sandboxes are killed and everything they made is
+//! removed, and so is the socket.
 
 use crate::apply::LoadedBundle;
-use crate::spawn::netns::NetnsPool;
-use crate::spawn::{self, RunResult, SpawnRequest};
+use crate::spawn::{sys, RunResult, SpawnRequest, Spawner, Stdio};
 use phantom_dsl::ir::Policy;
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,10 +44,27 @@ pub enum ZygoteError {
 pub struct Request {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Sent as a directory descriptor; the path is informative.
     pub workspace: Option<PathBuf>,
     pub timeout_ms: Option<u64>,
     pub output_cap: usize,
 }
+
+/// What travels on the wire: the request and which descriptors come with it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Wire {
+    #[serde(flatten)]
+    req: Request,
+    /// stdout and stderr are attached (first two descriptors).
+    #[serde(default)]
+    pass_stdio: bool,
+    /// A workspace directory descriptor is attached (last).
+    #[serde(default)]
+    workspace_fd: bool,
+}
+
+/// Sandboxes a zygote keeps prepared.
+pub const POOL_SIZE: usize = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -84,7 +108,7 @@ pub fn serve(path: &Path, policy: Policy, bundle: LoadedBundle, idle: Duration) 
     }
     let listener = UnixListener::bind(path).map_err(err)?;
     listener.set_nonblocking(true).map_err(err)?;
-    let shared = Arc::new((policy, bundle, NetnsPool::new(4)));
+    let spawner = Arc::new(Spawner::new(&policy, &bundle, POOL_SIZE).map_err(|e| ZygoteError::Refused(e.to_string()))?);
     // SAFETY: geteuid has no arguments.
     let me = unsafe { libc::geteuid() };
     let last = Arc::new(AtomicU64::new(0));
@@ -94,12 +118,14 @@ pub fn serve(path: &Path, policy: Policy, bundle: LoadedBundle, idle: Duration) 
         match listener.accept() {
             Ok((stream, _)) => {
                 last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-                let shared = shared.clone();
+                let spawner = spawner.clone();
                 let last = last.clone();
                 let in_flight = in_flight.clone();
                 in_flight.fetch_add(1, Ordering::SeqCst);
                 std::thread::spawn(move || {
-                    let _ = handle(stream, &shared.0, &shared.1, &shared.2, me);
+                    let _ = handle(stream, &spawner, me);
+                    // Before counting out: the server's drop must be the last.
+                    drop(spawner);
                     last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
                     in_flight.fetch_sub(1, Ordering::SeqCst);
                 });
@@ -119,17 +145,15 @@ pub fn serve(path: &Path, policy: Policy, bundle: LoadedBundle, idle: Duration) 
             Err(e) => return Err(err(e)),
         }
     }
+    // Nobody new can connect; in-flight requests are done. Dropping the
+    // spawner kills the prepared sandboxes and removes what they made.
     let _ = std::fs::remove_file(path);
+    drop(listener);
+    drop(spawner);
     Ok(())
 }
 
-fn handle(
-    stream: UnixStream,
-    policy: &Policy,
-    bundle: &LoadedBundle,
-    pool: &NetnsPool,
-    me: u32,
-) -> std::io::Result<()> {
+fn handle(stream: UnixStream, spawner: &Spawner, me: u32) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     let mut out = stream.try_clone()?;
     let reply = |out: &mut UnixStream, r: Response| -> std::io::Result<()> {
@@ -141,38 +165,132 @@ fn handle(
         Some(uid) if uid == me || uid == 0 => {}
         other => return reply(&mut out, Response::Error(format!("uid {other:?} may not use this zygote"))),
     }
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
-    let req: Request = match serde_json::from_str(&line) {
+    // The first read carries the descriptors; the rest of the line follows.
+    let mut first = vec![0u8; 16 * 1024];
+    let (n, raw) = sys::recv_with_fds(stream.as_raw_fd(), &mut first, 3)?;
+    // SAFETY: descriptors just received, owned by nobody else.
+    let fds: Vec<OwnedFd> = raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect();
+    first.truncate(n);
+    let mut line = first;
+    if !line.contains(&b'\n') && n > 0 {
+        let mut rest = Vec::new();
+        BufReader::new(&stream).read_until(b'\n', &mut rest)?;
+        line.extend_from_slice(&rest);
+    }
+    let wire: Wire = match serde_json::from_slice(&line) {
         Ok(r) => r,
         Err(e) => return reply(&mut out, Response::Error(format!("bad request: {e}"))),
     };
+    let expected = 2 * usize::from(wire.pass_stdio) + usize::from(wire.workspace_fd);
+    if fds.len() != expected {
+        return reply(
+            &mut out,
+            Response::Error(format!("bad request: {} descriptors, expected {expected}", fds.len())),
+        );
+    }
+    let workspace = if wire.workspace_fd {
+        // The sandbox gets a copy of the tree this descriptor names.
+        Some(PathBuf::from(format!("/proc/self/fd/{}", fds[fds.len() - 1].as_raw_fd())))
+    } else {
+        None
+    };
+    let req = wire.req;
     let spawn_req = SpawnRequest {
         argv: req.argv,
         env: req.env,
-        workspace: req.workspace,
+        workspace,
         timeout: req.timeout_ms.map(Duration::from_millis),
         output_cap: req.output_cap,
     };
-    match spawn::run_with(policy, bundle, &spawn_req, Some(pool)) {
+    let stdio = if wire.pass_stdio {
+        Stdio::Pass { stdout: fds[0].as_fd_ref(), stderr: fds[1].as_fd_ref() }
+    } else {
+        Stdio::Capture
+    };
+    match spawner.run_stdio(&spawn_req, stdio) {
         Ok(r) => reply(&mut out, Response::Ok(Box::new(serde_json::to_value(r).map_err(std::io::Error::other)?))),
         Err(e) => reply(&mut out, Response::Error(e.to_string())),
     }
 }
 
-/// Runs one request through the zygote at `path`.
-pub fn run(path: &Path, req: &Request) -> Result<RunResult, ZygoteError> {
-    let err = |source| ZygoteError::Socket { path: path.display().to_string(), source };
-    let mut s = UnixStream::connect(path).map_err(err)?;
-    let mut line = serde_json::to_vec(req).map_err(|e| ZygoteError::Protocol(e.to_string()))?;
-    line.push(b'\n');
-    s.write_all(&line).map_err(err)?;
-    let mut resp = String::new();
-    BufReader::new(&s).read_line(&mut resp).map_err(err)?;
-    match serde_json::from_str::<Response>(&resp).map_err(|e| ZygoteError::Protocol(format!("{e}: {resp:?}")))? {
-        Response::Ok(v) => serde_json::from_value(*v).map_err(|e| ZygoteError::Protocol(e.to_string())),
-        Response::Error(e) => Err(ZygoteError::Refused(e)),
+trait AsFdRef {
+    fn as_fd_ref(&self) -> BorrowedFd<'_>;
+}
+impl AsFdRef for OwnedFd {
+    fn as_fd_ref(&self) -> BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self)
     }
+}
+
+/// Runs one request through the zygote at `path`, output captured.
+pub fn run(path: &Path, req: &Request) -> Result<RunResult, ZygoteError> {
+    run_passing(path, req, None)
+}
+
+/// Runs one request through the zygote at `path`; with `stdio`, the
+/// sandbox writes to these descriptors (stdout, stderr) directly. A
+/// workspace is sent as a directory descriptor opened here.
+pub fn run_passing(
+    path: &Path,
+    req: &Request,
+    stdio: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
+) -> Result<RunResult, ZygoteError> {
+    run_on(&connect(path)?, path, req, stdio)
+}
+
+/// Connects to the zygote at `path` (nothing is sent yet: a failure here
+/// means no request reached it).
+pub fn connect(path: &Path) -> Result<UnixStream, ZygoteError> {
+    UnixStream::connect(path).map_err(|source| ZygoteError::Socket { path: path.display().to_string(), source })
+}
+
+/// [`run_passing`] on a connection from [`connect`].
+pub fn run_on(
+    s: &UnixStream,
+    path: &Path,
+    req: &Request,
+    stdio: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
+) -> Result<RunResult, ZygoteError> {
+    let err = |source| ZygoteError::Socket { path: path.display().to_string(), source };
+    send_request(s, req, stdio).map_err(err)?;
+    read_response(s).map_err(err)?
+}
+
+fn send_request(s: &UnixStream, req: &Request, stdio: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>) -> std::io::Result<()> {
+    let mut fds = Vec::new();
+    if let Some((o, e)) = stdio {
+        fds.extend([o.as_raw_fd(), e.as_raw_fd()]);
+    }
+    let dir = match &req.workspace {
+        Some(w) => Some(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY)
+                .open(w)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("workspace {}: {e}", w.display())))?,
+        ),
+        None => None,
+    };
+    fds.extend(dir.as_ref().map(|d| d.as_raw_fd()));
+    let wire = Wire {
+        req: Request { workspace: req.workspace.clone(), ..req.clone() },
+        pass_stdio: stdio.is_some(),
+        workspace_fd: dir.is_some(),
+    };
+    let mut line = serde_json::to_vec(&wire).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    sys::send_with_fds(s.as_raw_fd(), &line, &fds)
+}
+
+fn read_response(s: &UnixStream) -> std::io::Result<Result<RunResult, ZygoteError>> {
+    let mut resp = Vec::new();
+    let mut r = s;
+    r.read_to_end(&mut resp)?;
+    Ok(match serde_json::from_slice::<Response>(&resp) {
+        Err(e) => Err(ZygoteError::Protocol(format!("{e}: {:?}", String::from_utf8_lossy(&resp)))),
+        Ok(Response::Ok(v)) => serde_json::from_value(*v).map_err(|e| ZygoteError::Protocol(e.to_string())),
+        Ok(Response::Error(e)) => Err(ZygoteError::Refused(e)),
+    })
 }
 
 /// Waits until something answers at `path`; tries at least once, so a zero

@@ -1,45 +1,15 @@
 //! Scale without residue: 1,000 sandboxes in a row and 50 at once leave no
-//! fd, mount, cgroup, scratch directory or zombie behind. One test in its
-//! own binary, so no other test changes the counts while it runs.
+//! fd, mount, cgroup, scratch directory or zombie behind, spawned directly
+//! and through a `Spawner` with prepared sandboxes (once it is dropped).
+//! One test in its own binary, so no other test changes the counts while
+//! it runs.
 
+mod common;
+
+use common::{count_fds, count_mounts, no_children_left, sandbox_residue as residue};
 use phantom_user::apply::LoadedBundle;
-use phantom_user::spawn::{run, SpawnRequest};
+use phantom_user::spawn::{run, SpawnRequest, Spawner};
 use std::time::Duration;
-
-fn count_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn count_mounts() -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count()
-}
-
-/// Cgroup directories and scratch directories named after this test's runs.
-fn residue(profile: &str) -> Vec<String> {
-    let tag = format!("{profile}-{}-", std::process::id());
-    let mut out = Vec::new();
-    let mut scan = |dir: &str| {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if name.contains(&tag) {
-                    out.push(format!("{dir}/{name}"));
-                }
-            }
-        }
-    };
-    for c in ["unified/phantom", "phantom", "memory/phantom", "pids/phantom", "cpu/phantom"] {
-        scan(&format!("/sys/fs/cgroup/{c}"));
-    }
-    scan(std::env::temp_dir().to_str().unwrap());
-    out
-}
-
-fn no_children_left() -> bool {
-    // SAFETY: non-blocking wait for any child; ECHILD means none exist.
-    let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
-    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
-}
 
 #[test]
 fn a_thousand_spawns_and_fifty_concurrent_leave_nothing_behind() {
@@ -79,6 +49,25 @@ fn a_thousand_spawns_and_fifty_concurrent_leave_nothing_behind() {
     }
     // All 50 slept at the same time, not one after the other.
     assert!(concurrent < Duration::from_secs(20), "50 concurrent sandboxes took {concurrent:?}");
+
+    // The same through a pool of prepared sandboxes; dropping the spawner
+    // kills the unused ones and removes everything.
+    let spawner = Spawner::new(&policy, &bundle, 4).unwrap();
+    for i in 0..1000 {
+        let r = spawner.run(&req(&["/bin/true"])).unwrap_or_else(|e| panic!("pooled spawn {i}: {e}"));
+        assert_eq!(r.exit_code, Some(0), "pooled spawn {i}: {r:?}");
+    }
+    let pooled: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            (0..50).map(|_| s.spawn(|| spawner.run(&req(&["/bin/sh", "-c", "sleep 0.5; echo done"])))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &pooled {
+        let r = r.as_ref().unwrap();
+        assert_eq!((r.exit_code, r.stdout.as_str()), (Some(0), "done\n"), "{r:?}");
+    }
+    assert!(spawner.wait_full(Duration::from_secs(20)), "the pool did not refill: {:?}", spawner.refill_error());
+    drop(spawner);
 
     assert_eq!(count_fds(), fds, "file descriptors leaked");
     assert_eq!(count_mounts(), mounts, "mounts leaked into the supervisor's namespace");

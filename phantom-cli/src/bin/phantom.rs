@@ -8,6 +8,7 @@ use phantom_user::apply::LoadedBundle;
 use phantom_user::loader;
 use phantom_user::spawn::{self, RunResult, SpawnRequest};
 use phantom_user::zygote;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -196,8 +197,10 @@ fn run_command(
     let workspace = workspace.map(|w| w.canonicalize()).transpose().context("--workspace")?;
     let req = SpawnRequest { argv: command, env: Vec::new(), workspace, timeout, output_cap: opts.output_cap };
     let (json, quiet) = (opts.json, opts.quiet);
+    // Without --json, the sandbox writes to our stdout and stderr itself.
+    let pass = !json;
     let via_zygote = if policy.performance.zygote && !opts.no_zygote {
-        match through_zygote(policy_path, &policy, &key, &req) {
+        match through_zygote(policy_path, &policy, &key, &req, pass) {
             Ok(r) => Some(r),
             Err(e) => {
                 if !quiet {
@@ -211,6 +214,11 @@ fn run_command(
     };
     let result: RunResult = match via_zygote {
         Some(r) => r,
+        None if pass => {
+            let (out, err) = (std::io::stdout(), std::io::stderr());
+            let stdio = spawn::Stdio::Pass { stdout: out.as_fd(), stderr: err.as_fd() };
+            spawn::run_stdio(&policy, &bundle, &req, stdio)?
+        }
         None => spawn::run(&policy, &bundle, &req)?,
     };
     if json {
@@ -247,32 +255,41 @@ fn run_command(
     }))
 }
 
-/// Runs through the policy's resident zygote, starting it if needed.
+/// Runs through the policy's resident zygote, starting it if needed. With
+/// `pass`, the sandbox writes to our stdout and stderr directly.
 fn through_zygote(
     policy_path: &Path,
     policy: &phantom_dsl::ir::Policy,
     key: &str,
     req: &SpawnRequest,
+    pass: bool,
 ) -> Result<RunResult> {
     let path = zygote::socket_path(&policy.profile, key);
-    if !zygote::wait_ready(&path, std::time::Duration::ZERO) {
-        let exe = std::env::current_exe()?;
-        let abs = policy_path.canonicalize()?;
-        let mut cmd = std::process::Command::new(exe);
-        cmd.args(["serve", "--policy"]).arg(&abs).arg("--socket").arg(&path).args(["--idle-timeout", "5m"]);
-        cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        // SAFETY: setsid in the child before exec; no allocation.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                libc::setsid();
-                Ok(())
-            });
+    // One connection: it is the request's when the zygote is up.
+    let stream = match zygote::connect(&path) {
+        Ok(s) => s,
+        Err(_) => {
+            let exe = std::env::current_exe()?;
+            let abs = policy_path.canonicalize()?;
+            let mut cmd = std::process::Command::new(exe);
+            cmd.args(["serve", "--policy"]).arg(&abs).arg("--socket").arg(&path).args(["--idle-timeout", "5m"]);
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            // SAFETY: setsid in the child before exec; no allocation.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+            cmd.spawn().context("starting the zygote")?;
+            if !zygote::wait_ready(&path, std::time::Duration::from_secs(3)) {
+                bail!("the zygote did not come up at {}", path.display());
+            }
+            zygote::connect(&path)?
         }
-        cmd.spawn().context("starting the zygote")?;
-        if !zygote::wait_ready(&path, std::time::Duration::from_secs(3)) {
-            bail!("the zygote did not come up at {}", path.display());
-        }
-    }
+    };
     let zreq = zygote::Request {
         argv: req.argv.clone(),
         env: req.env.clone(),
@@ -280,7 +297,9 @@ fn through_zygote(
         timeout_ms: req.timeout.map(|t| t.as_millis() as u64),
         output_cap: req.output_cap,
     };
-    Ok(zygote::run(&path, &zreq)?)
+    let (out, err) = (std::io::stdout(), std::io::stderr());
+    let stdio = pass.then(|| (out.as_fd(), err.as_fd()));
+    Ok(zygote::run_on(&stream, &path, &zreq, stdio)?)
 }
 
 /// `load`, `unload` and `status` exit with 1 (not 125) on failure.

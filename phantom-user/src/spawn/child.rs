@@ -1,16 +1,23 @@
-//! The child side of a spawn: everything between clone and exec. Any
-//! failure is written to the status pipe as `error\t<stage>\t<message>` and
-//! the child exits 127; the supervisor turns that into a `SpawnError`.
+//! The child side of a spawn: everything between clone and exec, in two
+//! halves. Preparing (no request needed): identity, the pivoted root,
+//! hostname, loopback; then every other descriptor is closed, `ready` is
+//! reported and the sandbox waits for one [`Handover`]. Finishing (per
+//! request): stdio, the workspace tree at `/workspace`, `setsid`, rlimits,
+//! Landlock, `no_new_privs`, close fds, seccomp last, exec. A pooled sandbox
+//! runs the first half ahead of time; a direct spawn runs both back to back.
+//!
+//! Any failure is written to the status pipe as
+//! `error\t<stage>\t<message>` and the child exits 127; the supervisor turns
+//! that into a `SpawnError`.
 
+use super::handover::Handover;
 use super::rootfs::RootPlan;
+use super::spec::SANDBOX_PATH;
 use super::sys;
 use phantom_ebpf::landlock::LandlockRuleset;
 use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::RawFd;
-
-/// The PATH of the sandbox's environment.
-pub(super) const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
 
 /// Everything the child needs, prepared by the supervisor before clone.
 pub(super) struct ChildPlan {
@@ -30,13 +37,11 @@ pub(super) struct ChildPlan {
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
     pub landlock: Option<LandlockRuleset>,
     pub seccomp: Option<Vec<u8>>,
-    pub argv: Vec<CString>,
-    pub envp: Vec<CString>,
-    pub stdin: RawFd,
-    pub stdout: RawFd,
-    pub stderr: RawFd,
-    /// Write end, close-on-exec: errors and the Landlock report.
+    /// Write end, close-on-exec: the sandbox's pid, `ready`, errors and the
+    /// Landlock report.
     pub status: RawFd,
+    /// The sandbox's end of the control socket: one [`Handover`] arrives here.
+    pub control: RawFd,
 }
 
 struct Fail(&'static str, String);
@@ -154,6 +159,20 @@ fn child_main(plan: &ChildPlan) -> ! {
 }
 
 fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
+    prepare(plan)?;
+    write_status(plan.status, "ready");
+    let req = match Handover::recv(plan.control) {
+        Ok(Some(r)) => r,
+        // The pool was shut down before this sandbox was used.
+        // SAFETY: exit without unwinding.
+        Ok(None) => unsafe { libc::_exit(0) },
+        Err(e) => return Err(Fail("handover", e.to_string())),
+    };
+    finish(plan, &req)
+}
+
+/// The first half: everything that does not depend on the request.
+fn prepare(plan: &ChildPlan) -> Result<(), Fail> {
     if plan.isolated {
         // Our kernel uid is still host root, unmapped in the new user
         // namespace; switch to the mapped uid/gid 0.
@@ -171,12 +190,6 @@ fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
     }
     // After the credential change, which clears it.
     stage("parent death signal", sys::set_parent_death_signal())?;
-    for (from, to) in [(plan.stdin, 0), (plan.stdout, 1), (plan.stderr, 2)] {
-        // SAFETY: dup2 on fds we own.
-        if unsafe { libc::dup2(from, to) } < 0 {
-            return Err(Fail("stdio", std::io::Error::last_os_error().to_string()));
-        }
-    }
     if let Some(root) = &plan.root {
         root.execute().map_err(|e| Fail("root filesystem", e))?;
     }
@@ -188,6 +201,41 @@ fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
     }
     if plan.loopback_up {
         stage("loopback", sys::loopback_up())?;
+    }
+    // Nothing inherited from the supervisor survives the wait (other
+    // sandboxes' pipes and sockets included): only the status pipe and
+    // the control socket.
+    sys::close_fds_from(0, &[plan.status, plan.control]);
+    Ok(())
+}
+
+/// The second half: the request's stdio and workspace, then every layer
+/// that restricts the process, seccomp last, and exec.
+fn finish(plan: &ChildPlan, req: &Handover) -> Result<std::convert::Infallible, Fail> {
+    // Received descriptors may have landed on 0..2 (closed while waiting):
+    // lift them first, so no dup2 below is a no-op or clobbers another.
+    let mut stdio = req.stdio;
+    for fd in &mut stdio {
+        if *fd < 3 {
+            // SAFETY: duplicating a descriptor we own.
+            *fd = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3) };
+        }
+    }
+    for (from, to) in stdio.iter().zip(0..) {
+        // SAFETY: dup2 on fds we received (dup2 clears close-on-exec on the copy).
+        if *from < 0 || unsafe { libc::dup2(*from, to) } < 0 {
+            return Err(Fail("stdio", std::io::Error::last_os_error().to_string()));
+        }
+    }
+    if let Some(tree) = req.workspace {
+        stage("workspace", sys::move_mount_to(tree, c"/workspace"))?;
+    }
+    stage("working directory", sys::chdir(&req.cwd))?;
+    if plan.isolated {
+        // No controlling terminal: a passed-through tty cannot be used to
+        // inject input (TIOCSTI) into the caller's session.
+        // SAFETY: setsid has no arguments.
+        unsafe { libc::setsid() };
     }
     for (res, v) in &plan.rlimits {
         stage("rlimit", sys::set_rlimit(*res, *v))?;
@@ -202,15 +250,15 @@ fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
     if let Some(filter) = &plan.seccomp {
         stage("seccomp", crate::seccomp::install(filter))?;
     }
-    let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
+    let mut argv: Vec<*const libc::c_char> = req.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|a| a.as_ptr()).collect();
+    let mut envp: Vec<*const libc::c_char> = req.envp.iter().map(|a| a.as_ptr()).collect();
     envp.push(std::ptr::null());
     // PATH lookup inside the sandbox's root, with the sandbox's PATH (glibc's
     // execvpe would search the supervisor's PATH).
-    let name = plan.argv[0].to_bytes();
+    let name = req.argv[0].to_bytes();
     let candidates: Vec<CString> = if name.contains(&b'/') {
-        vec![plan.argv[0].clone()]
+        vec![req.argv[0].clone()]
     } else {
         SANDBOX_PATH.split(':').filter_map(|d| CString::new([d.as_bytes(), b"/", name].concat()).ok()).collect()
     };
@@ -224,5 +272,5 @@ fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
             break;
         }
     }
-    Err(Fail("exec", format!("{}: {last}", plan.argv[0].to_string_lossy())))
+    Err(Fail("exec", format!("{}: {last}", req.argv[0].to_string_lossy())))
 }

@@ -1,10 +1,12 @@
 //! The sandbox spawner: one command in fresh namespaces with every process
 //! layer of a compiled bundle.
 //!
-//! Order of work (child side, between clone and exec): wait for the
-//! supervisor to write the uid/gid maps and place the child in its v1
-//! cgroups; build the root (`rootfs`); hostname; loopback; rlimits;
-//! Landlock; `no_new_privs`; seccomp last; close every other fd; exec.
+//! Every sandbox is first prepared (`prepare`: cgroups, the first stage,
+//! the command process in its namespaces with its root pivoted, waiting on
+//! a control socket), then handed one request (`handover`) and finished
+//! (`child`: stdio, workspace, rlimits, Landlock, `no_new_privs`, close
+//! fds, seccomp last, exec). [`run`] does both back to back; a
+//! [`Spawner`] keeps sandboxes prepared ahead of time (`pool`).
 //!
 //! Identity: the sandbox's uid/gid 0..65535 map to the host range starting
 //! at [`SANDBOX_ID_BASE`], never to host root. The workspace is handed to
@@ -12,13 +14,18 @@
 
 pub mod cgroup;
 mod child;
+mod handover;
 pub mod netns;
+mod pool;
+mod prepare;
 mod rootfs;
+mod spec;
 mod supervisor;
 mod supervisor_io;
 pub(crate) mod sys;
 
-pub use supervisor::{run, run_with};
+pub use pool::Spawner;
+pub use supervisor::{run, run_stdio, run_with, Stdio};
 
 use crate::report::Enforcement;
 use serde::{Deserialize, Serialize};

@@ -49,6 +49,8 @@ struct State {
     empty: VecDeque<OwnedFd>,
     loopback: VecDeque<OwnedFd>,
     stop: bool,
+    /// The filler, joined by the last handle's drop.
+    filler: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Keeps `target` namespaces of each kind ready.
@@ -63,9 +65,11 @@ impl NetnsPool {
     pub fn new(target: usize) -> NetnsPool {
         let inner = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let pool = NetnsPool { inner: inner.clone(), target };
-        std::thread::Builder::new()
+        let filler_inner = inner.clone();
+        let filler = std::thread::Builder::new()
             .name("phantom-netns-pool".into())
             .spawn(move || {
+                let inner = filler_inner;
                 let (lock, cv) = &*inner;
                 loop {
                     let need = {
@@ -85,6 +89,9 @@ impl NetnsPool {
                     match create(need) {
                         Ok(fd) => {
                             let mut s = lock.lock().expect("pool lock");
+                            if s.stop {
+                                return;
+                            }
                             match need {
                                 NetKind::Empty => s.empty.push_back(fd),
                                 NetKind::Loopback => s.loopback.push_back(fd),
@@ -96,6 +103,7 @@ impl NetnsPool {
                 }
             })
             .expect("spawn the netns pool thread");
+        inner.0.lock().expect("pool lock").filler = Some(filler);
         pool
     }
 
@@ -119,13 +127,22 @@ impl NetnsPool {
 
 impl Drop for NetnsPool {
     fn drop(&mut self) {
-        // The last handle stops the filler.
-        if Arc::strong_count(&self.inner) == 2 {
+        // The last handle stops the filler, waits for it and closes the
+        // namespaces nobody took.
+        if Arc::strong_count(&self.inner) <= 2 {
             let (lock, cv) = &*self.inner;
-            if let Ok(mut s) = lock.lock() {
+            let filler = lock.lock().ok().and_then(|mut s| {
                 s.stop = true;
-            }
+                s.filler.take()
+            });
             cv.notify_all();
+            if let Some(t) = filler {
+                let _ = t.join();
+            }
+            if let Ok(mut s) = lock.lock() {
+                s.empty.clear();
+                s.loopback.clear();
+            }
         }
     }
 }

@@ -19,14 +19,15 @@ fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Reads both pipes until they close, keeping `cap` bytes of each. On
-/// timeout, kills the sandbox's pid 1 (every process in the sandbox dies
-/// with it) and the first stage `pid`.
+/// Reads both pipes (when output is captured) until they close and the
+/// first stage `pid` has exited, keeping `cap` bytes of each. On timeout,
+/// kills the sandbox's pid 1 (every process in the sandbox dies with it)
+/// and the first stage.
 pub(super) fn relay(
     pid: libc::pid_t,
     sandbox_pid: Option<libc::pid_t>,
-    out: OwnedFd,
-    err: OwnedFd,
+    out: Option<OwnedFd>,
+    err: Option<OwnedFd>,
     cap: usize,
     timeout: Option<Duration>,
 ) -> Relayed {
@@ -34,10 +35,11 @@ pub(super) fn relay(
         Relayed { stdout: Vec::new(), stderr: Vec::new(), stdout_dropped: 0, stderr_dropped: 0, timed_out: false };
     let deadline = timeout.map(|t| Instant::now() + t);
     let pidfd = pidfd_open(pid);
-    let mut open = [true, true];
-    let mut exited = false;
+    let mut open = [out.is_some(), err.is_some()];
+    // Without a pidfd, the pipes closing is the only end we can see.
+    let mut exited = pidfd.is_none();
     let mut buf = vec![0u8; 64 * 1024];
-    while open[0] || open[1] {
+    while open[0] || open[1] || !exited {
         let wait_ms = match deadline {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
@@ -62,8 +64,8 @@ pub(super) fn relay(
             None => -1,
         };
         let mut fds = [
-            libc::pollfd { fd: if open[0] { out.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: if open[1] { err.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: raw(open[0], &out), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: raw(open[1], &err), events: libc::POLLIN, revents: 0 },
             libc::pollfd {
                 fd: if exited { -1 } else { pidfd.as_ref().map_or(-1, |f| f.as_raw_fd()) },
                 events: libc::POLLIN,
@@ -86,9 +88,7 @@ pub(super) fn relay(
                 .into_iter()
                 .enumerate()
         {
-            if !open[i] || fds[i].revents == 0 {
-                continue;
-            }
+            let Some(fd) = fd.as_ref().filter(|_| open[i] && fds[i].revents != 0) else { continue };
             // SAFETY: reading into our buffer from a pipe we own.
             let got = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if got <= 0 {
@@ -104,6 +104,10 @@ pub(super) fn relay(
         }
     }
     r
+}
+
+fn raw(open: bool, fd: &Option<OwnedFd>) -> i32 {
+    fd.as_ref().filter(|_| open).map_or(-1, |f| f.as_raw_fd())
 }
 
 /// Waits for the child; returns its wait status and resource usage.

@@ -207,3 +207,197 @@ pub fn close_fds_from(from: i32, keep: &[i32]) {
         lo = k.saturating_add(1);
     }
 }
+
+/// Sends `data` with `fds` attached (SCM_RIGHTS) on a unix socket; the rest
+/// of `data` after a short first send is written plainly.
+pub fn send_with_fds(sock: i32, data: &[u8], fds: &[i32]) -> io::Result<()> {
+    let space = cmsg_space(fds.len());
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+    // SAFETY: zeroed msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: the control buffer has room for one header with fds.len() ints.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast::<i32>(), fds.len());
+        }
+    }
+    let sent = loop {
+        // SAFETY: msg describes valid buffers.
+        let r = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
+        if r >= 0 {
+            break r as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    };
+    write_all(sock, &data[sent..])
+}
+
+/// Writes all of `data` to `fd` (no SIGPIPE).
+pub fn write_all(fd: i32, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: data is a valid buffer; send never raises SIGPIPE with MSG_NOSIGNAL.
+        let r = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        data = &data[r as usize..];
+    }
+    Ok(())
+}
+
+fn cmsg_space(n: usize) -> usize {
+    // SAFETY: CMSG_SPACE is arithmetic.
+    unsafe { libc::CMSG_SPACE((n * std::mem::size_of::<i32>()) as u32) as usize }
+}
+
+/// Receives into `buf` with up to `max_fds` descriptors (close-on-exec);
+/// returns the bytes read (0 at EOF) and the descriptors, which the caller
+/// owns. A message whose descriptors did not fit is an error.
+pub fn recv_with_fds(sock: i32, buf: &mut [u8], max_fds: usize) -> io::Result<(usize, Vec<i32>)> {
+    let space = cmsg_space(max_fds);
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: zeroed msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    let n = loop {
+        // SAFETY: msg describes valid buffers.
+        let r = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if r >= 0 {
+            break r as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    };
+    let mut fds = Vec::new();
+    // SAFETY: walking the control messages the kernel wrote into `control`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<i32>();
+                let data = libc::CMSG_DATA(c).cast::<i32>();
+                for i in 0..count {
+                    fds.push(std::ptr::read_unaligned(data.add(i)));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        for fd in &fds {
+            // SAFETY: closing descriptors we just received.
+            unsafe { libc::close(*fd) };
+        }
+        return Err(io::Error::other("more descriptors than expected were sent"));
+    }
+    Ok((n, fds))
+}
+
+/// Reads exactly `buf.len()` bytes.
+pub fn read_exact(fd: i32, mut buf: &mut [u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: reading into a valid buffer.
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf = &mut buf[r as usize..];
+    }
+    Ok(())
+}
+
+const OPEN_TREE_CLONE: u32 = 1;
+const AT_RECURSIVE: u32 = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: u32 = 4;
+const MOUNT_ATTR_NOSUID: u64 = 2;
+const MOUNT_ATTR_NODEV: u64 = 4;
+
+/// A detached copy of the mount tree at `dirfd` (open_tree with
+/// OPEN_TREE_CLONE, recursive), nosuid and nodev; the sandbox attaches it
+/// with [`move_mount_to`]. Needs CAP_SYS_ADMIN (the supervisor).
+pub fn clone_tree(dirfd: i32) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: open_tree on a valid fd with an empty path.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            dirfd,
+            c"".as_ptr(),
+            OPEN_TREE_CLONE | AT_RECURSIVE | libc::AT_EMPTY_PATH as u32 | libc::O_CLOEXEC as u32,
+        )
+    })? as i32;
+    // SAFETY: a fresh fd we own.
+    let tree = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // struct mount_attr { attr_set, attr_clr, propagation, userns_fd }
+    let attr: [u64; 4] = [MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0];
+    // SAFETY: mount_setattr on the detached tree with a valid mount_attr.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as u32 | AT_RECURSIVE,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    })?;
+    Ok(tree)
+}
+
+/// Attaches the detached tree `tree` at `target`.
+pub fn move_mount_to(tree: i32, target: &CStr) -> io::Result<()> {
+    // SAFETY: move_mount with an fd and NUL-terminated paths.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+    .map(|_| ())
+}
+
+/// A connected pair of close-on-exec unix stream sockets.
+pub fn socketpair() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid 2-element array.
+    check_int(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
+    // SAFETY: two fresh fds we own.
+    Ok(unsafe {
+        (
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[0]),
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]),
+        )
+    })
+}

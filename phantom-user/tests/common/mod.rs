@@ -61,3 +61,42 @@ pub fn in_cgroup(cgroup: &std::path::Path, f: impl FnOnce() -> Result<(), String
     });
     assert_eq!(end, ChildEnd::Exited(0), "the child in the cgroup failed (its message is above)");
 }
+
+/// Cgroup directories and scratch directories of this process's sandboxes
+/// of `profile` (named `<profile>-<pid>-<n>`).
+pub fn sandbox_residue(profile: &str) -> Vec<String> {
+    let tag = format!("{profile}-{}-", std::process::id());
+    let mut out = Vec::new();
+    let mut scan = |dir: &str| {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.contains(&tag) {
+                    out.push(format!("{dir}/{name}"));
+                }
+            }
+        }
+    };
+    for c in ["unified/phantom", "phantom", "memory/phantom", "pids/phantom", "cpu/phantom"] {
+        scan(&format!("/sys/fs/cgroup/{c}"));
+    }
+    scan(std::env::temp_dir().to_str().expect("utf-8 temp dir"));
+    out
+}
+
+/// Mounts in this process's mount namespace.
+pub fn count_mounts() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo").lines().count()
+}
+
+/// Open descriptors of this process.
+pub fn count_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+}
+
+/// Whether every child of this process has been reaped.
+pub fn no_children_left() -> bool {
+    // SAFETY: non-blocking wait for any child; ECHILD means none exist.
+    let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
+}

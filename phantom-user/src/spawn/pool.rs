@@ -1,0 +1,222 @@
+//! A resident spawner: keeps a few sandboxes of one policy prepared ahead
+//! of time (namespaces, pivoted root, cgroups with cgroup-BPF attached,
+//! waiting for a handover), refilled by a background thread, so a request
+//! only pays for the handover, Landlock, seccomp and exec. Teardown (cgroup
+//! and directory removal) happens on another thread after the result is
+//! returned. The zygote serves through one; a host program can use one
+//! directly (same code path).
+//!
+//! Invariants: a prepared sandbox serves exactly one request (it is moved
+//! out of the pool, and the sandbox reads one handover then execs or
+//! exits); every sandbox is built from the same [`Spec`] as a direct spawn,
+//! so it has the same layers; when the pool is empty or cannot be filled,
+//! a request prepares its own sandbox the same way, inline.
+
+use super::netns::NetnsPool;
+use super::prepare::{prepare, Leftovers, Prepared};
+use super::spec::Spec;
+use super::supervisor::{check, execute, Stdio};
+use super::{RunResult, SpawnError, SpawnRequest};
+use crate::apply::LoadedBundle;
+use phantom_dsl::ir::Policy;
+use std::collections::VecDeque;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// After this many failed preparations in a row the pool stops refilling
+/// (requests then prepare inline and report the real error).
+const MAX_FAILURES: u32 = 8;
+
+#[derive(Default)]
+struct State {
+    ready: VecDeque<Prepared>,
+    stop: bool,
+    failures: u32,
+    last_error: Option<String>,
+}
+
+struct Shared {
+    spec: Spec,
+    netns: NetnsPool,
+    target: usize,
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+/// Keeps `size` sandboxes of one policy prepared.
+pub struct Spawner {
+    shared: Arc<Shared>,
+    refill: Option<std::thread::JoinHandle<()>>,
+    cleaner: Option<(mpsc::Sender<Leftovers>, std::thread::JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawner")
+            .field("profile", &self.shared.spec.policy.profile)
+            .field("ready", &self.ready())
+            .finish()
+    }
+}
+
+impl Spawner {
+    /// Checks the policy (fails closed on required layers it cannot
+    /// enforce) and starts preparing `size` sandboxes in the background.
+    pub fn new(policy: &Policy, bundle: &LoadedBundle, size: usize) -> Result<Spawner, SpawnError> {
+        let spec = Spec::new(policy, bundle)?;
+        let shared = Arc::new(Shared {
+            spec,
+            netns: NetnsPool::new(size.clamp(1, 4)),
+            target: size,
+            state: Mutex::new(State::default()),
+            cv: Condvar::new(),
+        });
+        let s = shared.clone();
+        // This thread forks every pooled sandbox and lives as long as they
+        // may: their first stage dies with it (PR_SET_PDEATHSIG).
+        let refill = std::thread::Builder::new()
+            .name("phantom-prepare".into())
+            .spawn(move || refill(&s))
+            .map_err(SpawnError::io("spawn the prepare thread"))?;
+        let (tx, rx) = mpsc::channel::<Leftovers>();
+        let cleaner = std::thread::Builder::new()
+            .name("phantom-teardown".into())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .map_err(SpawnError::io("spawn the teardown thread"))?;
+        Ok(Spawner { shared, refill: Some(refill), cleaner: Some((tx, cleaner)) })
+    }
+
+    /// Runs `req` with captured output.
+    pub fn run(&self, req: &SpawnRequest) -> Result<RunResult, SpawnError> {
+        self.run_stdio(req, Stdio::Capture)
+    }
+
+    /// Runs `req` in a prepared sandbox (or one prepared now, when none is
+    /// ready). Returns as soon as the command has exited and been reaped;
+    /// its cgroups and directories are removed afterwards.
+    pub fn run_stdio(&self, req: &SpawnRequest, stdio: Stdio<'_>) -> Result<RunResult, SpawnError> {
+        let start = Instant::now();
+        check(req)?;
+        let spec = &self.shared.spec;
+        let mut attempt = 0;
+        loop {
+            let prepared = match self.take() {
+                Some(p) => p,
+                None => prepare(spec, Some(&self.shared.netns))?,
+            };
+            match execute(spec, prepared, req, stdio, start) {
+                Ok((result, leftovers)) => {
+                    self.teardown(leftovers);
+                    return Ok(result);
+                }
+                // The sandbox died while waiting: nothing ran; take another.
+                Err(e) if e.retry && attempt < 2 => attempt += 1,
+                Err(e) => return Err(e.into_inner()),
+            }
+        }
+    }
+
+    fn take(&self) -> Option<Prepared> {
+        let mut s = self.shared.state.lock().ok()?;
+        let p = s.ready.pop_front();
+        self.shared.cv.notify_all();
+        p
+    }
+
+    fn teardown(&self, leftovers: Leftovers) {
+        match &self.cleaner {
+            Some((tx, _)) => {
+                if let Err(mpsc::SendError(l)) = tx.send(leftovers) {
+                    drop(l);
+                }
+            }
+            None => drop(leftovers),
+        }
+    }
+
+    /// How many sandboxes are prepared right now.
+    pub fn ready(&self) -> usize {
+        self.shared.state.lock().map_or(0, |s| s.ready.len())
+    }
+
+    /// The pool's size.
+    pub fn target(&self) -> usize {
+        self.shared.target
+    }
+
+    /// Waits until the pool is full (or `within` passes, or it stopped
+    /// refilling); returns whether it is full.
+    pub fn wait_full(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let Ok(mut s) = self.shared.state.lock() else { return false };
+        while s.ready.len() < self.shared.target && s.failures < MAX_FAILURES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = match self.shared.cv.wait_timeout(s, left) {
+                Ok((g, _)) => g,
+                Err(_) => return false,
+            };
+        }
+        s.ready.len() >= self.shared.target
+    }
+
+    /// Why the pool stopped refilling, if it did.
+    pub fn refill_error(&self) -> Option<String> {
+        self.shared.state.lock().ok().and_then(|s| (s.failures >= MAX_FAILURES).then(|| s.last_error.clone()).flatten())
+    }
+}
+
+fn refill(shared: &Shared) {
+    loop {
+        {
+            let Ok(mut s) = shared.state.lock() else { return };
+            while !s.stop && (s.ready.len() >= shared.target || s.failures >= MAX_FAILURES) {
+                s = match shared.cv.wait(s) {
+                    Ok(g) => g,
+                    Err(_) => return,
+                };
+            }
+            if s.stop {
+                // Unused sandboxes are killed, reaped and removed here, by
+                // the thread that forked them.
+                s.ready.clear();
+                return;
+            }
+        }
+        let made = prepare(&shared.spec, Some(&shared.netns));
+        let Ok(mut s) = shared.state.lock() else { return };
+        match made {
+            Ok(p) => {
+                s.failures = 0;
+                s.ready.push_back(p);
+            }
+            Err(e) => {
+                s.failures += 1;
+                s.last_error = Some(e.to_string());
+                drop(s);
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        }
+        shared.cv.notify_all();
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.shared.state.lock() {
+            s.stop = true;
+        }
+        self.shared.cv.notify_all();
+        if let Some(t) = self.refill.take() {
+            let _ = t.join();
+        }
+        if let Some((tx, t)) = self.cleaner.take() {
+            drop(tx);
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Preparing a sandbox before its request is known: scratch directories,
+//! the cgroups (with the cgroup-BPF programs attached), the first stage and
+//! the command process in its namespaces with its root pivoted, waiting
+//! for one [`super::handover::Handover`]. A [`Prepared`] sandbox is consumed
+//! by the run that uses it; dropped unused, it is killed and reaped and its
+//! cgroups and directories are removed.
+
+use super::cgroup::{LimitsReport, SandboxCgroup};
+use super::child::{stage1_main, ChildPlan};
+use super::netns::{NetKind, NetnsPool};
+use super::rootfs::RootPlan;
+use super::spec::Spec;
+use super::{sys, LayerStatus, SpawnError, SANDBOX_ID_BASE};
+use crate::cgroup_bpf::Attachment;
+use crate::report::Enforcement;
+use phantom_dsl::ir::NetMode;
+use std::ffi::CString;
+use std::io::BufRead;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static RUNS: AtomicU64 = AtomicU64::new(0);
+
+pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid 2-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(SpawnError::Io { what: "pipe".into(), source: std::io::Error::last_os_error() });
+    }
+    // SAFETY: pipe2 returned two fresh descriptors that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn chown_tree(p: &Path, uid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid))?;
+    if p.is_dir() && !p.is_symlink() {
+        for e in std::fs::read_dir(p)? {
+            chown_tree(&e?.path(), uid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Scratch directories of one sandbox (its root mount point and its fresh
+/// workspace), removed on drop.
+#[derive(Debug)]
+pub(super) struct Scratch {
+    pub base: PathBuf,
+    pub workspace: PathBuf,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(self.base.join("root"));
+        let _ = std::fs::remove_dir_all(&self.workspace);
+        let _ = std::fs::remove_dir(&self.base);
+    }
+}
+
+/// What a sandbox leaves behind once its processes are gone; dropping it
+/// detaches the programs, then removes the cgroups and the directories.
+/// A resident spawner drops it after the result is handed back.
+#[derive(Debug)]
+pub struct Leftovers {
+    cgroup_bpf: Option<Attachment>,
+    cgroup: Option<SandboxCgroup>,
+    scratch: Option<Scratch>,
+}
+
+impl Leftovers {
+    /// Peak memory of the sandbox's cgroup, and whether its limit killed
+    /// something.
+    pub fn memory(&self) -> (Option<u64>, bool) {
+        self.cgroup.as_ref().map_or((None, false), |c| (c.memory_peak(), c.oom_killed()))
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        drop(self.cgroup_bpf.take()); // detach before the cgroup goes
+        if let Some(mut c) = self.cgroup.take() {
+            let _ = c.remove();
+        }
+        drop(self.scratch.take());
+    }
+}
+
+/// A sandbox waiting for its request.
+pub(super) struct Prepared {
+    /// The first stage (our child); it exits as the command does.
+    pub pid: libc::pid_t,
+    /// Pid 1 of the sandbox (host pid), killed on timeout.
+    pub sandbox_pid: Option<libc::pid_t>,
+    /// The supervisor's end of the control socket.
+    pub control: OwnedFd,
+    /// The status pipe, read up to `ready`; the rest comes after handover.
+    status: Option<std::io::BufReader<std::fs::File>>,
+    pub limits: LimitsReport,
+    /// cgroup-BPF's line of the enforcement report (sandbox modes).
+    pub cgroup_bpf_status: Option<LayerStatus>,
+    leftovers: Option<Leftovers>,
+    /// Kill and reap on drop (until a run takes the sandbox over).
+    armed: bool,
+}
+
+impl Prepared {
+    /// The sandbox's scratch workspace (used when a request names none).
+    pub fn scratch_workspace(&self) -> &Path {
+        &self.leftovers.as_ref().and_then(|l| l.scratch.as_ref()).expect("scratch lives until the run ends").workspace
+    }
+
+    /// Hands the sandbox over to a run: no more killing on drop; the
+    /// caller reaps `pid` and drops the leftovers afterwards.
+    pub fn take_over(mut self) -> (libc::pid_t, Option<libc::pid_t>, std::io::BufReader<std::fs::File>, Leftovers) {
+        self.armed = false;
+        let leftovers = self.leftovers.take().expect("leftovers until taken over");
+        let status = self.status.take().expect("status until taken over");
+        // The control socket closes with `self`: the sandbox has its request.
+        (self.pid, self.sandbox_pid, status, leftovers)
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if self.armed {
+            // SAFETY: signalling our own child and the sandbox's pid 1, then
+            // reaping our child.
+            unsafe {
+                if let Some(p) = self.sandbox_pid {
+                    libc::kill(p, libc::SIGKILL);
+                }
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
+/// Prepares one sandbox for `spec`; takes a fresh network namespace from
+/// `pool` when it has one.
+pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared, SpawnError> {
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    let id = format!("{}-{}-{n}", spec.policy.profile, std::process::id());
+    let base = std::env::temp_dir().join(format!("phantom-run-{id}"));
+    std::fs::create_dir_all(base.join("root")).map_err(SpawnError::io(format!("create {}", base.display())))?;
+    let workspace = base.join("workspace");
+    let scratch = Scratch { base: base.clone(), workspace: workspace.clone() };
+    std::fs::create_dir_all(&workspace).map_err(SpawnError::io("create workspace"))?;
+    if spec.isolated {
+        chown_tree(&workspace, SANDBOX_ID_BASE).map_err(SpawnError::io("chown workspace"))?;
+    }
+    let mut leftovers = Leftovers { cgroup_bpf: None, cgroup: None, scratch: Some(scratch) };
+
+    let root = spec.isolated.then(|| RootPlan::new(&base.join("root"), spec.binds.clone(), &workspace, 64 << 20));
+    if spec.isolated {
+        leftovers.cgroup = Some(SandboxCgroup::create(&id, &spec.policy.resources).map_err(SpawnError::io("cgroup"))?);
+    }
+    let cg = leftovers.cgroup.as_ref();
+    let limits = cg.map(|c| c.limits.clone()).unwrap_or_default();
+    // cgroup-BPF: the device allow-list always, the socket rules in allowlist
+    // mode; attached to the sandbox's cgroup before the command enters it.
+    let mut cgroup_bpf_status = None;
+    if spec.isolated {
+        let attached = match cg.and_then(|c| c.v2.as_ref()) {
+            None => Err("no cgroup v2 hierarchy to attach to".to_string()),
+            Some(dir) => {
+                spec.bundle.cgroup_programs(&spec.policy).and_then(|p| p.attach(dir).map_err(|e| e.to_string()))
+            }
+        };
+        let (enforcement, reason) = match attached {
+            Ok(a) => {
+                leftovers.cgroup_bpf = Some(a);
+                (Enforcement::Full, None)
+            }
+            Err(reason) if spec.cgroup_bpf_required => {
+                return Err(SpawnError::Required { layer: "cgroup-bpf".into(), reason })
+            }
+            Err(reason) => (Enforcement::None, Some(reason)),
+        };
+        cgroup_bpf_status = Some(LayerStatus { layer: "cgroup-bpf".into(), enforcement, reason });
+    }
+    let res = &spec.policy.resources;
+    let mut rlimits = Vec::new();
+    if let Some(f) = res.file_size {
+        rlimits.push((libc::RLIMIT_FSIZE, f.0));
+    }
+    if let Some(n) = res.open_files {
+        rlimits.push((libc::RLIMIT_NOFILE, u64::from(n)));
+    }
+    if let (Some(m), None) = (res.memory, limits.memory) {
+        rlimits.push((libc::RLIMIT_AS, m.0));
+    }
+    if let (Some(p), None, true) = (res.pids, limits.pids, spec.isolated) {
+        rlimits.push((libc::RLIMIT_NPROC, u64::from(p)));
+    }
+
+    let (status_r, status_w) = pipe()?;
+    let (control, control_child) = sys::socketpair().map_err(SpawnError::io("socketpair"))?;
+    let kind = if spec.policy.network.mode == NetMode::None { NetKind::Empty } else { NetKind::Loopback };
+    let pooled_netns = if spec.isolated { pool.and_then(|p| p.take(kind)) } else { None };
+    let cg_fd = match cg.and_then(|c| c.v2.as_ref()) {
+        Some(d) => Some(std::fs::File::open(d).map_err(SpawnError::io(format!("open {}", d.display())))?),
+        None => None,
+    };
+    let plan = ChildPlan {
+        root,
+        clone_flags: if spec.isolated {
+            (libc::CLONE_NEWUSER
+                | libc::CLONE_NEWPID
+                | libc::CLONE_NEWNS
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWUTS
+                | libc::CLONE_NEWCGROUP) as u64
+                | if pooled_netns.is_some() { 0 } else { libc::CLONE_NEWNET as u64 }
+        } else {
+            0
+        },
+        netns_fd: pooled_netns.as_ref().map(|f| f.as_raw_fd()),
+        cgroup_fd: cg_fd.as_ref().map(|f| f.as_raw_fd()),
+        cgroup_v1: cg.map(|c| c.v1.iter().map(|(_, d)| d.clone()).collect()).unwrap_or_default(),
+        isolated: spec.isolated,
+        hostname: spec.isolated.then(|| CString::new("phantom").expect("no NUL")),
+        // A pooled namespace comes with loopback already up.
+        loopback_up: spec.isolated && pooled_netns.is_none() && spec.policy.network.mode != NetMode::None,
+        rlimits,
+        landlock: spec.landlock.clone(),
+        seccomp: spec.bundle.seccomp.clone(),
+        status: status_w.as_raw_fd(),
+        control: control_child.as_raw_fd(),
+    };
+
+    // A glibc fork of the supervisor (safe with other threads running): the
+    // first stage. The namespaces come from it.
+    // SAFETY: the child runs only stage1_main, which never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(SpawnError::Io { what: "fork".into(), source: std::io::Error::last_os_error() });
+    }
+    if pid == 0 {
+        stage1_main(&plan);
+    }
+    drop((status_w, control_child, cg_fd, pooled_netns));
+    let mut prepared = Prepared {
+        pid,
+        sandbox_pid: None,
+        control,
+        status: None,
+        limits,
+        cgroup_bpf_status,
+        leftovers: Some(leftovers),
+        armed: true,
+    };
+    // Until `ready`, the sandbox reports on the status pipe: its pid or an error.
+    let mut status = std::io::BufReader::new(std::fs::File::from(status_r));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match status.read_line(&mut line) {
+            Ok(0) | Err(_) => {
+                return Err(SpawnError::Child { stage: "prepare".into(), message: "the sandbox went away".into() })
+            }
+            Ok(_) => {}
+        }
+        let mut parts = line.trim_end_matches('\n').splitn(3, '\t');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("ready"), _, _) => {
+                prepared.status = Some(status);
+                return Ok(prepared);
+            }
+            (Some("pid"), Some(p), _) => prepared.sandbox_pid = p.parse().ok(),
+            (Some("error"), Some(stage), Some(message)) => {
+                return Err(SpawnError::Child { stage: stage.into(), message: message.into() })
+            }
+            _ => {}
+        }
+    }
+}
