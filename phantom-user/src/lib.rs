@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod landlock;
 pub mod loader;
 pub mod lsm;
+pub mod net;
 pub mod report;
 pub mod seccomp;
 pub mod spawn;

@@ -269,16 +269,16 @@ pub(super) fn network(
     let lpm4 = (count(Fam::V4) > opts.lpm_threshold).then_some(MAP_V4);
     let lpm6 = (count(Fam::V6) > opts.lpm_threshold).then_some(MAP_V6);
     if lpm4.is_some() {
-        out.maps.push(lpm_map(MAP_V4, Fam::V4, &egress));
+        out.maps.push(lpm_map(MAP_V4, Fam::V4, egress));
     }
     if lpm6.is_some() {
-        out.maps.push(lpm_map(MAP_V6, Fam::V6, &egress));
+        out.maps.push(lpm_map(MAP_V6, Fam::V6, egress));
     }
 
     out.programs.push(sock_create(net, locator, opts)?);
 
     let mut v4 = prologue();
-    v4.extend(family_part(Fam::V4, SA_USER_IP4, &egress, lpm4, locator, None));
+    v4.extend(family_part(Fam::V4, SA_USER_IP4, egress, lpm4, locator, None));
     epilogue(&mut v4);
 
     let mut v6 = prologue();
@@ -289,8 +289,8 @@ pub(super) fn network(
     v6.push(Insn::jne32_imm(R0, 0, "v6"));
     v6.push(Insn::ldx_w(R0, R6, SA_USER_IP6 + 8));
     v6.push(Insn::jne32_imm(R0, u32::from_le_bytes([0, 0, 0xff, 0xff]) as i32, "v6"));
-    v6.extend(family_part(Fam::V4, SA_USER_IP6 + 12, &egress, lpm4, locator, None));
-    v6.extend(family_part(Fam::V6, SA_USER_IP6, &egress, lpm6, locator, Some("v6")));
+    v6.extend(family_part(Fam::V4, SA_USER_IP6 + 12, egress, lpm4, locator, None));
+    v6.extend(family_part(Fam::V6, SA_USER_IP6, egress, lpm6, locator, Some("v6")));
     epilogue(&mut v6);
 
     out.programs.push(finish(ProgKind::Connect4, v4.clone())?);

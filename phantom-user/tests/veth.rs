@@ -1,0 +1,122 @@
+//! The allowlist sandbox's veth pair, on the host kernel (root). Both
+//! namespaces are made by the test (a stand-in "host" and a "sandbox"), so
+//! nothing touches the real host's network; they are destroyed at the end
+//! and take the pair with them, which the test checks.
+
+use phantom_user::net::veth::{self, SANDBOX_IF};
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+/// A fresh network namespace (made on a thread: unshare affects only it).
+fn new_netns() -> OwnedFd {
+    std::thread::spawn(|| {
+        // SAFETY: unshare of this thread's network namespace.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare: {}", io::Error::last_os_error());
+        // SAFETY: opens our thread's namespace file; the fd is ours.
+        let fd = unsafe { libc::open(c"/proc/thread-self/ns/net".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        assert!(fd >= 0, "open ns: {}", io::Error::last_os_error());
+        // SAFETY: a fresh fd we own.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    })
+    .join()
+    .unwrap()
+}
+
+fn listen_in(ns: BorrowedFd<'_>, ip: IpAddr) -> TcpListener {
+    veth::in_netns(Some(ns), || TcpListener::bind(SocketAddr::new(ip, 0))).unwrap()
+}
+
+fn connect_from(ns: BorrowedFd<'_>, to: SocketAddr) -> io::Result<TcpStream> {
+    veth::in_netns(Some(ns), || TcpStream::connect_timeout(&to, Duration::from_millis(400)))
+}
+
+/// `r0 = XDP_DROP; exit`, loaded as an XDP program.
+fn xdp_drop_all() -> OwnedFd {
+    let insns: [u64; 2] = [0xb7 | (1u64 << 32), 0x95];
+    let bytes: Vec<u8> = insns.iter().flat_map(|i| i.to_le_bytes()).collect();
+    let load = phantom_bpf_sys::ProgLoad {
+        prog_type: phantom_bpf_sys::BPF_PROG_TYPE_XDP,
+        expected_attach_type: 0,
+        insns: &bytes,
+        license: c"GPL",
+        name: "test_drop",
+    };
+    phantom_bpf_sys::prog_load(&load, phantom_bpf_sys::INITIAL_LOG_SIZE).unwrap().0
+}
+
+/// Whether namespace `ns` (the test's own when `None`) has interface
+/// `name` (if_nametoindex asks a socket of the thread's namespace; sysfs
+/// would show the namespace that mounted it).
+fn has_link(ns: Option<BorrowedFd<'_>>, name: &str) -> bool {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: a valid NUL-terminated name.
+    veth::in_netns(ns, || Ok(unsafe { libc::if_nametoindex(c.as_ptr()) } != 0)).unwrap()
+}
+
+#[test]
+fn a_veth_pair_connects_the_sandbox_and_xdp_on_either_end_cuts_it() {
+    let host = new_netns();
+    let sandbox = new_netns();
+    // An index real sandboxes on this machine are unlikely to hold, so the
+    // last check (nothing in the real host namespace) means something.
+    let start = 9000 + std::process::id() % 1000;
+    let v = veth::create_any(Some(host.as_fd()), sandbox.as_fd(), start).unwrap_or_else(|e| panic!("create: {e}"));
+    assert_eq!(v.addrs.index, start, "the test's own host namespace has no pair yet");
+    assert!(has_link(Some(host.as_fd()), &v.addrs.host_name()));
+    assert!(has_link(Some(sandbox.as_fd()), SANDBOX_IF));
+
+    // Sandbox -> host, both families; host -> sandbox.
+    let l4 = listen_in(host.as_fd(), v.addrs.host_v4.into());
+    let l6 = listen_in(host.as_fd(), v.addrs.host_v6.into());
+    let ls = listen_in(sandbox.as_fd(), v.addrs.sandbox_v4.into());
+    connect_from(sandbox.as_fd(), l4.local_addr().unwrap()).expect("sandbox -> host over IPv4");
+    connect_from(sandbox.as_fd(), l6.local_addr().unwrap()).expect("sandbox -> host over IPv6");
+    connect_from(host.as_fd(), ls.local_addr().unwrap()).expect("host -> sandbox over IPv4");
+    // The default route goes through the host end: an address beyond it
+    // is routed (no forwarding here, so nothing answers: a timeout, not
+    // "network unreachable").
+    let far = connect_from(sandbox.as_fd(), "192.0.2.1:80".parse().unwrap()).unwrap_err();
+    assert_ne!(far.raw_os_error(), Some(libc::ENETUNREACH), "{far}");
+
+    // XDP on the host end sees what the sandbox sends: dropping all of it
+    // cuts sandbox -> host; detaching restores it.
+    let drop_all = xdp_drop_all();
+    veth::attach_xdp(Some(host.as_fd()), v.host_ifindex, Some(drop_all.as_fd())).unwrap();
+    let e = connect_from(sandbox.as_fd(), l4.local_addr().unwrap()).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+    veth::attach_xdp(Some(host.as_fd()), v.host_ifindex, None).unwrap();
+    connect_from(sandbox.as_fd(), l4.local_addr().unwrap()).expect("after detaching");
+
+    // XDP on the sandbox end sees what enters the sandbox.
+    veth::attach_xdp(Some(sandbox.as_fd()), v.sandbox_ifindex, Some(drop_all.as_fd())).unwrap();
+    let e = connect_from(host.as_fd(), ls.local_addr().unwrap()).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+    veth::attach_xdp(Some(sandbox.as_fd()), v.sandbox_ifindex, None).unwrap();
+
+    // A second pair in the same host namespace takes the next index.
+    let sandbox2 = new_netns();
+    let v2 = veth::create_any(Some(host.as_fd()), sandbox2.as_fd(), start).unwrap();
+    assert_eq!(v2.addrs.index, start + 1);
+    v2.delete(Some(host.as_fd())).unwrap();
+    assert!(!has_link(Some(host.as_fd()), &v2.addrs.host_name()), "delete removes the host end");
+    assert!(!has_link(Some(sandbox2.as_fd()), SANDBOX_IF), "and the sandbox end");
+
+    // The sandbox namespace going away takes the pair with it.
+    drop((l4, l6, ls));
+    drop(sandbox);
+    let name = v.addrs.host_name();
+    let mut gone = false;
+    for _ in 0..200 {
+        if !has_link(Some(host.as_fd()), &name) {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(gone, "{name} outlived the sandbox's namespace");
+    for n in [&name, &v2.addrs.host_name()] {
+        assert!(!has_link(None, n), "{n} exists in the real host namespace");
+    }
+}
