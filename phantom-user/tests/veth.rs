@@ -28,8 +28,22 @@ fn listen_in(ns: BorrowedFd<'_>, ip: IpAddr) -> TcpListener {
     veth::in_netns(Some(ns), || TcpListener::bind(SocketAddr::new(ip, 0))).unwrap()
 }
 
+/// A TCP connection from inside `ns`. Allowed connections get 3 s: on a
+/// pair made while other namespaces churn, the first SYN is now and then
+/// lost and resent after 1 s (not understood yet; see the notes).
 fn connect_from(ns: BorrowedFd<'_>, to: SocketAddr) -> io::Result<TcpStream> {
-    veth::in_netns(Some(ns), || TcpStream::connect_timeout(&to, Duration::from_millis(400)))
+    veth::in_netns(Some(ns), || TcpStream::connect_timeout(&to, Duration::from_secs(3)))
+}
+
+/// A connection that must not be made: it times out after 1.5 s, past
+/// TCP's first SYN retransmission (1 s), so one lost SYN cannot pass for
+/// a drop.
+fn expect_dropped(ns: BorrowedFd<'_>, to: SocketAddr, what: &str) {
+    let r = veth::in_netns(Some(ns), || TcpStream::connect_timeout(&to, Duration::from_millis(1500)));
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+        other => panic!("{what}: expected the SYN to be dropped (a timeout), got {other:?}"),
+    }
 }
 
 /// `r0 = XDP_DROP; exit`, loaded as an XDP program.
@@ -77,22 +91,19 @@ fn a_veth_pair_connects_the_sandbox_and_xdp_on_either_end_cuts_it() {
     // The default route goes through the host end: an address beyond it
     // is routed (no forwarding here, so nothing answers: a timeout, not
     // "network unreachable").
-    let far = connect_from(sandbox.as_fd(), "192.0.2.1:80".parse().unwrap()).unwrap_err();
-    assert_ne!(far.raw_os_error(), Some(libc::ENETUNREACH), "{far}");
+    expect_dropped(sandbox.as_fd(), "192.0.2.1:80".parse().unwrap(), "a connection past the host end");
 
     // XDP on the host end sees what the sandbox sends: dropping all of it
     // cuts sandbox -> host; detaching restores it.
     let drop_all = xdp_drop_all();
     veth::attach_xdp(Some(host.as_fd()), v.host_ifindex, Some(drop_all.as_fd())).unwrap();
-    let e = connect_from(sandbox.as_fd(), l4.local_addr().unwrap()).unwrap_err();
-    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+    expect_dropped(sandbox.as_fd(), l4.local_addr().unwrap(), "XDP_DROP on the host end");
     veth::attach_xdp(Some(host.as_fd()), v.host_ifindex, None).unwrap();
     connect_from(sandbox.as_fd(), l4.local_addr().unwrap()).expect("after detaching");
 
     // XDP on the sandbox end sees what enters the sandbox.
     veth::attach_xdp(Some(sandbox.as_fd()), v.sandbox_ifindex, Some(drop_all.as_fd())).unwrap();
-    let e = connect_from(host.as_fd(), ls.local_addr().unwrap()).unwrap_err();
-    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+    expect_dropped(host.as_fd(), ls.local_addr().unwrap(), "XDP_DROP on the sandbox end");
     veth::attach_xdp(Some(sandbox.as_fd()), v.sandbox_ifindex, None).unwrap();
 
     // A second pair in the same host namespace takes the next index.
@@ -119,4 +130,48 @@ fn a_veth_pair_connects_the_sandbox_and_xdp_on_either_end_cuts_it() {
     for n in [&name, &v2.addrs.host_name()] {
         assert!(!has_link(None, n), "{n} exists in the real host namespace");
     }
+}
+
+/// The policy's XDP programs on the pair, alone (no cgroup programs here):
+/// egress judged on the host end, ingress and replies on the sandbox end.
+#[test]
+fn allowlist_xdp_programs_enforce_the_rules_on_the_pair() {
+    let start = 9000 + std::process::id() % 1000 + 500;
+    let a = veth::PairAddrs::new(start);
+    let text = format!(
+        "profile: xdp-veth\nnetwork:\n  mode: allowlist\n  egress:\n    - to: [{h4}, {h6}]\n      ports: 8443\n      protocol: tcp\n  ingress:\n    - from: {h4}\n      ports: 9000\n      protocol: tcp\n",
+        h4 = a.host_v4,
+        h6 = a.host_v6
+    );
+    let c = phantom_dsl::compile_str("xdp-veth.yaml", &text);
+    assert!(!c.has_errors(), "{text}\n{:#?}", c.diagnostics);
+    let progs = phantom_ebpf::xdp::compile(&c.policy.unwrap()).unwrap().expect("allowlist mode has XDP programs");
+    let loaded = phantom_user::net::xdp::load(&progs).unwrap_or_else(|e| panic!("{e}"));
+
+    let host = new_netns();
+    let sandbox = new_netns();
+    let v = phantom_user::net::setup_allowlist(Some(host.as_fd()), sandbox.as_fd(), &loaded, start)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v.addrs, a);
+    let at = |ip: IpAddr, port: u16| SocketAddr::new(ip, port);
+    let listen = |ns: BorrowedFd<'_>, s: SocketAddr| veth::in_netns(Some(ns), || TcpListener::bind(s)).unwrap();
+    let _h = [
+        listen(host.as_fd(), at(a.host_v4.into(), 8443)),
+        listen(host.as_fd(), at(a.host_v4.into(), 8444)),
+        listen(host.as_fd(), at(a.host_v6.into(), 8443)),
+    ];
+    let _s = [
+        listen(sandbox.as_fd(), at(a.sandbox_v4.into(), 9000)),
+        listen(sandbox.as_fd(), at(a.sandbox_v4.into(), 9001)),
+    ];
+
+    // Egress: the rule's port passes (and its SYN-ACK comes back through
+    // the flow map), another port is dropped on the host end.
+    connect_from(sandbox.as_fd(), at(a.host_v4.into(), 8443)).expect("egress to an allowed port (IPv4)");
+    connect_from(sandbox.as_fd(), at(a.host_v6.into(), 8443)).expect("egress to an allowed port (IPv6)");
+    expect_dropped(sandbox.as_fd(), at(a.host_v4.into(), 8444), "egress to a port no rule allows");
+    // Ingress: the rule's port is admitted (and the reply leaves through
+    // the flow map), another is dropped on the sandbox end.
+    connect_from(host.as_fd(), at(a.sandbox_v4.into(), 9000)).expect("ingress to an allowed port");
+    expect_dropped(host.as_fd(), at(a.sandbox_v4.into(), 9001), "ingress to a port no rule allows");
 }

@@ -1,7 +1,54 @@
 //! The network of an allowlist sandbox: a veth pair between the host and
 //! the sandbox's namespace ([`veth`]), configured over rtnetlink
-//! ([`netlink`], no `ip` binary), with the policy's XDP programs on both
-//! ends.
+//! ([`netlink`], no `ip` binary), with the policy's XDP programs
+//! ([`xdp`]) on both ends: egress on the host end (it receives what the
+//! sandbox sends), ingress on the sandbox end.
 
 pub mod netlink;
 pub mod veth;
+pub mod xdp;
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("{what}: {source}")]
+    Kernel { what: String, source: io::Error },
+    #[error(
+        "the verifier rejected {program} ({source}){}\nverifier log:\n{log}",
+        match (insn, line) {
+            (Some(i), Some(l)) => format!(" at instruction {i}, policy line {l}"),
+            (Some(i), None) => format!(" at instruction {i}"),
+            _ => String::new(),
+        }
+    )]
+    Rejected { program: &'static str, source: io::Error, insn: Option<usize>, line: Option<String>, log: String },
+    #[error("the XDP programs: {0}")]
+    Compile(String),
+}
+
+/// Gives the sandbox namespace `sandbox_ns` a veth pair to `host_ns` (the
+/// caller's when `None`) with the first free index from `start`, and
+/// attaches the loaded XDP programs to both ends. On an error nothing is
+/// left behind.
+pub fn setup_allowlist(
+    host_ns: Option<BorrowedFd<'_>>,
+    sandbox_ns: BorrowedFd<'_>,
+    programs: &xdp::LoadedXdp,
+    start: u32,
+) -> Result<veth::Veth, NetError> {
+    let kernel = |what: &'static str| move |source| NetError::Kernel { what: what.into(), source };
+    let v = veth::create_any(host_ns, sandbox_ns, start).map_err(kernel("creating the veth pair"))?;
+    let attached = veth::attach_xdp(host_ns, v.host_ifindex, Some(programs.egress.as_fd()))
+        .map_err(kernel("attaching XDP egress to the host end"))
+        .and_then(|()| {
+            veth::attach_xdp(Some(sandbox_ns), v.sandbox_ifindex, Some(programs.ingress.as_fd()))
+                .map_err(kernel("attaching XDP ingress to the sandbox end"))
+        });
+    if let Err(e) = attached {
+        let _ = v.delete(host_ns);
+        return Err(e);
+    }
+    Ok(v)
+}

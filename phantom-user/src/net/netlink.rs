@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 pub const RTM_NEWLINK: u16 = 16;
 pub const RTM_DELLINK: u16 = 17;
+pub const RTM_GETLINK: u16 = 18;
 pub const RTM_SETLINK: u16 = 19;
 pub const RTM_NEWADDR: u16 = 20;
 pub const RTM_NEWROUTE: u16 = 24;
@@ -129,6 +130,13 @@ impl Netlink {
     /// Sends `msg` and waits for its acknowledgement; the kernel's error
     /// (negative errno in `NLMSG_ERROR`) becomes the `io::Error`.
     pub fn request(&mut self, msg: Msg) -> io::Result<()> {
+        self.exchange(msg).map(drop)
+    }
+
+    /// [`Netlink::request`], returning the messages the kernel sent
+    /// before its acknowledgement (each without its 16-byte header).
+    pub fn exchange(&mut self, msg: Msg) -> io::Result<Vec<Vec<u8>>> {
+        let mut replies = Vec::new();
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let bytes = msg.finish(seq);
@@ -159,12 +167,32 @@ impl Netlink {
                 }
                 if kind == NLMSG_ERROR && got_seq == seq && len >= 20 {
                     let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().expect("4 bytes"));
-                    return if err == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-err)) };
+                    return if err == 0 { Ok(replies) } else { Err(io::Error::from_raw_os_error(-err)) };
+                }
+                if got_seq == seq {
+                    replies.push(buf[off + 16..off + len].to_vec());
                 }
                 off += (len + 3) & !3;
             }
         }
     }
+}
+
+/// The attributes after a fixed header of `fixed` bytes: `(kind, value)`
+/// (the nested flag cleared).
+pub fn attrs(payload: &[u8], fixed: usize) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    let mut off = fixed;
+    while off + 4 <= payload.len() {
+        let len = u16::from_ne_bytes([payload[off], payload[off + 1]]) as usize;
+        let kind = u16::from_ne_bytes([payload[off + 2], payload[off + 3]]) & !NLA_F_NESTED;
+        if len < 4 || off + len > payload.len() {
+            break;
+        }
+        out.push((kind, &payload[off + 4..off + len]));
+        off += (len + 3) & !3;
+    }
+    out
 }
 
 #[cfg(test)]

@@ -45,6 +45,16 @@ const IFA_LOCAL: u16 = 2;
 const IFA_F_NODAD: u8 = 0x02;
 const RTA_GATEWAY: u16 = 5;
 const RTA_OIF: u16 = 4;
+const IFLA_OPERSTATE: u16 = 16;
+const IFLA_ADDRESS: u16 = 1;
+const RTM_NEWNEIGH: u16 = 28;
+const NLM_F_REPLACE: u16 = 0x100;
+const NUD_PERMANENT: u16 = 0x80;
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+const IF_OPER_UP: u8 = 6;
+/// How long [`create`] waits for both ends to become operational.
+const OPER_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The addresses of pair `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +121,67 @@ fn ifindex(name: &str) -> io::Result<u32> {
 fn set_up(nl: &mut Netlink, index: u32) -> io::Result<()> {
     let up = libc::IFF_UP as u32;
     nl.request(Msg::new(netlink::RTM_NEWLINK, 0, &ifinfomsg(index as i32, up, up)))
+}
+
+/// No IPv6 link-local address and no duplicate address detection on
+/// interface `name` of the calling thread's namespace: the pair's two
+/// ends are ours, and DAD, router solicitations and MLD reports of a fresh
+/// link-local address only delay the first packets.
+fn quiet_ipv6(name: &str) -> io::Result<()> {
+    for (key, value) in [("accept_dad", "0"), ("addr_gen_mode", "1")] {
+        let path = format!("/proc/sys/net/ipv6/conf/{name}/{key}");
+        std::fs::write(&path, value).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Attribute `attr` of interface `index` (RTM_GETLINK).
+fn link_attr(nl: &mut Netlink, index: u32, attr: u16) -> io::Result<Vec<u8>> {
+    let replies = nl.exchange(Msg::new(netlink::RTM_GETLINK, 0, &ifinfomsg(index as i32, 0, 0)))?;
+    let reply = replies.first().ok_or_else(|| io::Error::other("RTM_GETLINK: no reply"))?;
+    let found = netlink::attrs(reply, 16).into_iter().find(|(k, _)| *k == attr);
+    found.map(|(_, v)| v.to_vec()).ok_or_else(|| io::Error::other(format!("RTM_GETLINK: no attribute {attr}")))
+}
+
+/// The RFC 2863 operational state of interface `index`.
+fn operstate(nl: &mut Netlink, index: u32) -> io::Result<u8> {
+    link_attr(nl, index, IFLA_OPERSTATE)?.first().copied().ok_or_else(|| io::Error::other("an empty IFLA_OPERSTATE"))
+}
+
+/// A permanent neighbour entry: `addr` is at `mac` on interface `index`.
+/// The two ends of the pair know each other from the start, so neither
+/// ARP nor neighbour discovery runs (nothing to wait for, nothing for the
+/// XDP programs to let through).
+fn add_neighbour(nl: &mut Netlink, index: u32, addr: IpAddr, mac: &[u8]) -> io::Result<()> {
+    let (family, bytes) = match addr {
+        IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
+        IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
+    };
+    let mut ndmsg = [0u8; 12];
+    ndmsg[0] = family;
+    ndmsg[4..8].copy_from_slice(&index.to_ne_bytes());
+    ndmsg[8..10].copy_from_slice(&NUD_PERMANENT.to_ne_bytes());
+    let m = Msg::new(RTM_NEWNEIGH, netlink::NLM_F_CREATE | NLM_F_REPLACE, &ndmsg)
+        .attr(NDA_DST, &bytes)
+        .attr(NDA_LLADDR, mac);
+    nl.request(m)
+}
+
+/// Waits until interface `index` is operational. The kernel activates a
+/// link's queue from deferred work (rate-limited to about once a second
+/// under load); until then it drops what is sent, and a sandbox's first
+/// SYN would wait a second for its retransmission.
+fn wait_operational(nl: &mut Netlink, index: u32) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + OPER_UP_WAIT;
+    loop {
+        if operstate(nl, index)? == IF_OPER_UP {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("interface {index} did not come up")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 fn add_addr(nl: &mut Netlink, index: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
@@ -183,25 +254,43 @@ pub fn create(host_ns: Option<BorrowedFd<'_>>, sandbox_ns: BorrowedFd<'_>, index
         nl.request(m)?;
         let idx = ifindex(&name)?;
         let configured = (|| {
+            quiet_ipv6(&name)?;
             add_addr(&mut nl, idx, addrs.host_v4.into(), 30)?;
             add_addr(&mut nl, idx, addrs.host_v6.into(), 64)?;
             set_up(&mut nl, idx)
         })();
-        if let Err(e) = configured {
-            let _ = nl.request(Msg::new(netlink::RTM_DELLINK, 0, &ifinfomsg(idx as i32, 0, 0)));
-            return Err(e);
+        let mac = configured.and_then(|()| link_attr(&mut nl, idx, IFLA_ADDRESS));
+        match mac {
+            Ok(mac) => Ok((idx, mac)),
+            Err(e) => {
+                let _ = nl.request(Msg::new(netlink::RTM_DELLINK, 0, &ifinfomsg(idx as i32, 0, 0)));
+                Err(e)
+            }
         }
-        Ok(idx)
     })?;
+    let (host_ifindex, host_mac) = host_ifindex;
     let sandbox_ifindex = in_netns(Some(sandbox_ns), || {
         let mut nl = Netlink::open()?;
         let idx = ifindex(SANDBOX_IF)?;
+        quiet_ipv6(SANDBOX_IF)?;
         set_up(&mut nl, ifindex("lo")?)?;
         add_addr(&mut nl, idx, addrs.sandbox_v4.into(), 30)?;
         add_addr(&mut nl, idx, addrs.sandbox_v6.into(), 64)?;
+        add_neighbour(&mut nl, idx, addrs.host_v4.into(), &host_mac)?;
+        add_neighbour(&mut nl, idx, addrs.host_v6.into(), &host_mac)?;
         set_up(&mut nl, idx)?;
         add_default_route(&mut nl, idx, addrs.host_v4.into())?;
         add_default_route(&mut nl, idx, addrs.host_v6.into())?;
+        wait_operational(&mut nl, idx)?;
+        Ok((idx, link_attr(&mut nl, idx, IFLA_ADDRESS)?))
+    })
+    .and_then(|(idx, mac)| {
+        in_netns(host_ns, || {
+            let mut nl = Netlink::open()?;
+            add_neighbour(&mut nl, host_ifindex, addrs.sandbox_v4.into(), &mac)?;
+            add_neighbour(&mut nl, host_ifindex, addrs.sandbox_v6.into(), &mac)?;
+            wait_operational(&mut nl, host_ifindex)
+        })?;
         Ok(idx)
     });
     let veth = Veth { addrs, host_ifindex, sandbox_ifindex: 0 };
