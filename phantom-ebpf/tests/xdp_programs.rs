@@ -43,6 +43,58 @@ fn compiling_twice_gives_identical_bytes() {
     assert_eq!(a.egress.bytes(), b.egress.bytes());
     assert_eq!(a.ingress.bytes(), b.ingress.bytes());
     assert_eq!(a.maps, b.maps);
+    assert_eq!(phantom_ebpf::xdp::object(&a, &[]).unwrap(), phantom_ebpf::xdp::object(&b, &[]).unwrap());
+}
+
+/// Every compare of the compiled search carries the line of a rule with a
+/// CIDR that starts or ends (last address + 1) at the boundary it tests:
+/// for IPv4 the whole address, for IPv6 the high (r2) or low (r3) half.
+#[test]
+fn search_compares_carry_the_line_of_a_rule_owning_their_boundary() {
+    use phantom_ebpf::bpf::{Op, Reg, Source, Width};
+    let net = large_policy(1000, 100, 20);
+    let set = compile(&net, &Options::default());
+    let mut checked = [0usize; 3];
+    for (prog, rules, first_line) in [(&set.egress, &net.egress, 10), (&set.ingress, &net.ingress, 5000)] {
+        let mut last_const = None;
+        for insn in &prog.insns {
+            if let Op::LdImm64 { dst: Reg::R1, imm } = insn.op {
+                last_const = Some(imm as u64);
+            }
+            let Op::Jmp { width, dst, src, .. } = &insn.op else { continue };
+            let (kind, c) = match (width, dst, src) {
+                (Width::W32, Reg::R2, Source::Imm(i)) => (0, u64::from(*i as u32)),
+                (Width::W64, Reg::R2 | Reg::R3, Source::Imm(i)) => (1 + (*dst == Reg::R3) as usize, *i as i64 as u64),
+                (Width::W64, Reg::R2 | Reg::R3, Source::Reg(Reg::R1)) => {
+                    (1 + (*dst == Reg::R3) as usize, last_const.expect("a constant loaded into r1"))
+                }
+                _ => continue,
+            };
+            let line = insn.meta.loc.as_ref().expect("a search compare has a policy line").line;
+            let rule = &rules[(line - first_line) as usize];
+            let owns = rule.cidrs.iter().any(|cidr| match cidr.addr {
+                std::net::IpAddr::V4(a) if kind == 0 => {
+                    let host = u32::MAX.checked_shr(u32::from(cidr.prefix)).unwrap_or(0);
+                    let (s, e) = (u64::from(u32::from(a) & !host), u64::from(u32::from(a) | host));
+                    c == s || c == e + 1
+                }
+                std::net::IpAddr::V6(a) if kind > 0 => {
+                    let host = u128::MAX.checked_shr(u32::from(cidr.prefix)).unwrap_or(0);
+                    let (s, e) = (u128::from(a) & !host, u128::from(a) | host);
+                    let half = |x: u128| if kind == 1 { (x >> 64) as u64 } else { x as u64 };
+                    c == half(s) || Some(c) == e.checked_add(1).map(half)
+                }
+                _ => false,
+            });
+            assert!(
+                owns,
+                "{:?}: compare with {c:#x} carries line {line}, whose rule has no such boundary",
+                prog.direction
+            );
+            checked[kind] += 1;
+        }
+    }
+    assert!(checked.iter().all(|&n| n > 0) || checked[..2].iter().all(|&n| n > 100), "{checked:?}");
 }
 
 #[test]

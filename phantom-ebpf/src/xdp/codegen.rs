@@ -156,6 +156,36 @@ impl Gen {
         }
         let index: HashMap<String, usize> =
             self.insns.iter().enumerate().filter_map(|(i, x)| x.meta.label.clone().map(|l| (l, i))).collect();
+        // Jump threading: a jump to a `goto X` jumps to X (the `goto` often
+        // becomes unreachable below). Chains are followed, at most n hops.
+        let goto_of = |l: &str| match index.get(l).map(|&i| &self.insns[i].op) {
+            Some(Op::Ja { target: Target::Label(m) }) => Some(m.clone()),
+            _ => None,
+        };
+        let threaded: Vec<Option<String>> = self
+            .insns
+            .iter()
+            .map(|insn| match &insn.op {
+                Op::Jmp { target: Target::Label(l), .. } | Op::Ja { target: Target::Label(l) } => {
+                    let mut to = l.clone();
+                    for _ in 0..self.insns.len() {
+                        match goto_of(&to) {
+                            Some(m) if m != to => to = m,
+                            _ => break,
+                        }
+                    }
+                    (&to != l).then_some(to)
+                }
+                _ => None,
+            })
+            .collect();
+        for (insn, to) in self.insns.iter_mut().zip(threaded) {
+            if let (Some(to), Op::Jmp { target: Target::Label(l), .. } | Op::Ja { target: Target::Label(l) }) =
+                (to, &mut insn.op)
+            {
+                *l = to;
+            }
+        }
         let n = self.insns.len();
         let mut reach = vec![false; n];
         let mut todo = vec![0usize];
@@ -174,7 +204,17 @@ impl Gen {
                 _ => todo.push(i + 1),
             }
         }
-        self.insns.into_iter().zip(reach).filter(|(_, r)| *r).map(|(i, _)| i).collect()
+        let kept: Vec<Insn> = self.insns.into_iter().zip(reach).filter(|(_, r)| *r).map(|(i, _)| i).collect();
+        // A `goto` to the very next instruction does nothing: after the
+        // threading above no jump targets a `goto`, so it can go.
+        let index: HashMap<&str, usize> =
+            kept.iter().enumerate().filter_map(|(i, x)| x.meta.label.as_deref().map(|l| (l, i))).collect();
+        let noop: Vec<bool> = kept
+            .iter()
+            .enumerate()
+            .map(|(i, x)| matches!(&x.op, Op::Ja { target: Target::Label(l) } if index.get(l.as_str()) == Some(&(i + 1))))
+            .collect();
+        kept.into_iter().zip(noop).filter(|(_, n)| !n).map(|(i, _)| i).collect()
     }
 }
 

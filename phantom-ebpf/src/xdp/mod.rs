@@ -298,6 +298,8 @@ impl Default for Options {
 pub enum XdpError {
     #[error("xdp ({direction:?}): {source}")]
     Encode { direction: Direction, source: BpfError },
+    #[error("xdp object: {0}")]
+    Object(String),
 }
 
 /// The XDP programs of a whole policy: `None` unless `network.mode` is
@@ -317,6 +319,29 @@ pub fn compile_network(
         return Ok(None);
     }
     codegen::programs(net, locator, opts).map(Some)
+}
+
+/// Both programs as one ELF object in libbpf conventions: section `xdp`
+/// (two programs, [`Direction::name`]), BTF-defined maps (the flow map,
+/// and the LPM tries with [`LargeSets::LpmTrie`], whose entries the loader
+/// fills from [`XdpPrograms::maps`]), line_info into the policy files.
+/// `texts` (`(path, text)`) puts the policy lines themselves into
+/// line_info, as [`crate::bundle::build_with_sources`] does.
+pub fn object(set: &XdpPrograms, texts: &[(String, String)]) -> Result<Vec<u8>, XdpError> {
+    use crate::elf::{MapDef, ObjectBuilder, Program};
+    let mut b = ObjectBuilder::new("GPL");
+    for m in &set.maps {
+        let mut def = MapDef::new(m.name.clone(), m.map_type, m.key_size, m.value_size, m.max_entries);
+        def.flags = m.flags;
+        b = b.map(def);
+    }
+    for p in [&set.egress, &set.ingress] {
+        b = b.program(Program::new(SECTION, p.direction.name(), p.encoded.clone()));
+    }
+    for (path, text) in texts {
+        b = b.source(path.clone(), text.clone());
+    }
+    b.build().map_err(|e| XdpError::Object(e.to_string()))
 }
 
 /// The flow key as the programs build it (see the module docs): `local` is

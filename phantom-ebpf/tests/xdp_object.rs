@@ -1,0 +1,142 @@
+//! The XDP programs as one ELF object ([`phantom_ebpf::xdp::object`]):
+//! libbpf (`bpftool prog loadall`) and aya 0.14 both load the two programs
+//! of a 1,000-CIDR policy (compiled searches) and of the LPM-trie design,
+//! with their maps, and the kernel's copy carries the policy lines. A
+//! program loaded through aya still judges frames as the reference does.
+//! Needs root and bpftool; a refusal fails the test (never a skip).
+
+mod xdp_common;
+
+use phantom_ebpf::bpf::sys;
+use phantom_ebpf::netprog::Locator;
+use phantom_ebpf::xdp::reference::{Reference, Verdict};
+use phantom_ebpf::xdp::{
+    compile_network, object, AddrStrategy, Direction, LargeSets, Options, XdpPrograms, FLOW_MAP, XDP_DROP, XDP_PASS,
+};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::Command;
+use xdp_common::*;
+
+const POLICY_PATH: &str = "policies/xdp-large.yaml";
+
+/// A policy text long enough for every rule line, each line naming itself.
+fn policy_text() -> String {
+    (1..=5200).map(|l| format!("# policy line {l}\n")).collect()
+}
+
+fn compile(opts: &Options) -> (phantom_dsl::ir::NetworkPolicy, XdpPrograms) {
+    let net = large_policy(1000, 100, 20);
+    let set = compile_network(&net, &Locator::new(&[POLICY_PATH.into()]), opts).unwrap().unwrap();
+    (net, set)
+}
+
+fn bpftool(args: &[&str]) -> String {
+    let out = Command::new("bpftool")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("bpftool must be installed for this test (Debian package bpftool): {e}"));
+    assert!(
+        out.status.success(),
+        "bpftool {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A pin directory and an object file, both removed on drop.
+struct Scratch {
+    pins: PathBuf,
+    obj: PathBuf,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.pins) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.pins);
+        let _ = std::fs::remove_file(&self.obj);
+    }
+}
+
+#[test]
+fn bpftool_loads_both_programs_with_policy_lines() {
+    for (tag, opts) in
+        [("search", Options::default()), ("lpm", Options { large_sets: LargeSets::LpmTrie, ..Options::default() })]
+    {
+        let (_, set) = compile(&opts);
+        let bytes = object(&set, &[(POLICY_PATH.into(), policy_text())]).unwrap();
+        let id = std::process::id();
+        let s = Scratch {
+            pins: PathBuf::from(format!("/sys/fs/bpf/phantom-xdp-{tag}-{id}")),
+            obj: std::env::temp_dir().join(format!("phantom-xdp-{tag}-{id}.o")),
+        };
+        std::fs::write(&s.obj, &bytes).unwrap();
+        let pins = s.pins.to_str().unwrap();
+        bpftool(&["prog", "loadall", s.obj.to_str().unwrap(), pins]);
+        for d in [Direction::Egress, Direction::Ingress] {
+            let pin = format!("{pins}/{}", d.name());
+            let show = bpftool(&["prog", "show", "pinned", &pin]);
+            assert!(show.contains("xdp") && show.contains(d.name()) && show.contains("btf_id"), "{tag}: {show}");
+            let xlated = bpftool(&["prog", "dump", "xlated", "pinned", &pin, "linum"]);
+            assert!(xlated.contains(&format!("int {}(struct xdp_md * ctx):", d.name())), "{tag}: {xlated}");
+            // The first rule (line 10) of each direction's CIDRs: egress 10,
+            // ingress 5000, with its text.
+            let line = if d == Direction::Egress { 10 } else { 5000 };
+            let needle = format!("# policy line {line} [file:{POLICY_PATH} line_num:{line} line_col:5]");
+            assert!(xlated.contains(&needle), "{tag} {d:?}: no `{needle}` in\n{xlated}");
+            assert!(xlated.contains("map[id:"), "{tag}: the flow map was relocated");
+        }
+    }
+}
+
+#[test]
+fn aya_loads_both_programs_and_they_judge_as_the_reference() {
+    let (net, set) = compile(&Options::default());
+    assert_eq!(set.egress.strategy, [AddrStrategy::Search, AddrStrategy::Search]);
+    let bytes = object(&set, &[]).unwrap();
+    let mut ebpf = aya::Ebpf::load(&bytes).unwrap_or_else(|e| panic!("aya parses and creates maps: {e:?}"));
+    assert!(ebpf.map(FLOW_MAP).is_some(), "aya created the flow map");
+    for d in [Direction::Egress, Direction::Ingress] {
+        let xdp: &mut aya::programs::Xdp = ebpf.program_mut(d.name()).expect("program").try_into().expect("XDP");
+        xdp.load().unwrap_or_else(|e| panic!("the kernel accepts {} through aya: {e:?}", d.name()));
+    }
+    // Rule 0 (line 10): tcp/443 to 10.0.0.0/24 ... 10.0.18.0/24 among others.
+    let mut reference = Reference::new(&net);
+    let pkt = |dst: &str, dport: u16| Pkt {
+        src: "10.200.0.2".parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        proto: 6,
+        sport: 40000,
+        dport,
+        icmp_type: 0,
+        icmp_id: 0,
+        frag: Frag::None,
+        ihl: 5,
+        ext: Vec::new(),
+        tcp_flags: TCP_SYN,
+    };
+    let cases = [(pkt("10.0.2.9", 443), Direction::Egress), (pkt("10.0.2.9", 444), Direction::Egress)];
+    let mut verdicts = Vec::new();
+    for (p, d) in &cases {
+        let f = frame(p);
+        let want = match reference.run(*d, &f).verdict() {
+            Verdict::Pass => XDP_PASS,
+            Verdict::Drop => XDP_DROP,
+        };
+        let xdp: &aya::programs::Xdp = ebpf.program(d.name()).unwrap().try_into().unwrap();
+        let got = sys::prog_test_run_repeat(xdp.fd().unwrap().as_fd(), &f, 1).unwrap().retval;
+        assert_eq!(got, want, "{d:?} {p:?}");
+        verdicts.push(got);
+    }
+    assert_eq!(verdicts, [XDP_PASS, XDP_DROP], "one allowed, one denied");
+    // The reply of the allowed SYN gets in through the aya-loaded pair.
+    let reply = frame(&cases[0].0.reply());
+    let xdp: &aya::programs::Xdp = ebpf.program(Direction::Ingress.name()).unwrap().try_into().unwrap();
+    assert_eq!(sys::prog_test_run_repeat(xdp.fd().unwrap().as_fd(), &reply, 1).unwrap().retval, XDP_PASS);
+}
