@@ -40,6 +40,8 @@ const DROP: &str = "drop";
 const FLOW_KEY: i16 = -(FLOW_KEY_SIZE as i16);
 const FLOW_VALUE: i16 = -48;
 const LPM_KEY: i16 = -72;
+/// The IP version of the frame (4 or 6) while the shared IPv4 search runs.
+const FAMILY_SLOT: i16 = -80;
 
 /// The registers holding the address words (host order) in straight-line mode.
 const ADDR_REGS: [Reg; 4] = [R2, R3, R4, R5];
@@ -415,17 +417,13 @@ fn family_part(g: &mut Gen, fam: Fam, peer: i16, fr: &FamilyRules<'_>, locator: 
         }
         Some(Table::Search(intervals, classes)) => {
             addressless_rules(g, fr.rules, locator, allow);
-            match fam {
-                Fam::V4 => {
-                    g.emit(Insn::ldx_w(R2, R6, peer));
-                    g.emit(Insn::to_be(R2, 32));
-                }
-                Fam::V6 => {
-                    g.emit(Insn::ldx_dw(R2, R6, peer));
-                    g.emit(Insn::to_be(R2, 64));
-                    g.emit(Insn::ldx_dw(R3, R6, peer + 8));
-                    g.emit(Insn::to_be(R3, 64));
-                }
+            // IPv4: the caller loaded r2 (the code is shared with
+            // IPv4-mapped IPv6 peers).
+            if fam == Fam::V6 {
+                g.emit(Insn::ldx_dw(R2, R6, peer));
+                g.emit(Insn::to_be(R2, 64));
+                g.emit(Insn::ldx_dw(R3, R6, peer + 8));
+                g.emit(Insn::to_be(R3, 64));
             }
             search::emit(g, fam == Fam::V4, intervals, classes, allow, deny);
         }
@@ -663,7 +661,26 @@ fn program(dir: Direction, v4: &FamilyRules<'_>, v6: &FamilyRules<'_>, lookup: b
     g.emit(Insn::ja("rules4"));
     l4(&mut g, "4");
     g.bind("rules4");
-    family_part(&mut g, Fam::V4, peer(Fam::V4), v4, locator, "allow4", "deny4");
+    // A compiled IPv4 search is emitted once: IPv4 frames and IPv4-mapped
+    // IPv6 peers enter it with the address in r2 and their IP version in
+    // FAMILY_SLOT, which sends its verdicts to the right tail (a constant
+    // on the stack, so the verifier follows only the right branch).
+    let shared4 = v4.strategy() == AddrStrategy::Search;
+    if shared4 {
+        g.emit(Insn::st_dw(R10, FAMILY_SLOT, 4));
+        g.emit(Insn::ldx_w(R2, R6, peer(Fam::V4)));
+        g.emit(Insn::to_be(R2, 32));
+        g.bind("search4");
+        family_part(&mut g, Fam::V4, peer(Fam::V4), v4, locator, "allow4m", "deny4m");
+        for (from, to4, to6) in [("allow4m", "allow4", "allow6"), ("deny4m", "deny4", "deny6")] {
+            g.bind(from);
+            g.emit(Insn::ldx_dw(R0, R10, FAMILY_SLOT));
+            g.emit(Insn::jeq_imm(R0, 6, to6));
+            g.emit(Insn::ja(to4));
+        }
+    } else {
+        family_part(&mut g, Fam::V4, peer(Fam::V4), v4, locator, "allow4", "deny4");
+    }
 
     // IPv6.
     g.bind("ip6");
@@ -709,7 +726,14 @@ fn program(dir: Direction, v4: &FamilyRules<'_>, v6: &FamilyRules<'_>, lookup: b
     g.emit(Insn::jne_imm(R0, 0, "native6"));
     g.emit(Insn::ldx_w(R0, R6, p6 + 8));
     g.emit(Insn::jne32_imm(R0, u32::from_le_bytes([0, 0, 0xff, 0xff]) as i32, "native6"));
-    family_part(&mut g, Fam::V4, p6 + 12, v4, locator, "allow6", "deny6");
+    if shared4 {
+        g.emit(Insn::st_dw(R10, FAMILY_SLOT, 6));
+        g.emit(Insn::ldx_w(R2, R6, p6 + 12));
+        g.emit(Insn::to_be(R2, 32));
+        g.emit(Insn::ja("search4"));
+    } else {
+        family_part(&mut g, Fam::V4, p6 + 12, v4, locator, "allow6", "deny6");
+    }
     g.bind("native6");
     family_part(&mut g, Fam::V6, p6, v6, locator, "allow6", "deny6");
 
