@@ -228,3 +228,42 @@ fn only_a_tcp_syn_opens_a_flow_and_later_packets_skip_the_map() {
     assert_eq!(loaded.run(Direction::Egress, &frame(&ack)), XDP_PASS);
     assert_eq!(flows(), 1);
 }
+
+/// A family whose CIDRs flatten into more intervals than
+/// `max_search_intervals` takes the LPM trie; the other keeps its search,
+/// the program loads, and it judges as the reference does.
+#[test]
+fn too_many_intervals_fall_back_to_an_lpm_trie() {
+    let net = large_policy(1000, 0, 20);
+    let opts = Options { max_search_intervals: 300, ..Options::default() };
+    let set = compile(&net, &opts);
+    // 750 IPv4 CIDRs (well over 300 intervals), 250 IPv6 /48s (~500).
+    assert_eq!(set.egress.strategy, [AddrStrategy::LpmTrie, AddrStrategy::LpmTrie]);
+    let opts = Options { max_search_intervals: 600, ..Options::default() };
+    let set = compile(&net, &opts);
+    assert_eq!(set.egress.strategy, [AddrStrategy::LpmTrie, AddrStrategy::Search]);
+    assert!(set.map("xdp_eg_v4").is_some() && set.map("xdp_eg_v6").is_none());
+    let loaded = Loaded::new(&set);
+    let mut reference = Reference::new(&net);
+    for (dst, dport) in [("10.0.2.9", 443), ("10.0.2.9", 444), ("192.0.2.1", 443), ("2001:db8:3::1", 80)] {
+        let src = if dst.contains(':') { "fd00::2" } else { "10.200.0.2" };
+        let p = Pkt {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto: 6,
+            sport: 40000,
+            dport,
+            icmp_type: 0,
+            icmp_id: 0,
+            frag: Frag::None,
+            ihl: 5,
+            ext: Vec::new(),
+            tcp_flags: TCP_ACK,
+        };
+        let want = match reference.run(Direction::Egress, &frame(&p)).verdict() {
+            phantom_ebpf::xdp::reference::Verdict::Pass => XDP_PASS,
+            phantom_ebpf::xdp::reference::Verdict::Drop => XDP_DROP,
+        };
+        assert_eq!(loaded.run(Direction::Egress, &frame(&p)), want, "{p:?}");
+    }
+}

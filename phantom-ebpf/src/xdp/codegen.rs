@@ -767,13 +767,20 @@ fn direction(
             let cl = classes(rules, fam, locator);
             if cl.is_empty() {
                 None
-            } else if opts.large_sets == LargeSets::LpmTrie {
-                let name = map_name(dir, fam);
-                maps.push(lpm_map(&name, fam, &cl));
-                Some(Table::Lpm(name, cl))
             } else {
-                let iv = search::flatten(&members(rules, fam, &cl, locator), cl.len());
-                Some(Table::Search(iv, cl))
+                let iv = (opts.large_sets == LargeSets::Search)
+                    .then(|| search::flatten(&members(rules, fam, &cl, locator), cl.len()))
+                    // Beyond the cap the verifier's work would near its
+                    // limit: that family takes the trie.
+                    .filter(|iv| iv.starts.len() <= opts.max_search_intervals);
+                match iv {
+                    Some(iv) => Some(Table::Search(iv, cl)),
+                    None => {
+                        let name = map_name(dir, fam);
+                        maps.push(lpm_map(&name, fam, &cl));
+                        Some(Table::Lpm(name, cl))
+                    }
+                }
             }
         } else {
             None

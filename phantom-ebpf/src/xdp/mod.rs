@@ -109,7 +109,7 @@
 //! |---|---|---|
 //! | up to [`Options::table_threshold`] (default 4) | **straight-line**: each rule a block of compares against constants, in policy order | ~3 instructions per CIDR |
 //! | more (default) | **compiled search** (`xdp/search.rs`): the CIDRs flattened into disjoint intervals labelled with their rule classes, found by a balanced binary search written out as compares; IPv6 on 64-bit halves | ~log2(intervals) compares + one class block; no map, no helper call |
-//! | more, with [`LargeSets::LpmTrie`] | one **LPM trie** lookup (key: `prefixlen` u32 host order + address, network order; netprog's layout) whose value is a bitmap of rule classes | a helper call (10-60 ns here at 1,000 CIDRs, by match depth); kept for comparison |
+//! | more, with [`LargeSets::LpmTrie`], or more than [`Options::max_search_intervals`] intervals | one **LPM trie** lookup (key: `prefixlen` u32 host order + address, network order; netprog's layout) whose value is a bitmap of rule classes | a helper call (10-60 ns here at 1,000 CIDRs, by match depth); kept for comparison |
 //!
 //! A **rule class** groups the rules with CIDRs by (protocol, ports); a
 //! class is one block (`protocol; ports; goto allow`), so a large CIDR set
@@ -143,6 +143,14 @@ use phantom_dsl::ir::{NetMode, NetworkPolicy, Policy};
 /// CIDR count per family and direction above which a table (the compiled
 /// search, or an LPM trie) replaces per-rule compares.
 pub const DEFAULT_TABLE_THRESHOLD: usize = 4;
+/// Intervals of one family above which the compiled search gives way to
+/// an LPM trie. The verifier walks the search once per protocol the rules
+/// tell apart (the protocol register is an exact constant): about 36
+/// processed instructions per interval of a program, measured (a
+/// 10,000-CIDR policy searched in both families: ~13,500 intervals,
+/// ~490,000 instructions). 6,000 intervals per family keep a program
+/// under half of the kernel's 1,000,000-instruction limit.
+pub const DEFAULT_MAX_SEARCH_INTERVALS: usize = 6000;
 /// Default size of the flow map.
 pub const DEFAULT_FLOW_ENTRIES: u32 = 16384;
 
@@ -285,6 +293,9 @@ pub struct Options {
     pub table_threshold: usize,
     /// The table: a compiled search or an LPM trie.
     pub large_sets: LargeSets,
+    /// A family whose CIDRs flatten into more intervals than this takes an
+    /// LPM trie even with [`LargeSets::Search`].
+    pub max_search_intervals: usize,
     /// `max_entries` of the flow map.
     pub flow_entries: u32,
 }
@@ -294,6 +305,7 @@ impl Default for Options {
         Options {
             table_threshold: DEFAULT_TABLE_THRESHOLD,
             large_sets: LargeSets::Search,
+            max_search_intervals: DEFAULT_MAX_SEARCH_INTERVALS,
             flow_entries: DEFAULT_FLOW_ENTRIES,
         }
     }
