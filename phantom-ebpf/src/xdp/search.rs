@@ -19,8 +19,10 @@
 //! allow` per class, then `goto deny`), or straight to `deny` (no class) or
 //! `allow` (a class that takes every protocol and port). A compare carries
 //! the policy line of the first rule, in policy order, that has a CIDR
-//! starting or ending (its last address + 1) at the boundary it tests; a
-//! class block carries its class's line (its first rule's).
+//! starting or ending (its last address + 1) at the boundary it tests (a
+//! high-half compare that closes an inner search, `r2 >= high + 1`, the
+//! line of the rule owning that inner range's last boundary); a class
+//! block carries its class's line (its first rule's).
 
 use super::codegen::{proto_ports, Class, Gen};
 use crate::bpf::{Insn, Reg, Reg::*, SourceLoc};
