@@ -39,7 +39,7 @@ pub struct MapElem {
     pub flags: u64,
 }
 
-/// `BPF_PROG_LOAD`, up to `expected_attach_type`.
+/// `BPF_PROG_LOAD`, up to `attach_btf_id`.
 #[repr(C)]
 #[derive(Default)]
 pub struct ProgLoad {
@@ -55,6 +55,15 @@ pub struct ProgLoad {
     pub prog_name: [u8; 16],
     pub prog_ifindex: u32,
     pub expected_attach_type: u32,
+    pub prog_btf_fd: u32,
+    pub func_info_rec_size: u32,
+    pub func_info: u64,
+    pub func_info_cnt: u32,
+    pub line_info_rec_size: u32,
+    pub line_info: u64,
+    pub line_info_cnt: u32,
+    /// The kernel function (vmlinux BTF id) a tracing or LSM program hooks.
+    pub attach_btf_id: u32,
 }
 
 /// `BPF_PROG_ATTACH` / `BPF_PROG_DETACH`, up to `replace_bpf_fd`.

@@ -15,6 +15,9 @@ pub struct ProgLoad<'a> {
     pub license: &'a CStr,
     /// At most 15 of `[A-Za-z0-9_.]`.
     pub name: &'a str,
+    /// vmlinux BTF id of the hooked function (LSM and tracing programs),
+    /// else 0.
+    pub attach_btf_id: u32,
 }
 
 /// Loads a program with `log_level = 1`, starting from a log buffer of
@@ -38,6 +41,7 @@ pub fn prog_load(p: &ProgLoad<'_>, log_size: usize) -> Result<(OwnedFd, Verifier
             log_buf: buf.as_mut_ptr() as u64,
             prog_name,
             expected_attach_type: p.expected_attach_type,
+            attach_btf_id: p.attach_btf_id,
             ..Default::default()
         };
         // SAFETY: insns points to insn_cnt * 8 live bytes, license to a

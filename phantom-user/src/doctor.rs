@@ -26,6 +26,12 @@ fn read(p: &str) -> Option<String> {
 
 /// Loads `r0 = ret; exit` as `prog_type`; Ok if the kernel accepts it.
 fn probe_prog(prog_type: u32, attach: u32, ret: i32) -> Result<(), std::io::Error> {
+    probe_prog_btf(prog_type, attach, 0, ret)
+}
+
+/// [`probe_prog`] for programs that hook a kernel function (`btf_id` in
+/// the kernel's BTF).
+fn probe_prog_btf(prog_type: u32, attach: u32, btf_id: u32, ret: i32) -> Result<(), std::io::Error> {
     // mov64 r0, ret ; exit
     let insns: [u64; 2] = [0xb7 | ((ret as u32 as u64) << 32), 0x95];
     let bytes: Vec<u8> = insns.iter().flat_map(|i| i.to_le_bytes()).collect();
@@ -35,8 +41,25 @@ fn probe_prog(prog_type: u32, attach: u32, ret: i32) -> Result<(), std::io::Erro
         insns: &bytes,
         license: c"GPL",
         name: "phantom_probe",
+        attach_btf_id: btf_id,
     };
     phantom_bpf_sys::prog_load(&load, phantom_bpf_sys::INITIAL_LOG_SIZE).map(drop).map_err(std::io::Error::from)
+}
+
+const BPF_PROG_TYPE_LSM: u32 = 29;
+const BPF_LSM_CGROUP: u32 = 43;
+
+/// Whether this kernel runs lsm_cgroup programs: it loads one on
+/// `file_open` (returning 1, allow; never attached). `bpf` in the active
+/// LSM list is not enough: a kernel can list it and still refuse the
+/// programs (this project's CI host does, with EPERM).
+pub fn probe_bpf_lsm() -> Result<(), String> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF (/sys/kernel/btf/vmlinux): {e}"))?;
+    let id = btf
+        .id_by_type_name_kind("bpf_lsm_file_open", aya_obj::btf::BtfKind::Func)
+        .map_err(|e| format!("the kernel BTF has no bpf_lsm_file_open (CONFIG_BPF_LSM off?): {e}"))?;
+    probe_prog_btf(BPF_PROG_TYPE_LSM, BPF_LSM_CGROUP, id, 1)
+        .map_err(|e| format!("loading an lsm_cgroup/file_open program: {e}"))
 }
 
 fn landlock_abi() -> Option<i64> {
@@ -105,17 +128,55 @@ pub fn probe() -> DoctorReport {
         detail: xdp.as_ref().map_or_else(|e| format!("XDP program load: {e}"), |_| "XDP programs load".into()),
         fix: xdp.is_err().then(|| "run as root (or with CAP_BPF + CAP_NET_ADMIN)".into()),
     });
+    // Allowlist sandboxes reach the host end of their veth pair; going
+    // further needs forwarding and NAT on the host, which phantom never
+    // changes (a global setting) but reports.
+    let fwd4 = read("/proc/sys/net/ipv4/ip_forward").is_some_and(|v| v == "1");
+    let fwd6 = read("/proc/sys/net/ipv6/conf/all/forwarding").is_some_and(|v| v == "1");
+    p.push(Probe {
+        layer: "allowlist-net",
+        available: fwd4 && fwd6,
+        detail: format!(
+            "veth pairs 10.200.0.0/16 and fd70:6861:6e74::/48; forwarding: IPv4 {}, IPv6 {}",
+            if fwd4 { "on" } else { "off" },
+            if fwd6 { "on" } else { "off" }
+        ),
+        fix: (!(fwd4 && fwd6)).then(|| {
+            "allowlist sandboxes reach only their host end until the host forwards and masquerades their \
+             traffic: sysctl -w net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1, and e.g. \
+             nft add table ip phantom; nft add chain ip phantom post '{ type nat hook postrouting priority 100; }'; \
+             nft add rule ip phantom post ip saddr 10.200.0.0/16 masquerade (likewise for ip6 fd70:6861:6e74::/48)"
+                .into()
+        }),
+    });
     let lsms = read("/sys/kernel/security/lsm").unwrap_or_default();
-    let bpf_lsm = lsms.split(',').any(|l| l == "bpf");
+    let listed = lsms.split(',').any(|l| l == "bpf");
+    let loads = if listed { probe_bpf_lsm() } else { Err("not tried".into()) };
+    let lockdown = read("/sys/kernel/security/lockdown");
     p.push(Probe {
         layer: "bpf-lsm",
-        available: bpf_lsm,
-        detail: format!("active LSMs: {}", if lsms.is_empty() { "unknown (securityfs not mounted?)" } else { &lsms }),
-        fix: (!bpf_lsm).then(|| {
-            format!(
-                "boot with `bpf` in the lsm= parameter, e.g. lsm={},bpf (needs CONFIG_BPF_LSM)",
-                if lsms.is_empty() { "landlock,lockdown,yama" } else { &lsms }
-            )
+        available: loads.is_ok(),
+        detail: format!(
+            "active LSMs: {}; {}{}",
+            if lsms.is_empty() { "unknown (securityfs not mounted?)" } else { &lsms },
+            match &loads {
+                Ok(()) => "lsm_cgroup programs load".to_string(),
+                Err(e) if listed => e.clone(),
+                Err(_) => "bpf is not an active LSM".to_string(),
+            },
+            lockdown.as_ref().map_or(String::new(), |l| format!("; lockdown: {l}"))
+        ),
+        fix: loads.is_err().then(|| {
+            if listed {
+                "this kernel lists bpf but refuses LSM programs (a lockdown mode or a security policy of the \
+                 host); BPF-LSM rules need a host that allows them (cargo xtask vm-test shows one)"
+                    .to_string()
+            } else {
+                format!(
+                    "boot with `bpf` in the lsm= parameter, e.g. lsm={},bpf (needs CONFIG_BPF_LSM)",
+                    if lsms.is_empty() { "landlock,lockdown,yama" } else { &lsms }
+                )
+            }
         }),
     });
     let userns = read("/proc/sys/user/max_user_namespaces").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);

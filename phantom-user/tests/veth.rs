@@ -56,6 +56,7 @@ fn xdp_drop_all() -> OwnedFd {
         insns: &bytes,
         license: c"GPL",
         name: "test_drop",
+        attach_btf_id: 0,
     };
     phantom_bpf_sys::prog_load(&load, phantom_bpf_sys::INITIAL_LOG_SIZE).unwrap().0
 }

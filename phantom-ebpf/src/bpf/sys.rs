@@ -40,6 +40,13 @@ pub fn prog_load_with_log_size(
     log_size: usize,
 ) -> Result<LoadedProg, SysError> {
     let bytes = super::opcode::to_bytes(insns);
-    let load = phantom_bpf_sys::ProgLoad { prog_type, expected_attach_type: 0, insns: &bytes, license, name };
+    let load = phantom_bpf_sys::ProgLoad {
+        prog_type,
+        expected_attach_type: 0,
+        insns: &bytes,
+        license,
+        name,
+        attach_btf_id: 0,
+    };
     phantom_bpf_sys::prog_load(&load, log_size).map(|(fd, log)| LoadedProg { fd, log })
 }

@@ -56,6 +56,7 @@ fn load_one(prog: &XdpProgram, maps: &[(String, OwnedFd)]) -> Result<OwnedFd, Ne
         insns: &bytes,
         license: c"GPL",
         name: prog.direction.name(),
+        attach_btf_id: 0,
     };
     match sys::prog_load(&load, sys::INITIAL_LOG_SIZE) {
         Ok((fd, _)) => Ok(fd),
