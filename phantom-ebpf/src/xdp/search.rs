@@ -157,8 +157,9 @@ fn tree(
 /// Emits the search of one family and the class blocks it jumps to. The
 /// address is in r2 (IPv4, host order) or r2:r3 (IPv6, host order halves).
 pub(super) fn emit(g: &mut Gen, v4: bool, iv: &Intervals, classes: &[Class], allow: &str, deny: &str) {
-    // One block per distinct class set.
+    // One block per distinct class set, numbered in order of appearance.
     let mut blocks: Vec<&[usize]> = Vec::new();
+    let mut block_of: BTreeMap<&[usize], usize> = BTreeMap::new();
     let leaves: Vec<Leaf> = iv
         .sets
         .iter()
@@ -167,11 +168,11 @@ pub(super) fn emit(g: &mut Gen, v4: bool, iv: &Intervals, classes: &[Class], all
                 Leaf::Deny
             } else if set.iter().any(|&c| classes[c].protocol == Protocol::Any && classes[c].ports.is_empty()) {
                 Leaf::Allow
-            } else if let Some(b) = blocks.iter().position(|b| *b == set.as_slice()) {
-                Leaf::Block(b)
             } else {
-                blocks.push(set);
-                Leaf::Block(blocks.len() - 1)
+                Leaf::Block(*block_of.entry(set.as_slice()).or_insert_with(|| {
+                    blocks.push(set);
+                    blocks.len() - 1
+                }))
             }
         })
         .collect();
