@@ -123,12 +123,13 @@ pub struct Stats {
     pub min: u64,
     pub p50: u64,
     pub p95: u64,
+    pub p99: u64,
     pub mean: u64,
 }
 
 impl Stats {
     fn json(&self) -> serde_json::Value {
-        json!({ "iterations": self.iterations, "min_us": us(self.min), "p50_us": us(self.p50), "p95_us": us(self.p95), "mean_us": us(self.mean) })
+        json!({ "iterations": self.iterations, "min_us": us(self.min), "p50_us": us(self.p50), "p95_us": us(self.p95), "p99_us": us(self.p99), "mean_us": us(self.mean) })
     }
 }
 
@@ -199,17 +200,53 @@ impl Harness {
             black_box(f());
             samples.push(t.elapsed().as_nanos() as u64);
         }
+        let stats = Stats::from_samples(samples);
+        self.note(&format!("  {label:<36} {n:>8} iterations, p50 {:.1} µs", us(stats.p50)));
+        stats
+    }
+
+    /// Like [`Harness::measure`], but `setup` runs untimed before every
+    /// call (e.g. waiting until a pool is full again).
+    pub fn measure_after<T>(&self, label: &str, mut setup: impl FnMut(), mut f: impl FnMut() -> T) -> Stats {
+        let start = Instant::now();
+        let mut busy = Duration::ZERO;
+        let mut calls = 0u32;
+        while calls < 3 || start.elapsed() < self.budget / 10 {
+            setup();
+            let t = Instant::now();
+            black_box(f());
+            busy += t.elapsed();
+            calls += 1;
+        }
+        // The budget covers the timed part; the untimed setup may add to it.
+        let n = (self.budget.as_nanos() / (busy / calls).as_nanos().max(1)).clamp(10, 1_500) as usize;
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            setup();
+            let t = Instant::now();
+            black_box(f());
+            samples.push(t.elapsed().as_nanos() as u64);
+        }
+        let stats = Stats::from_samples(samples);
+        self.note(&format!("  {label:<36} {n:>8} iterations, p50 {:.1} µs", us(stats.p50)));
+        stats
+    }
+}
+
+impl Stats {
+    /// Order statistics of per-call timings (ns).
+    pub fn from_samples(mut samples: Vec<u64>) -> Stats {
         samples.sort_unstable();
-        let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-        let stats = Stats {
+        let n = samples.len();
+        let pick = |q: f64| samples[((n - 1) as f64 * q).round() as usize];
+        Stats {
             iterations: n,
             min: samples[0],
             p50: pick(0.50),
             p95: pick(0.95),
+            p99: pick(0.99),
             mean: samples.iter().sum::<u64>() / n as u64,
-        };
-        self.note(&format!("  {label:<36} {n:>8} iterations, p50 {:.1} µs", us(stats.p50)));
-        stats
+        }
     }
 }
 
@@ -295,32 +332,34 @@ fn print_table(bench: &str, cases: &[Case], sections: &[Section], checks: &[Chec
     println!();
     if !cases.is_empty() {
         println!(
-            "{:<22} {:<12} {:>9} {:>10} {:>10} {:>10} {:>11}",
-            "case", "who", "iters", "min µs", "p50 µs", "p95 µs", "ours/peer"
+            "{:<22} {:<12} {:>9} {:>10} {:>10} {:>10} {:>10} {:>11}",
+            "case", "who", "iters", "min µs", "p50 µs", "p95 µs", "p99 µs", "ours/peer"
         );
     }
     for c in cases {
         let ratio = c.ratio().map_or_else(|| "-".into(), |r| format!("{r:.2}x"));
         let s = &c.ours;
         println!(
-            "{:<22} {:<12} {:>9} {:>10.2} {:>10.2} {:>10.2} {:>11}",
+            "{:<22} {:<12} {:>9} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>11}",
             c.name,
             "phantom",
             s.iterations,
             us(s.min),
             us(s.p50),
             us(s.p95),
+            us(s.p99),
             ratio
         );
         if let Some((who, p)) = &c.peer {
             println!(
-                "{:<22} {:<12} {:>9} {:>10.2} {:>10.2} {:>10.2}",
+                "{:<22} {:<12} {:>9} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
                 "",
                 who,
                 p.iterations,
                 us(p.min),
                 us(p.p50),
-                us(p.p95)
+                us(p.p95),
+                us(p.p99)
             );
         }
         println!("{:<22} {}", "", c.detail);

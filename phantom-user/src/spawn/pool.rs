@@ -31,6 +31,10 @@ const MAX_FAILURES: u32 = 8;
 #[derive(Default)]
 struct State {
     ready: VecDeque<Prepared>,
+    /// Requests being served. Refilling (a fork of this process and a
+    /// dozen mounts) waits for them unless the pool is empty: it would
+    /// take the CPU and this process's memory lock from them.
+    in_flight: usize,
     stop: bool,
     failures: u32,
     last_error: Option<String>,
@@ -98,6 +102,7 @@ impl Spawner {
     pub fn run_stdio(&self, req: &SpawnRequest, stdio: Stdio<'_>) -> Result<RunResult, SpawnError> {
         let start = Instant::now();
         check(req)?;
+        let _serving = Serving::new(&self.shared);
         let spec = &self.shared.spec;
         let mut attempt = 0;
         loop {
@@ -169,11 +174,36 @@ impl Spawner {
     }
 }
 
+/// Counts a request in flight while it lives.
+struct Serving<'a>(&'a Shared);
+
+impl<'a> Serving<'a> {
+    fn new(shared: &'a Shared) -> Serving<'a> {
+        if let Ok(mut s) = shared.state.lock() {
+            s.in_flight += 1;
+        }
+        Serving(shared)
+    }
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.state.lock() {
+            s.in_flight -= 1;
+        }
+        self.0.cv.notify_all();
+    }
+}
+
 fn refill(shared: &Shared) {
     loop {
         {
             let Ok(mut s) = shared.state.lock() else { return };
-            while !s.stop && (s.ready.len() >= shared.target || s.failures >= MAX_FAILURES) {
+            while !s.stop
+                && (s.ready.len() >= shared.target
+                    || s.failures >= MAX_FAILURES
+                    || (s.in_flight > 0 && !s.ready.is_empty()))
+            {
                 s = match shared.cv.wait(s) {
                     Ok(g) => g,
                     Err(_) => return,

@@ -63,6 +63,11 @@ impl Drop for Scratch {
 /// A resident spawner drops it after the result is handed back.
 #[derive(Debug)]
 pub struct Leftovers {
+    /// The sandbox's mount namespace, held so that its teardown (unmounting
+    /// the whole root, an RCU grace period) happens when this is dropped,
+    /// not in the exit of the sandbox's last process, before its parent
+    /// can see the exit.
+    mount_ns: Option<OwnedFd>,
     cgroup_bpf: Option<Attachment>,
     cgroup: Option<SandboxCgroup>,
     scratch: Option<Scratch>,
@@ -78,6 +83,7 @@ impl Leftovers {
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
+        drop(self.mount_ns.take());
         drop(self.cgroup_bpf.take()); // detach before the cgroup goes
         if let Some(mut c) = self.cgroup.take() {
             let _ = c.remove();
@@ -150,7 +156,7 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
     if spec.isolated {
         chown_tree(&workspace, SANDBOX_ID_BASE).map_err(SpawnError::io("chown workspace"))?;
     }
-    let mut leftovers = Leftovers { cgroup_bpf: None, cgroup: None, scratch: Some(scratch) };
+    let mut leftovers = Leftovers { mount_ns: None, cgroup_bpf: None, cgroup: None, scratch: Some(scratch) };
 
     let root = spec.isolated.then(|| RootPlan::new(&base.join("root"), spec.binds.clone(), &workspace, 64 << 20));
     if spec.isolated {
@@ -265,6 +271,9 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
         let mut parts = line.trim_end_matches('\n').splitn(3, '\t');
         match (parts.next(), parts.next(), parts.next()) {
             (Some("ready"), _, _) => {
+                if let (Some(pid), true, Some(l)) = (prepared.sandbox_pid, spec.isolated, prepared.leftovers.as_mut()) {
+                    l.mount_ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok().map(OwnedFd::from);
+                }
                 prepared.status = Some(status);
                 return Ok(prepared);
             }
