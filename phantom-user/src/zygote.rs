@@ -108,7 +108,13 @@ pub fn serve(path: &Path, policy: Policy, bundle: LoadedBundle, idle: Duration) 
     }
     let listener = UnixListener::bind(path).map_err(err)?;
     listener.set_nonblocking(true).map_err(err)?;
+    // One malloc arena for every thread: per-thread arenas would each keep
+    // their own free pages resident.
+    // SAFETY: mallopt only changes allocator settings.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let spawner = Arc::new(Spawner::new(&policy, &bundle, POOL_SIZE).map_err(|e| ZygoteError::Refused(e.to_string()))?);
+    spawner.wait_full(Duration::from_secs(5));
+    release_startup_memory();
     // SAFETY: geteuid has no arguments.
     let me = unsafe { libc::geteuid() };
     let last = Arc::new(AtomicU64::new(0));
@@ -151,6 +157,32 @@ pub fn serve(path: &Path, policy: Policy, bundle: LoadedBundle, idle: Duration) 
     drop(listener);
     drop(spawner);
     Ok(())
+}
+
+/// `MADV_PAGEOUT` (linux/mman.h, 5.4+).
+const MADV_PAGEOUT: libc::c_int = 21;
+
+/// Once the bundle is loaded and the pool is full: the heap's free pages go
+/// back to the kernel, and so do this process's page mappings of its own
+/// executable (mostly the policy compiler, which serving never runs again;
+/// code that serving needs faults back in from the page cache).
+fn release_startup_memory() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe { libc::malloc_trim(0) };
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else { return };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(path)) = (f.next(), f.nth(4)) else { continue };
+        if Path::new(path) != exe {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else { continue };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else { continue };
+        // SAFETY: advice on a range that is mapped (from /proc/self/maps);
+        // MADV_PAGEOUT never changes the contents the process sees.
+        unsafe { libc::madvise(a as *mut libc::c_void, b - a, MADV_PAGEOUT) };
+    }
 }
 
 fn handle(stream: UnixStream, spawner: &Spawner, me: u32) -> std::io::Result<()> {
