@@ -4,6 +4,7 @@
 //! filter; [`landlock`] turns it into a Landlock ruleset description. The eBPF
 //! backend lands with its issue.
 
+pub mod audit;
 pub mod bpf;
 pub mod bundle;
 pub mod elf;

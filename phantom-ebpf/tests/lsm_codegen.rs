@@ -3,6 +3,7 @@
 //! (phantom-user/tests/vm_lsm.rs).
 
 use phantom_dsl::ir::Policy;
+use phantom_ebpf::audit::{self, Verdict};
 use phantom_ebpf::bpf::{disasm, Insn, Op};
 use phantom_ebpf::elf::read::read_object;
 use phantom_ebpf::lsm::{self, Hook, KernelLayout, LsmPrograms, Options, PATH_MAP};
@@ -15,6 +16,9 @@ kernel:
   mount: deny
   bpf: allow
   user_namespaces: deny
+  ptrace: allow
+  signals: allow
+  raw_sockets: allow
 filesystem:
   rules:
     - deny: /workspace/.git/hooks
@@ -27,7 +31,16 @@ filesystem:
 ";
 
 /// The 6.12 layout (any fixed layout works for the host tests).
-const LAYOUT: KernelLayout = KernelLayout { file_f_mode: 4, file_f_path: 64 };
+const LAYOUT: KernelLayout = KernelLayout {
+    file_f_mode: 4,
+    file_f_path: 64,
+    file_f_flags: 72,
+    task_tgid: 1268,
+    task_cgroups: 2376,
+    css_set_dfl_cgrp: 136,
+    cgroup_kn: 304,
+    kernfs_node_id: 96,
+};
 
 fn policy(text: &str) -> Policy {
     let c = phantom_dsl::compile_str(PATH, text);
@@ -39,6 +52,15 @@ fn compile(text: &str) -> LsmPrograms {
     lsm::compile(&policy(text), &Options::default().source(PATH, text)).unwrap()
 }
 
+/// A `kernel:` block with every switch allowed except `deny`.
+fn switches(deny: &[&str]) -> String {
+    let mut s = String::from("kernel:\n");
+    for k in ["ptrace", "mount", "bpf", "user_namespaces", "io_uring", "kernel_modules", "signals", "raw_sockets"] {
+        s += &format!("  {k}: {}\n", if deny.contains(&k) { "deny" } else { "allow" });
+    }
+    s
+}
+
 fn line_of(needle: &str) -> u32 {
     POLICY.lines().position(|l| l.contains(needle)).unwrap() as u32 + 1
 }
@@ -48,15 +70,17 @@ fn the_hooks_follow_the_policy() {
     let p = compile(POLICY);
     let hooks: Vec<Hook> = p.programs.iter().map(|p| p.hook).collect();
     assert_eq!(hooks, [Hook::FileOpen, Hook::SbMount, Hook::MoveMount, Hook::UsernsCreate]);
-    assert_eq!(p.maps().len(), 1);
-    assert_eq!(p.maps()[0].name, PATH_MAP);
+    let maps: Vec<String> = p.maps().iter().map(|m| m.name.clone()).collect();
+    assert_eq!(maps, [PATH_MAP, audit::RINGBUF_MAP]);
 
-    let none = compile("profile: p\nkernel:\n  mount: allow\n  bpf: allow\n  user_namespaces: allow\n");
+    let none = compile(&format!("profile: p\n{}", switches(&[])));
     assert!(none.is_empty(), "{none:?}");
+    assert!(none.maps().is_empty());
     // A remove-only rule needs no file_open program (an open never removes).
-    let remove_only = compile(
-        "profile: p\nkernel:\n  mount: allow\n  bpf: deny\n  user_namespaces: allow\nfilesystem:\n  rules:\n    - deny: /x\n      access: [remove]\n",
-    );
+    let remove_only = compile(&format!(
+        "profile: p\n{}filesystem:\n  rules:\n    - deny: /x\n      access: [remove]\n",
+        switches(&["bpf"])
+    ));
     assert_eq!(remove_only.programs.iter().map(|p| p.hook).collect::<Vec<_>>(), [Hook::Bpf]);
 }
 
@@ -66,19 +90,15 @@ fn compiling_twice_gives_the_same_bytes() {
     let b = compile(POLICY).object(&LAYOUT).unwrap();
     assert_eq!(a, b);
     // A different kernel layout changes only the patched offsets.
-    let other = compile(POLICY).object(&KernelLayout { file_f_mode: 12, file_f_path: 80 }).unwrap();
+    let other = compile(POLICY).object(&KernelLayout { file_f_mode: 12, file_f_path: 80, ..LAYOUT }).unwrap();
     assert_ne!(a, other);
     assert_eq!(a.len(), other.len());
 }
 
 #[test]
-fn file_open_has_the_expected_size_and_offsets() {
+fn file_open_reads_patched_offsets_and_compares_whole_components() {
     let p = compile(POLICY);
     let open = p.get(Hook::FileOpen).unwrap();
-    // Prologue 15, `/workspace/.git/hooks` (21 bytes: 8+8+4+1) 3+3+3+2+2+3+2 = 18,
-    // `/etc/shadow` (11: 8+2+1) 3+3+2+2+3+2 = 15, `/workspace/build*` (16: 8+8)
-    // 3+3+3+2 = 11, the epilogue 4. The remove-only rule emits nothing.
-    assert_eq!(open.insns.len(), 15 + 18 + 15 + 11 + 4, "{}", listing(&open.insns));
     let insns = open.patched(&LAYOUT).unwrap();
     assert!(matches!(insns[1].op, Op::Load { off: 4, .. }), "f_mode: {:?}", insns[1]);
     assert!(
@@ -87,10 +107,15 @@ fn file_open_has_the_expected_size_and_offsets() {
     );
     let text = listing(&insns);
     assert!(text.contains("call bpf_d_path"), "{text}");
+    // The path starts 64 bytes into the record (r9 = r6 + 64).
+    assert!(text.contains("r9 += 64"), "{text}");
     // The boundary check after `/workspace/.git/hooks`: byte 21 is NUL or '/'.
     assert!(text.contains("*(u8 *)(r9 +21)"), "{text}");
     // The glob has no boundary check.
     assert!(!text.contains("*(u8 *)(r9 +16)"), "{text}");
+    // Every denial is recorded.
+    assert!(text.contains("call bpf_ringbuf_output"), "{text}");
+    assert!(text.contains("call bpf_get_current_comm"), "{text}");
 }
 
 #[test]
@@ -139,4 +164,151 @@ fn a_pattern_longer_than_the_buffer_is_an_error() {
 fn listing(insns: &[Insn]) -> String {
     let enc = phantom_ebpf::bpf::encode(insns).unwrap();
     disasm::disassemble(&enc).unwrap()
+}
+
+const ALL_HOOKS: &str = "\
+profile: lsm-all
+audit:
+  mode: enforce
+kernel:
+  ptrace: deny
+  mount: deny
+  bpf: deny
+  user_namespaces: deny
+  signals: deny
+  raw_sockets: deny
+  unix_sockets:
+    connect: [/run/agent/tools.sock, \"@agent-broker\"]
+filesystem:
+  rules:
+    - deny: /etc/shadow
+    - deny: /workspace/.git/hooks
+      access: [write, create]
+exec:
+  allow: [/usr/bin/python3, /usr/lib/git-core*]
+";
+
+#[test]
+fn every_hook_of_the_set_is_emitted_within_the_kernel_limit() {
+    let p = compile(ALL_HOOKS);
+    let hooks: Vec<Hook> = p.programs.iter().map(|p| p.hook).collect();
+    assert_eq!(hooks.len(), 9);
+    assert_eq!(Hook::ALL.len(), 9, "the kernel allows 10 distinct lsm_cgroup hooks system-wide");
+    for h in Hook::ALL {
+        assert!(hooks.contains(&h), "{h:?} missing");
+        assert_eq!(Hook::from_id(h.id()), Some(h));
+        assert!(h.prog_name().len() <= 15, "{}", h.prog_name());
+    }
+    let ids: std::collections::BTreeSet<u16> = Hook::ALL.iter().map(|h| h.id()).collect();
+    assert_eq!(ids.len(), 9, "hook ids are distinct");
+}
+
+#[test]
+fn the_exec_allow_list_checks_fmode_exec_and_the_runtime_command() {
+    let p = compile(ALL_HOOKS);
+    let text = listing(&p.get(Hook::FileOpen).unwrap().patched(&LAYOUT).unwrap());
+    assert!(text.contains("&= 32"), "the FMODE_EXEC test: {text}");
+    // `/usr/bin/python3` = 8 + 8 bytes, then the boundary byte 16.
+    assert!(text.contains("*(u8 *)(r9 +16)"), "{text}");
+    let with_cmd =
+        lsm::compile(&policy(ALL_HOOKS), &Options::default().source(PATH, ALL_HOOKS).exec_also("/opt/tool/run"))
+            .unwrap();
+    let a = p.get(Hook::FileOpen).unwrap().insns.len();
+    let b = with_cmd.get(Hook::FileOpen).unwrap().insns.len();
+    assert!(b > a, "the command adds a compare ({a} -> {b})");
+    // Without exec and deny rules there is no file_open program at all.
+    let none = compile(&format!("profile: p\n{}", switches(&["bpf"])));
+    assert!(none.get(Hook::FileOpen).is_none());
+    // An empty allow-list still makes the program (it denies every exec).
+    let empty = compile(&format!("profile: p\n{}exec:\n  allow: []\n", switches(&[])));
+    assert!(empty.get(Hook::FileOpen).is_some());
+}
+
+#[test]
+fn unix_entries_compare_the_address_as_written() {
+    let p = compile(ALL_HOOKS);
+    let text = listing(&p.get(Hook::SocketConnect).unwrap().insns);
+    assert!(text.contains("call bpf_probe_read_kernel"), "{text}");
+    // The abstract entry needs addrlen == 3 + 12 exactly.
+    assert!(text.contains("if w8 != 0xf goto"), "{text}");
+    // The path entry (21 bytes) needs addrlen >= 23.
+    assert!(text.contains("if w8 < 0x17 goto"), "{text}");
+    // The front end refuses such names already; the backend checks anyway.
+    let mut long = policy(ALL_HOOKS);
+    long.kernel.unix_connect.as_mut().unwrap()[0].0 = format!("/{}", "s".repeat(120));
+    let err = lsm::compile(&long, &Options::default()).unwrap_err();
+    assert!(err.to_string().contains("sun_path holds at most 107"), "{err}");
+}
+
+#[test]
+fn task_hooks_compare_cgroup_ids_through_patched_fields() {
+    let p = compile(ALL_HOOKS);
+    for hook in [Hook::PtraceAccessCheck, Hook::TaskKill] {
+        let prog = p.get(hook).unwrap();
+        let fields: Vec<_> = prog.field_relocs.iter().map(|r| r.field).collect();
+        assert_eq!(
+            fields,
+            [
+                lsm::KernelField::TaskTgid,
+                lsm::KernelField::TaskCgroups,
+                lsm::KernelField::CssSetDflCgrp,
+                lsm::KernelField::CgroupKn,
+                lsm::KernelField::KernfsNodeId
+            ]
+        );
+        let text = listing(&prog.patched(&LAYOUT).unwrap());
+        assert!(text.contains("*(u64 *)(r8 +2376)"), "task->cgroups: {text}");
+        assert!(text.contains("call bpf_get_current_cgroup_id"), "{text}");
+    }
+}
+
+/// The value every `exit` of a program returns when it is reached from a
+/// `r0 = imm` just before it.
+fn returns(insns: &[Insn]) -> Vec<i32> {
+    insns
+        .windows(2)
+        .filter_map(|w| match (&w[0].op, &w[1].op) {
+            (Op::Alu { src: phantom_ebpf::bpf::Source::Imm(v), dst: phantom_ebpf::bpf::Reg::R0, .. }, Op::Exit) => {
+                Some(*v)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn complain_mode_records_and_allows_everywhere() {
+    let enforce = compile(ALL_HOOKS);
+    let complain_text = ALL_HOOKS.replace("mode: enforce", "mode: complain");
+    let complain = compile(&complain_text);
+    for (e, c) in enforce.programs.iter().zip(&complain.programs) {
+        assert_eq!(e.hook, c.hook);
+        assert!(returns(&e.insns).contains(&0), "{:?} denies in enforce mode", e.hook);
+        assert!(returns(&c.insns).iter().all(|v| *v == 1), "{:?} never denies in complain mode", c.hook);
+        let text = listing(&c.insns);
+        assert!(text.contains("call bpf_ringbuf_output"), "{:?} records: {text}", c.hook);
+        // The verdict byte of the header: version 1 | layer 5 << 16 | verdict << 24.
+        let head = |v: Verdict| 1 | 5 << 16 | u32::from(v.code()) << 24;
+        assert!(format!("{:?}", c.insns).contains(&format!("imm: {}", head(Verdict::Complain) as i32)), "{:?}", c.hook);
+        assert!(format!("{:?}", e.insns).contains(&format!("imm: {}", head(Verdict::Deny) as i32)), "{:?}", e.hook);
+    }
+}
+
+/// Golden listing of every hook's program (bless with PHANTOM_BLESS=1).
+#[test]
+fn every_hook_matches_its_golden_listing() {
+    let p = compile(ALL_HOOKS);
+    let mut out = String::from("# lsm-all: every BPF-LSM hook, layout of tests/lsm_codegen.rs\n");
+    for prog in &p.programs {
+        let insns = prog.patched(&LAYOUT).unwrap();
+        out += &format!("-- {} {} ({} instructions)\n", prog.hook.section(), prog.hook.prog_name(), insns.len());
+        out += &listing(&insns);
+    }
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/ebpf-lsm/lsm-all.txt");
+    if std::env::var_os("PHANTOM_BLESS").is_some() {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, &out).unwrap();
+    }
+    let golden = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(golden == out, "{} differs (PHANTOM_BLESS=1 to accept):\n{out}", file.display());
 }

@@ -9,14 +9,36 @@
 //! VM tier (`cargo xtask vm-test`, tests/vm_lsm.rs) is where this runs.
 //!
 //! Kernel-dependent resolution happens here, never in the compiler: the
-//! offsets of the `struct file` fields the file_open program reads come
-//! from the running kernel's BTF ([`kernel_layout`]) and are patched into
-//! the instructions before the object is built. CO-RE relocations in
-//! `.BTF.ext`, resolved by aya itself, are the follow-up.
+//! offsets of the kernel struct fields the programs read (`struct file`
+//! for file_open, `task_struct` -> `css_set` -> `cgroup` -> `kernfs_node`
+//! for ptrace_access_check and task_kill) come from the running kernel's
+//! BTF ([`kernel_layout`]) and are patched into the instructions before
+//! the object is built. CO-RE relocations in `.BTF.ext`, resolved by aya
+//! itself, are the follow-up.
+//!
+//! # Audit records and pins
+//! Every program writes its decisions into the object's ring buffer
+//! ([`phantom_ebpf::audit`]). [`LoadedLsm::audit`] hands out its reader;
+//! [`LoadedLsm::pin`] pins programs and ring buffer so that `phantom audit`
+//! (another process) can read them:
+//! ```text
+//! <dir>/                 /sys/fs/bpf/phantom/<hash>/lsm for a loaded bundle
+//!     programs/<name>    phantom_open, phantom_kill, ...
+//!     audit              the ring buffer (BPF_MAP_TYPE_RINGBUF)
+//!     info               symlink; target: {"files":[policy files]} (JSON),
+//!                        to name the file of a record's `file` index
+//! ```
+//! A ring buffer has one consumer position: two readers of one pin share
+//! (and split) the stream.
+
+mod audit_reader;
+
+pub use audit_reader::{AuditReader, PinnedInfo, AUDIT_PIN, INFO_PIN};
 
 use aya::programs::lsm_cgroup::LsmLinkId;
 use aya::programs::LsmCgroup;
 use aya::{Btf, Ebpf};
+use phantom_ebpf::audit;
 use phantom_ebpf::lsm::{Hook, KernelField, KernelLayout, LsmError, LsmPrograms};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -46,6 +68,12 @@ pub enum LsmLoadError {
     Attach { hook: &'static str, path: PathBuf, detail: String },
     #[error("detaching lsm_cgroup/{hook}: {detail}")]
     Detach { hook: &'static str, detail: String },
+    #[error("the audit ring buffer: {0}")]
+    Audit(String),
+    #[error("pinning at {}: {detail}", path.display())]
+    Pin { path: PathBuf, detail: String },
+    #[error("no audit ring buffer is pinned at {}: {detail}", path.display())]
+    NotPinned { path: PathBuf, detail: String },
 }
 
 /// The offsets of the [`KernelField`]s on the running kernel.
@@ -58,11 +86,10 @@ pub fn kernel_layout() -> Result<KernelLayout, LsmLoadError> {
 /// The offsets of the [`KernelField`]s in a kernel BTF blob.
 pub fn layout_from_btf(bytes: &[u8]) -> Result<KernelLayout, LsmLoadError> {
     let btf = btf::Types::parse(bytes).map_err(LsmLoadError::Btf)?;
-    let offset = |f: KernelField| {
+    KernelLayout::resolve(|f: KernelField| {
         let (strukt, member) = f.btf_name();
         btf.member_offset(strukt, member).ok_or(LsmLoadError::NoField { strukt, member })
-    };
-    Ok(KernelLayout { file_f_mode: offset(KernelField::FileMode)?, file_f_path: offset(KernelField::FilePath)? })
+    })
 }
 
 /// Loaded LSM programs and their attachments. Dropping it detaches every
@@ -105,6 +132,35 @@ impl LoadedLsm {
     /// The hooks loaded.
     pub fn hooks(&self) -> &[Hook] {
         &self.hooks
+    }
+
+    /// The reader of the programs' audit ring buffer. The first call takes
+    /// it (pin first if another process should read it too).
+    pub fn audit(&mut self) -> Result<AuditReader, LsmLoadError> {
+        let map = self.ebpf.take_map(audit::RINGBUF_MAP).ok_or_else(|| {
+            LsmLoadError::Audit(format!("no map {} (no program, or audit() called twice)", audit::RINGBUF_MAP))
+        })?;
+        AuditReader::from_map(map)
+    }
+
+    /// Pins the programs under `dir/programs/`, the ring buffer at
+    /// `dir/audit` and `dir/info` (policy file names); `dir` is created
+    /// and must be on bpffs.
+    pub fn pin(&mut self, dir: &Path, files: &[String]) -> Result<(), LsmLoadError> {
+        let err = |path: &Path, detail: String| LsmLoadError::Pin { path: path.into(), detail };
+        let progs = dir.join("programs");
+        std::fs::create_dir_all(&progs).map_err(|e| err(&progs, e.to_string()))?;
+        for hook in self.hooks.clone() {
+            let path = progs.join(hook.prog_name());
+            lsm_prog(&mut self.ebpf, hook)?.pin(&path).map_err(|e| err(&path, format!("{e:?}")))?;
+        }
+        let ring = dir.join(AUDIT_PIN);
+        let map = self.ebpf.map(audit::RINGBUF_MAP).ok_or_else(|| err(&ring, "the ring buffer was taken".into()))?;
+        map.pin(&ring).map_err(|e| err(&ring, format!("{e:?}")))?;
+        let info = dir.join(INFO_PIN);
+        let target = serde_json::to_string(&PinnedInfo { files: files.to_vec() }).expect("plain JSON");
+        std::os::unix::fs::symlink(target, &info).map_err(|e| err(&info, e.to_string()))?;
+        Ok(())
     }
 
     /// Attaches every program to the cgroup v2 directory `cgroup`. On an
@@ -300,9 +356,15 @@ mod tests {
         if !Path::new(VMLINUX_BTF).exists() {
             panic!("{VMLINUX_BTF} is missing: Phantom's BPF-LSM loader needs a kernel with BTF");
         }
-        let l = kernel_layout().expect("struct file resolves");
+        let l = kernel_layout().expect("every field resolves");
         assert!(l.file_f_path > l.file_f_mode, "{l:?}");
         assert_eq!(l.file_f_path % 8, 0, "{l:?}");
+        // Pointers are 8-byte aligned, the ids and pids 8 and 4.
+        for off in [l.task_cgroups, l.css_set_dfl_cgrp, l.cgroup_kn, l.kernfs_node_id] {
+            assert_eq!(off % 8, 0, "{l:?}");
+        }
+        assert_eq!(l.task_tgid % 4, 0, "{l:?}");
+        assert!(l.task_cgroups > l.task_tgid, "task_struct keeps cgroups after tgid: {l:?}");
     }
 
     #[test]

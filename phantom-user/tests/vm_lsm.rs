@@ -216,10 +216,10 @@ fn load_policy(name: &str, body: &str) -> LoadedLsm {
     LoadedLsm::load(&progs).unwrap_or_else(|e| panic!("the kernel loads {name}'s programs: {e}"))
 }
 
-/// The three switches this file tests, all allowed but `deny`.
+/// Every kernel switch, all allowed but `deny`.
 fn switches(deny: &[&str]) -> String {
     let mut s = String::from("kernel:\n");
-    for k in ["mount", "bpf", "user_namespaces"] {
+    for k in ["ptrace", "mount", "bpf", "user_namespaces", "io_uring", "kernel_modules", "signals", "raw_sockets"] {
         s += &format!("  {k}: {}\n", if deny.contains(&k) { "deny" } else { "allow" });
     }
     s
@@ -229,6 +229,45 @@ fn switches(deny: &[&str]) -> String {
 /// into `cgroup` when there is one. `Ok(())` when `action` returned 0, else
 /// the errno it returned.
 fn child_result(cgroup: Option<&Path>, setup: impl FnOnce() -> i32, action: impl FnOnce() -> i32) -> Result<(), i32> {
+    child_run(cgroup, setup, action).0
+}
+
+/// [`child_result`] and the child's pid (as the kernel's audit records
+/// name it: the tgid in the initial pid namespace).
+fn child_run(
+    cgroup: Option<&Path>,
+    setup: impl FnOnce() -> i32,
+    action: impl FnOnce() -> i32,
+) -> (Result<(), i32>, u32) {
+    let mut fds = [0i32; 2];
+    // SAFETY: a two-element array for pipe2.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "pipe2");
+    let (rd, wr) = (fds[0], fds[1]);
+    let action = move || {
+        // SAFETY: getpid has no preconditions; writes 4 bytes of a live value.
+        unsafe {
+            let pid = libc::getpid() as u32;
+            libc::write(wr, (&pid as *const u32).cast(), 4);
+        }
+        action()
+    };
+    let result = child_result_inner(cgroup, setup, action);
+    let mut pid = 0u32;
+    // SAFETY: reads 4 bytes into a live u32; both fds are ours.
+    unsafe {
+        libc::close(wr);
+        let n = libc::read(rd, (&mut pid as *mut u32).cast(), 4);
+        libc::close(rd);
+        assert_eq!(n, 4, "the child reports its pid before acting");
+    }
+    (result, pid)
+}
+
+fn child_result_inner(
+    cgroup: Option<&Path>,
+    setup: impl FnOnce() -> i32,
+    action: impl FnOnce() -> i32,
+) -> Result<(), i32> {
     let procs = cgroup.map(|c| c.join("cgroup.procs"));
     // Exit codes: 0 done, 100 + errno refused, 98 setup failed, 99 could not join.
     let end = fork_child(move || {
@@ -290,6 +329,7 @@ impl TempTree {
     fn new(name: &str, files: &[&str]) -> TempTree {
         let root = std::env::temp_dir().join(format!("phantom-vm-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("mkdir {}: {e}", root.display()));
         for f in files {
             let p = root.join(f);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -653,4 +693,499 @@ fn lsm_file_open_denies_paths_longer_than_its_buffer() {
     );
     drop(lsm);
     remove_cgroups(vec![cgroup]);
+}
+
+// ------------------------------------------------------------ audit records
+
+use phantom_ebpf::audit::{AuditRecord, Layer, Object, Verdict, NO_RULE};
+use phantom_user::lsm::AuditReader;
+use std::os::unix::fs::MetadataExt;
+
+/// A cgroup v2 directory's id (its inode number, what the kernel's
+/// `kn->id` and `bpf_get_current_cgroup_id` return).
+fn cgroup_id(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).ino()
+}
+
+/// Every record the programs wrote so far (they write before the
+/// syscall returns, so a finished child's records are all there).
+fn records(reader: &mut AuditReader) -> Vec<AuditRecord> {
+    reader.drain().into_iter().map(|r| r.unwrap_or_else(|e| panic!("a record decodes: {e}"))).collect()
+}
+
+/// The one record of `hook` by `pid`, checked for layer, verdict and
+/// sandbox (the cgroup's id).
+fn the_record<'a>(recs: &'a [AuditRecord], hook: Hook, pid: u32, cgroup: &Path, verdict: Verdict) -> &'a AuditRecord {
+    let mine: Vec<&AuditRecord> = recs.iter().filter(|r| r.hook == hook.id() && r.pid == pid).collect();
+    assert_eq!(mine.len(), 1, "one {hook:?} record by pid {pid}; all records: {recs:#?}");
+    let r = mine[0];
+    assert_eq!(r.layer, Layer::BpfLsm.code(), "{r:?}");
+    assert_eq!(r.verdict, verdict.code(), "{r:?}");
+    assert_eq!(r.sandbox, cgroup_id(cgroup), "the record names the sandbox's cgroup: {r:?}");
+    assert_eq!(r.tid, pid, "a single-threaded child: {r:?}");
+    assert!(!r.comm().is_empty(), "{r:?}");
+    r
+}
+
+/// Compiles and loads a policy, and takes its audit reader.
+fn load_with_audit(name: &str, body: &str) -> (LoadedLsm, AuditReader, String) {
+    let mut lsm = load_policy(name, body);
+    let reader = lsm.audit().unwrap_or_else(|e| panic!("audit reader: {e}"));
+    (lsm, reader, format!("profile: vm-{name}\n{body}"))
+}
+
+fn line_of(text: &str, needle: &str) -> u32 {
+    text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("`{needle}` in {text}")) as u32 + 1
+}
+
+#[test]
+fn lsm_file_open_denials_are_recorded_with_path_rule_and_line() {
+    in_vm();
+    let tree = TempTree::new("audit-open", &["secret", "ok"]);
+    let secret = tree.0.join("secret");
+    let body = format!("{}filesystem:\n  rules:\n    - deny: {}\n", switches(&[]), secret.display());
+    let (mut lsm, mut reader, text) = load_with_audit("audit-open", &body);
+    let cgroup = TestCgroup::new("audit-open");
+    lsm.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach: {e}"));
+    let s = secret.clone();
+    let (r, pid) = child_run(Some(&cgroup.0), no_setup, move || try_open(&s, libc::O_RDONLY));
+    assert_eq!(r, Err(libc::EPERM));
+    let ok = tree.0.join("ok");
+    let (r, ok_pid) = child_run(Some(&cgroup.0), no_setup, move || try_open(&ok, libc::O_RDONLY));
+    assert_eq!(r, Ok(()));
+    let s = secret.clone();
+    let (r, out_pid) = child_run(None, no_setup, move || try_open(&s, libc::O_RDONLY));
+    assert_eq!(r, Ok(()), "outside the cgroup the secret opens");
+
+    let recs = records(&mut reader);
+    let rec = the_record(&recs, Hook::FileOpen, pid, &cgroup.0, Verdict::Deny);
+    assert_eq!(rec.object, Object::Path(secret.as_os_str().as_encoded_bytes().to_vec()));
+    assert_eq!(rec.rule, 0, "filesystem.rules[0]");
+    assert_eq!(rec.line, line_of(&text, "- deny:"));
+    assert_eq!(rec.file, 0);
+    assert_eq!(rec.detail & phantom_ebpf::lsm::FMODE_READ, phantom_ebpf::lsm::FMODE_READ, "f_mode has read");
+    assert!(recs.iter().all(|r| r.pid != ok_pid && r.pid != out_pid), "allowed opens are not recorded: {recs:#?}");
+    drop(lsm);
+    remove_cgroups(vec![cgroup]);
+}
+
+/// Copies of /bin/true under `dir/allowed/` and `dir/denied/`.
+fn true_copies(tree: &TempTree) -> (PathBuf, PathBuf) {
+    let mut out = Vec::new();
+    for d in ["allowed", "denied"] {
+        let dir = tree.0.join(d);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("true");
+        std::fs::copy("/bin/true", &p).unwrap_or_else(|e| panic!("copy /bin/true: {e}"));
+        out.push(p);
+    }
+    (out[0].clone(), out[1].clone())
+}
+
+/// execv(path) in the child: returns only on failure (the errno); a
+/// successful exec of `true` exits 0.
+fn exec(path: &Path) -> i32 {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let argv = [c.as_ptr(), std::ptr::null()];
+    // SAFETY: a NUL-terminated path and a NULL-terminated argv.
+    unsafe { libc::execv(c.as_ptr(), argv.as_ptr()) };
+    errno()
+}
+
+#[test]
+fn lsm_exec_allow_list_denies_other_executables_in_the_cgroup_only() {
+    in_vm();
+    let tree = TempTree::new("exec", &[]);
+    let (allowed, denied) = true_copies(&tree);
+    // The dynamic loader is opened for exec too (PT_INTERP): it must be on
+    // the list, by its real path (bpf_d_path resolves symlinks).
+    let ld = std::fs::canonicalize("/lib64/ld-linux-x86-64.so.2").expect("the x86_64 dynamic loader");
+    let body = format!("{}exec:\n  allow: [{}, {}]\n", switches(&[]), allowed.display(), ld.display());
+    let (mut lsm, mut reader, text) = load_with_audit("exec", &body);
+    assert_eq!(lsm.hooks(), [Hook::FileOpen]);
+    let cgroup = TestCgroup::new("exec");
+    lsm.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach: {e}"));
+
+    let a = allowed.clone();
+    let allowed_run = child_result(Some(&cgroup.0), no_setup, move || exec(&a));
+    let d = denied.clone();
+    let (r, pid) = child_run(Some(&cgroup.0), no_setup, move || exec(&d));
+    if allowed_run != Ok(()) || r != Err(libc::EPERM) {
+        panic!(
+            "allowed exec: {allowed_run:?} (want Ok), denied exec: {r:?} (want EPERM); records: {:?}",
+            records(&mut reader).iter().map(|r| (r.pid, r.object.display(), r.detail, r.comm())).collect::<Vec<_>>()
+        );
+    }
+    // Reading the same file is not executing it.
+    let d = denied.clone();
+    assert_eq!(child_result(Some(&cgroup.0), no_setup, move || try_open(&d, libc::O_RDONLY)), Ok(()));
+    let d = denied.clone();
+    assert_eq!(child_result(None, no_setup, move || exec(&d)), Ok(()), "outside the cgroup it runs");
+
+    let recs = records(&mut reader);
+    let rec = the_record(&recs, Hook::FileOpen, pid, &cgroup.0, Verdict::Deny);
+    assert_eq!(rec.object, Object::Path(denied.as_os_str().as_encoded_bytes().to_vec()));
+    assert_eq!(rec.rule, NO_RULE, "an allow-list miss has no rule");
+    assert_eq!(rec.line, line_of(&text, "allow: ["));
+    assert_ne!(rec.detail & phantom_ebpf::lsm::FMODE_EXEC, 0, "f_mode has FMODE_EXEC: {rec:?}");
+    assert_eq!(recs.len(), 1, "only the refused exec is recorded: {recs:#?}");
+    drop(lsm);
+    remove_cgroups(vec![cgroup]);
+}
+
+fn unix_connect_path(path: &Path) -> i32 {
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+    }
+}
+
+fn unix_connect_abstract(name: &str) -> i32 {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    match std::os::unix::net::UnixStream::connect_addr(&addr) {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+    }
+}
+
+#[test]
+fn lsm_unix_connect_allows_listed_paths_and_abstract_names_only() {
+    in_vm();
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    let tree = TempTree::new("unix", &[]);
+    let ok_path = tree.0.join("ok.sock");
+    let no_path = tree.0.join("no.sock");
+    let ok_name = format!("phantom-vm-{}-ok", std::process::id());
+    let no_name = format!("phantom-vm-{}-no", std::process::id());
+    let _listeners = [
+        UnixListener::bind(&ok_path).unwrap(),
+        UnixListener::bind(&no_path).unwrap(),
+        UnixListener::bind_addr(&SocketAddr::from_abstract_name(ok_name.as_bytes()).unwrap()).unwrap(),
+        UnixListener::bind_addr(&SocketAddr::from_abstract_name(no_name.as_bytes()).unwrap()).unwrap(),
+    ];
+    let body = format!("{}  unix_sockets:\n    connect: [{}, \"@{ok_name}\"]\n", switches(&[]), ok_path.display());
+    let (mut lsm, mut reader, text) = load_with_audit("unix", &body);
+    assert_eq!(lsm.hooks(), [Hook::SocketConnect]);
+    let cgroup = TestCgroup::new("unix");
+    lsm.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach: {e}"));
+    let cg = Some(cgroup.0.as_path());
+
+    let p = ok_path.clone();
+    assert_eq!(child_result(cg, no_setup, move || unix_connect_path(&p)), Ok(()), "a listed path");
+    let n = ok_name.clone();
+    assert_eq!(child_result(cg, no_setup, move || unix_connect_abstract(&n)), Ok(()), "a listed abstract name");
+    let p = no_path.clone();
+    let (r, path_pid) = child_run(cg, no_setup, move || unix_connect_path(&p));
+    assert_eq!(r, Err(libc::EPERM), "an unlisted path");
+    let n = no_name.clone();
+    let (r, name_pid) = child_run(cg, no_setup, move || unix_connect_abstract(&n));
+    assert_eq!(r, Err(libc::EPERM), "an unlisted abstract name");
+    // A prefix of a listed abstract name is another name.
+    let n = ok_name[..ok_name.len() - 1].to_string();
+    assert_eq!(child_result(cg, no_setup, move || unix_connect_abstract(&n)), Err(libc::EPERM), "a prefix");
+    // Other families are not this hook's business.
+    assert_eq!(
+        child_result(cg, no_setup, || {
+            match std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.connect("127.0.0.1:9")) {
+                Ok(()) => 0,
+                Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            }
+        }),
+        Ok(()),
+        "a UDP connect"
+    );
+    let p = no_path.clone();
+    assert_eq!(child_result(None, no_setup, move || unix_connect_path(&p)), Ok(()), "outside: any path");
+    let n = no_name.clone();
+    assert_eq!(child_result(None, no_setup, move || unix_connect_abstract(&n)), Ok(()), "outside: any name");
+
+    let recs = records(&mut reader);
+    let rec = the_record(&recs, Hook::SocketConnect, path_pid, &cgroup.0, Verdict::Deny);
+    assert_eq!(rec.object.display(), no_path.display().to_string(), "{rec:?}");
+    assert_eq!(rec.line, line_of(&text, "unix_sockets:"));
+    let rec = the_record(&recs, Hook::SocketConnect, name_pid, &cgroup.0, Verdict::Deny);
+    assert_eq!(rec.object.display(), format!("@{no_name}"), "{rec:?}");
+    assert_eq!(recs.len(), 3, "the three refusals only: {recs:#?}");
+    drop(lsm);
+    remove_cgroups(vec![cgroup]);
+}
+
+fn socket_errno(family: i32, kind: i32, protocol: i32) -> i32 {
+    // SAFETY: plain socket(2); the fd is closed at once.
+    let fd = unsafe { libc::socket(family, kind | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        return errno();
+    }
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    0
+}
+
+#[test]
+fn lsm_raw_and_packet_sockets_are_denied_in_the_cgroup_only() {
+    in_vm();
+    let (mut lsm, mut reader, text) = load_with_audit("raw", &switches(&["raw_sockets"]));
+    assert_eq!(lsm.hooks(), [Hook::SocketCreate]);
+    let cgroup = TestCgroup::new("raw");
+    lsm.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach: {e}"));
+    let cg = Some(cgroup.0.as_path());
+    use libc::{AF_INET, AF_INET6, AF_NETLINK, AF_PACKET, AF_UNIX, SOCK_DGRAM, SOCK_RAW, SOCK_STREAM};
+    let (r, raw_pid) = child_run(cg, no_setup, || socket_errno(AF_INET, SOCK_RAW, libc::IPPROTO_ICMP));
+    assert_eq!(r, Err(libc::EPERM), "raw ICMP");
+    assert_eq!(child_result(cg, no_setup, || socket_errno(AF_INET6, SOCK_RAW, libc::IPPROTO_ICMPV6)), Err(libc::EPERM));
+    let (r, packet_pid) = child_run(cg, no_setup, || socket_errno(AF_PACKET, SOCK_DGRAM, 0));
+    assert_eq!(r, Err(libc::EPERM), "packet sockets of any type");
+    for (f, k, p) in
+        [(AF_INET, SOCK_DGRAM, 0), (AF_INET6, SOCK_STREAM, 0), (AF_UNIX, SOCK_STREAM, 0), (AF_NETLINK, SOCK_RAW, 0)]
+    {
+        assert_eq!(child_result(cg, no_setup, move || socket_errno(f, k, p)), Ok(()), "socket({f}, {k}, {p})");
+    }
+    assert_eq!(child_result(None, no_setup, || socket_errno(AF_INET, SOCK_RAW, libc::IPPROTO_ICMP)), Ok(()), "outside");
+
+    let recs = records(&mut reader);
+    let rec = the_record(&recs, Hook::SocketCreate, raw_pid, &cgroup.0, Verdict::Deny);
+    assert_eq!(rec.object, Object::Socket { family: 2, kind: 3, protocol: 1 });
+    assert_eq!(rec.line, line_of(&text, "raw_sockets:"));
+    let rec = the_record(&recs, Hook::SocketCreate, packet_pid, &cgroup.0, Verdict::Deny);
+    assert_eq!(rec.object, Object::Socket { family: 17, kind: 2, protocol: 0 });
+    assert_eq!(recs.len(), 3, "{recs:#?}");
+    drop(lsm);
+    remove_cgroups(vec![cgroup]);
+}
+
+/// A process outside every test cgroup, killed on drop.
+struct Outsider(std::process::Child);
+
+impl Outsider {
+    fn new() -> Outsider {
+        Outsider(std::process::Command::new("sleep").arg("60").spawn().expect("spawn sleep"))
+    }
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+
+impl Drop for Outsider {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kill_errno(pid: i32, sig: i32) -> i32 {
+    // SAFETY: kill(2) on a pid this test owns.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return errno();
+    }
+    0
+}
+
+/// PTRACE_SEIZE (no stop); the tracer's exit detaches.
+fn seize_errno(pid: i32) -> i32 {
+    // SAFETY: ptrace(2) on a pid this test owns; no data pointers.
+    if unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, 0usize) } != 0 {
+        return errno();
+    }
+    0
+}
+
+/// Forks a grandchild (in the caller's cgroup) that sleeps, applies `f` to
+/// it, kills and reaps it; returns what `f` returned.
+fn on_sibling(f: impl FnOnce(i32) -> i32) -> i32 {
+    // SAFETY: the grandchild only pauses until killed.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        loop {
+            // SAFETY: waits for a signal.
+            unsafe { libc::pause() };
+        }
+    }
+    let r = f(pid);
+    // SAFETY: our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    r
+}
+
+#[test]
+fn lsm_ptrace_and_signals_toward_other_cgroups_are_denied() {
+    in_vm();
+    let outsider = Outsider::new();
+    let target = outsider.pid();
+    let (mut lsm, mut reader, text) = load_with_audit("task", &switches(&["ptrace", "signals"]));
+    assert_eq!(lsm.hooks(), [Hook::PtraceAccessCheck, Hook::TaskKill]);
+    let cgroup = TestCgroup::new("task");
+    lsm.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach: {e}"));
+    let cg = Some(cgroup.0.as_path());
+
+    let (r, kill_pid) = child_run(cg, no_setup, move || kill_errno(target, libc::SIGCONT));
+    assert_eq!(r, Err(libc::EPERM), "a signal to a process outside");
+    let (r, probe_pid) = child_run(cg, no_setup, move || kill_errno(target, 0));
+    assert_eq!(r, Err(libc::EPERM), "even the existence probe (signal 0)");
+    let (r, trace_pid) = child_run(cg, no_setup, move || seize_errno(target));
+    assert_eq!(r, Err(libc::EPERM), "ptrace of a process outside");
+    // Inside the sandbox both work.
+    assert_eq!(child_result(cg, no_setup, || on_sibling(|p| kill_errno(p, libc::SIGCONT))), Ok(()), "signal inside");
+    assert_eq!(child_result(cg, no_setup, || on_sibling(seize_errno)), Ok(()), "ptrace inside");
+    // Outside the cgroup nothing changes.
+    assert_eq!(child_result(None, no_setup, move || kill_errno(target, libc::SIGCONT)), Ok(()), "outside: signal");
+    assert_eq!(child_result(None, no_setup, move || seize_errno(target)), Ok(()), "outside: ptrace");
+
+    let recs = records(&mut reader);
+    let own = cgroup_id(&cgroup.0);
+    let rec = the_record(&recs, Hook::TaskKill, kill_pid, &cgroup.0, Verdict::Deny);
+    assert!(
+        matches!(rec.object, Object::Task { pid, cgroup } if pid == target as u32 && cgroup != own && cgroup != 0),
+        "{rec:?}"
+    );
+    assert_eq!(rec.detail, libc::SIGCONT as u32);
+    assert_eq!(rec.line, line_of(&text, "signals:"));
+    assert_eq!(the_record(&recs, Hook::TaskKill, probe_pid, &cgroup.0, Verdict::Deny).detail, 0);
+    let rec = the_record(&recs, Hook::PtraceAccessCheck, trace_pid, &cgroup.0, Verdict::Deny);
+    assert!(matches!(rec.object, Object::Task { pid, .. } if pid == target as u32), "{rec:?}");
+    assert_eq!(rec.line, line_of(&text, "ptrace:"));
+    assert_eq!(recs.len(), 3, "inside-the-cgroup actions are not recorded: {recs:#?}");
+    drop(lsm);
+    remove_cgroups(vec![cgroup]);
+}
+
+#[test]
+fn lsm_complain_mode_allows_and_records() {
+    in_vm();
+    let tree = TempTree::new("complain", &["secret"]);
+    let secret = tree.0.join("secret");
+    let body = format!(
+        "audit:\n  mode: complain\n{}filesystem:\n  rules:\n    - deny: {}\n",
+        switches(&["raw_sockets", "bpf"]),
+        secret.display()
+    );
+    let (mut lsm, mut reader, text) = load_with_audit("complain", &body);
+    assert_eq!(lsm.hooks(), [Hook::FileOpen, Hook::Bpf, Hook::SocketCreate]);
+    let cgroup = TestCgroup::new("complain");
+    lsm.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach: {e}"));
+    let cg = Some(cgroup.0.as_path());
+    let s = secret.clone();
+    let (r, open_pid) = child_run(cg, no_setup, move || try_open(&s, libc::O_RDONLY));
+    assert_eq!(r, Ok(()), "complain mode allows the open");
+    let (r, raw_pid) = child_run(cg, no_setup, || socket_errno(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP));
+    assert_eq!(r, Ok(()), "and the raw socket");
+    let (r, bpf_pid) = child_run(cg, no_setup, create_map);
+    assert_eq!(r, Ok(()), "and bpf(2)");
+
+    let recs = records(&mut reader);
+    let rec = the_record(&recs, Hook::FileOpen, open_pid, &cgroup.0, Verdict::Complain);
+    assert_eq!(rec.object, Object::Path(secret.as_os_str().as_encoded_bytes().to_vec()));
+    the_record(&recs, Hook::SocketCreate, raw_pid, &cgroup.0, Verdict::Complain);
+    let rec = the_record(&recs, Hook::Bpf, bpf_pid, &cgroup.0, Verdict::Complain);
+    assert_eq!(rec.line, line_of(&text, "bpf: deny"));
+    drop(lsm);
+    remove_cgroups(vec![cgroup]);
+}
+
+#[test]
+fn lsm_switch_denials_are_recorded() {
+    in_vm();
+    let tree = TempTree::new("audit-switches", &["mnt/.keep"]);
+    let (mut lsm, mut reader, text) =
+        load_with_audit("audit-switches", &switches(&["mount", "bpf", "user_namespaces"]));
+    let cgroup = TestCgroup::new("audit-switches");
+    lsm.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach: {e}"));
+    let cg = Some(cgroup.0.as_path());
+    let t = tree.0.join("mnt");
+    let (r, mount_pid) = child_run(cg, private_mount_ns, move || mount_tmpfs(&t));
+    assert_eq!(r, Err(libc::EPERM));
+    let t = tree.0.join("mnt");
+    let (r, move_pid) = child_run(cg, private_mount_ns, move || move_mount_tmpfs(&t));
+    assert_eq!(r, Err(libc::EPERM));
+    let (r, userns_pid) = child_run(cg, no_setup, unshare_user);
+    assert_eq!(r, Err(libc::EPERM));
+    let (r, bpf_pid) = child_run(cg, no_setup, create_map);
+    assert_eq!(r, Err(libc::EPERM));
+    let recs = records(&mut reader);
+    for (hook, pid, key) in [
+        (Hook::SbMount, mount_pid, "mount: deny"),
+        (Hook::MoveMount, move_pid, "mount: deny"),
+        (Hook::UsernsCreate, userns_pid, "user_namespaces: deny"),
+        (Hook::Bpf, bpf_pid, "bpf: deny"),
+    ] {
+        let rec = the_record(&recs, hook, pid, &cgroup.0, Verdict::Deny);
+        assert_eq!(rec.line, line_of(&text, key), "{hook:?}");
+        assert_eq!(rec.object, Object::None);
+    }
+    drop(lsm);
+    remove_cgroups(vec![cgroup]);
+}
+
+#[test]
+fn lsm_pinned_audit_ring_buffer_is_readable_by_another_reader() {
+    in_vm();
+    phantom_user::loader::ensure_bpffs().unwrap_or_else(|e| panic!("bpffs: {e}"));
+    let dir = PathBuf::from(format!("/sys/fs/bpf/phantom-vm-{}-pin", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut lsm = load_policy("pin", &switches(&["bpf"]));
+    lsm.pin(&dir, &["vm-pin.yaml".to_string()]).unwrap_or_else(|e| panic!("pin: {e}"));
+    let info = phantom_user::lsm::PinnedInfo::read(&dir).expect("info symlink");
+    assert_eq!(info.files, ["vm-pin.yaml"]);
+    assert!(dir.join("programs/phantom_bpf").exists());
+    let mut reader = AuditReader::open_pinned(&dir.join(phantom_user::lsm::AUDIT_PIN)).expect("open the pin");
+    let cgroup = TestCgroup::new("pin");
+    lsm.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach: {e}"));
+    let (r, pid) = child_run(Some(&cgroup.0), no_setup, create_map);
+    assert_eq!(r, Err(libc::EPERM));
+    assert!(reader.wait(std::time::Duration::from_secs(5)), "the pinned ring buffer signals a record");
+    let recs = records(&mut reader);
+    the_record(&recs, Hook::Bpf, pid, &cgroup.0, Verdict::Deny);
+    drop(lsm);
+    std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("rm {}: {e}", dir.display()));
+    remove_cgroups(vec![cgroup]);
+}
+
+#[test]
+fn lsm_objects_load_with_libbpf_too() {
+    in_vm();
+    // bpftool (libbpf) is the independent loader; the guest sees the host's
+    // filesystem, where it is installed.
+    let bpftool = ["/usr/sbin/bpftool", "/usr/bin/bpftool"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("bpftool is installed on the host (apt-get install bpftool) and visible in the guest");
+    phantom_user::loader::ensure_bpffs().unwrap_or_else(|e| panic!("bpffs: {e}"));
+    let policy_body = format!(
+        "{}  unix_sockets:\n    connect: [/run/x.sock, \"@y\"]\nfilesystem:\n  rules:\n    - deny: /etc/shadow\nexec:\n  allow: [/usr/bin/py*]\n",
+        switches(&["ptrace", "mount", "bpf", "user_namespaces", "signals", "raw_sockets"])
+    );
+    let text = format!("profile: vm-libbpf\n{policy_body}");
+    let c = phantom_dsl::compile_str("vm-libbpf.yaml", &text);
+    assert!(!c.has_errors(), "{:#?}", c.diagnostics);
+    let progs =
+        lsm_backend::compile(&c.policy.unwrap(), &lsm_backend::Options::default().source("vm-libbpf.yaml", &text))
+            .expect("compile");
+    assert_eq!(progs.programs.len(), 9);
+    let layout = phantom_user::lsm::kernel_layout().expect("layout");
+    let obj = std::env::temp_dir().join(format!("phantom-vm-{}-lsm.o", std::process::id()));
+    std::fs::write(&obj, progs.object(&layout).unwrap()).unwrap();
+    let pins = PathBuf::from(format!("/sys/fs/bpf/phantom-vm-{}-libbpf", std::process::id()));
+    let out = std::process::Command::new(bpftool)
+        .args(["prog", "loadall"])
+        .arg(&obj)
+        .arg(&pins)
+        .output()
+        .expect("run bpftool");
+    let _ = std::fs::remove_file(&obj);
+    assert!(
+        out.status.success(),
+        "bpftool prog loadall: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pinned: Vec<String> =
+        std::fs::read_dir(&pins).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    std::fs::remove_dir_all(&pins).unwrap_or_else(|e| panic!("rm {}: {e}", pins.display()));
+    for h in Hook::ALL {
+        assert!(pinned.iter().any(|p| p == h.prog_name()), "libbpf loaded {}: {pinned:?}", h.prog_name());
+    }
 }

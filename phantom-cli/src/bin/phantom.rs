@@ -99,6 +99,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the audit records of loaded BPF-LSM programs (denials, and complain-mode events).
+    #[command(
+        after_help = "Reads the pinned ring buffers under /sys/fs/bpf/phantom/<hash>/lsm/audit (records are\nconsumed as they are printed). Human lines: verdict, layer, hook, pid (comm), sandbox cgroup id,\nobject, policy file:line, rule. Record format: docs/audit.md. Exit status: 0, or 1 when\nnothing is loaded or a ring buffer cannot be read.\n\nExamples:\n  phantom audit\n  phantom audit --follow --json"
+    )]
+    Audit {
+        /// Keep printing new records until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// One pin directory (holding `audit`) instead of every loaded one.
+        #[arg(long)]
+        pin: Option<PathBuf>,
+    },
     /// Show which enforcement layers this host supports, and how to fix missing ones.
     #[command(after_help = "Example:\n  phantom doctor\n  phantom doctor --json")]
     Doctor {
@@ -134,6 +149,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Load { target, json } => Ok(exit_1_on_error(load_command(&target, json))),
         Command::Unload { target, json } => Ok(exit_1_on_error(unload_command(&target, json))),
         Command::Status { json } => Ok(exit_1_on_error(status_command(json))),
+        Command::Audit { follow, json, pin } => Ok(exit_1_on_error(phantom_cli::audit::run(
+            Path::new(phantom_cli::audit::PIN_ROOT),
+            pin.as_deref(),
+            follow,
+            json,
+            &mut std::io::stdout().lock(),
+        ))),
         Command::Doctor { json } => {
             let report = phantom_user::doctor::probe();
             if json {

@@ -1,18 +1,28 @@
-//! `lsm_cgroup/file_open`: the deny carve-outs of the filesystem rules
-//! (semantics in the module docs of [`super`]).
+//! `lsm_cgroup/file_open`: the deny carve-outs of the filesystem rules and
+//! the exec allow-list (semantics in the module docs of [`super`]).
 //!
-//! Registers: r7 = `struct file *`, r8 = `f_mode`, r9 = the path buffer;
-//! r1-r5 are scratch.
+//! Registers: r6 = the record buffer, r7 = `struct file *`, r8 = `f_mode`,
+//! r9 = the path (the record's object part); r1-r5 are scratch.
 
-use super::{FieldReloc, Hook, KernelField, LsmError, LsmProgram, PATH_BUF, PATH_MAP};
-use crate::bpf::{Helper, Insn, Reg::*, SourceLoc};
+use super::emit::Emitter;
+use super::{Hook, KernelField, LsmError, LsmProgram};
+use crate::audit::{self, ObjectKind, Site, Verdict};
+use crate::bpf::{Helper, Insn, Reg::*};
 use crate::netprog::Locator;
-use phantom_dsl::ir::{Access, Effect, FsPolicy, FsRule};
+use phantom_dsl::ir::{Access, Effect, ExecPolicy, FsPolicy, Origin, PathPattern};
 
 pub const FMODE_READ: u32 = 0x1;
 pub const FMODE_WRITE: u32 = 0x2;
 pub const FMODE_EXEC: u32 = 0x20;
 pub const FMODE_CREATED: u32 = 0x10_0000;
+/// The file is an overlayfs (or FUSE passthrough) backing file, opened by
+/// the kernel on behalf of an open that file_open has already judged by
+/// its visible path (Linux 6.6+; the backing path is relative to a layer
+/// that is not in the opener's namespace, so it must not be judged again).
+pub const FMODE_BACKING: u32 = 0x100_0000;
+
+/// Size of the path buffer (`PATH_MAX`): the record's object part.
+pub const PATH_BUF: u32 = audit::MAX_OBJECT as u32;
 
 /// The `f_mode` bits that show an access at open; 0 for `remove`, which
 /// an open never does.
@@ -29,45 +39,61 @@ pub fn access_mask(access: impl IntoIterator<Item = Access>) -> u32 {
         .fold(0, |m, b| m | b)
 }
 
-/// Emits instructions, each tagged with a policy position.
-struct Emitter {
-    insns: Vec<Insn>,
-    relocs: Vec<FieldReloc>,
-    loc: Option<SourceLoc>,
+pub(super) fn site(o: &Origin, rule: u32) -> Site {
+    if o.line == 0 {
+        return Site { rule, ..Site::NONE };
+    }
+    Site { file: o.file.0, rule, line: o.line }
 }
 
-impl Emitter {
-    fn push(&mut self, i: Insn) {
-        let i = match &self.loc {
-            Some(l) => i.at(l.clone()),
-            None => i,
-        };
-        self.insns.push(i);
-    }
-
-    fn field(&mut self, i: Insn, field: KernelField) {
-        self.relocs.push(FieldReloc { insn: self.insns.len(), field });
-        self.push(i);
-    }
+/// One path the program compares: the rule's pattern, its position.
+#[derive(Clone, Copy)]
+struct Pattern<'a> {
+    path: &'a PathPattern,
+    origin: &'a Origin,
 }
 
-/// `None` when no deny rule restricts anything an open can do.
-pub(super) fn program(fs: &FsPolicy, locator: &Locator) -> Result<Option<LsmProgram>, LsmError> {
-    let rules: Vec<&FsRule> =
-        fs.rules.iter().filter(|r| r.effect == Effect::Deny && access_mask(r.access.iter().copied()) != 0).collect();
-    let Some(first) = rules.first() else { return Ok(None) };
-    let mut e = Emitter { insns: Vec::new(), relocs: Vec::new(), loc: locator.loc(&first.origin) };
+/// `None` when no deny rule restricts anything an open can do and there is
+/// no exec allow-list.
+pub(super) fn program(
+    fs: &FsPolicy,
+    exec: Option<&ExecPolicy>,
+    exec_extra: &[PathPattern],
+    locator: &Locator,
+    verdict: Verdict,
+) -> Result<Option<LsmProgram>, LsmError> {
+    let rules: Vec<(usize, &phantom_dsl::ir::FsRule)> = fs
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.effect == Effect::Deny && access_mask(r.access.iter().copied()) != 0)
+        .collect();
+    if rules.is_empty() && exec.is_none() {
+        return Ok(None);
+    }
+    let exec_list: Vec<Pattern> =
+        exec.map(|e| e.allow.iter().map(|(path, origin)| Pattern { path, origin }).collect()).unwrap_or_default();
+    for p in rules.iter().map(|(_, r)| Pattern { path: &r.path, origin: &r.origin }).chain(exec_list.iter().copied()) {
+        check_len(&p)?;
+    }
+    let exec_origin = exec_list.first().map(|p| p.origin);
+    let first_origin = rules.first().map(|(_, r)| &r.origin).or(exec_origin).unwrap_or(&Origin::NONE);
+    let mut e = Emitter::new(Hook::FileOpen, locator.loc(first_origin));
 
-    // Prologue: the file, its mode, the buffer, the path.
+    // Prologue: the file, its mode, the record, the path.
     e.push(Insn::ldx_dw(R7, R1, 0)); // r7 = ctx[0] = struct file *
     e.field(Insn::ldx_w(R8, R7, 0), KernelField::FileMode); // r8 = file->f_mode
-    e.push(Insn::st_w(R10, -4, 0)); // key 0
-    e.push(Insn::mov64_reg(R2, R10));
-    e.push(Insn::add64_imm(R2, -4));
-    e.push(Insn::ld_map(R1, PATH_MAP));
-    e.push(Insn::call(Helper::MapLookupElem));
-    e.push(Insn::jeq_imm(R0, 0, "deny")); // cannot happen; fail closed
-    e.push(Insn::mov64_reg(R9, R0));
+                                                            // Exec opens carry __FMODE_EXEC (0x20, = FMODE_EXEC) in f_flags, not
+                                                            // in f_mode: r8 |= f_flags & 0x20.
+    e.field(Insn::ldx_w(R1, R7, 0), KernelField::FileFlags);
+    e.push(Insn::and32_imm(R1, FMODE_EXEC as i32));
+    e.push(Insn::or64_reg(R8, R1));
+    e.push(Insn::jset_imm(R8, FMODE_BACKING as i32, "allow"));
+    e.scratch("nobuf");
+    e.push(Insn::stx_w(R6, audit::off::DETAIL, R8));
+    e.object(ObjectKind::Path, 0);
+    e.push(Insn::mov64_reg(R9, R6));
+    e.push(Insn::add64_imm(R9, audit::HEADER_LEN as i32));
     e.push(Insn::mov64_reg(R1, R7));
     e.field(Insn::add64_imm(R1, 0), KernelField::FilePath); // r1 = &file->f_path
     e.push(Insn::mov64_reg(R2, R9));
@@ -75,84 +101,62 @@ pub(super) fn program(fs: &FsPolicy, locator: &Locator) -> Result<Option<LsmProg
     e.push(Insn::call(Helper::DPath));
     // Length limit: a path bpf_d_path cannot write (longer than the buffer)
     // is denied, never allowed.
-    e.push(Insn::jslt_imm(R0, 0, "deny"));
+    e.push(Insn::jslt_imm(R0, 0, "too_long"));
+    e.push(Insn::stx_h(R6, audit::off::OBJECT_LEN, R0));
 
-    for (i, rule) in rules.iter().enumerate() {
+    for (n, (index, rule)) in rules.iter().enumerate() {
         e.loc = locator.loc(&rule.origin);
-        rule_block(&mut e, i, rule)?;
+        let next = format!("rule{}", n + 1);
+        let hit = format!("rule{n}_hit");
+        e.label(format!("rule{n}"));
+        e.push(Insn::mov64_reg(R1, R8));
+        e.push(Insn::and64_imm(R1, access_mask(rule.access.iter().copied()) as i32));
+        e.push(Insn::jeq_imm(R1, 0, next.as_str()));
+        e.match_path(R9, 0, rule.path.path.as_bytes(), rule.path.prefix_glob, &next, &hit);
+        e.label(hit);
+        e.deny_at(site(&rule.origin, *index as u32));
+    }
+    e.label(format!("rule{}", rules.len()));
+
+    if exec.is_some() {
+        // Exec allow-list: an open with FMODE_EXEC must match an entry.
+        e.loc = exec_origin.and_then(|o| locator.loc(o)).or(e.loc.take());
+        e.push(Insn::mov64_reg(R1, R8));
+        e.push(Insn::and64_imm(R1, FMODE_EXEC as i32));
+        e.push(Insn::jeq_imm(R1, 0, "allow"));
+        let extra = exec_extra.iter().map(|path| Pattern { path, origin: &Origin::NONE });
+        for (j, p) in exec_list.iter().copied().chain(extra).enumerate() {
+            if let Some(l) = locator.loc(p.origin) {
+                e.loc = Some(l);
+            }
+            let miss = format!("exec{j}_miss");
+            e.match_path(R9, 0, p.path.path.as_bytes(), p.path.prefix_glob, &miss, "allow");
+            e.push(Insn::ja("allow"));
+            e.label(miss);
+        }
+        e.loc = exec_origin.and_then(|o| locator.loc(o)).or(e.loc.take());
+        e.deny_at(exec_origin.map_or(Site::NONE, |o| site(o, audit::NO_RULE)));
     }
 
-    e.loc = locator.loc(&first.origin);
-    e.push(Insn::mov64_imm(R0, 1).label(format!("rule{}_next", rules.len())));
-    e.push(Insn::exit());
-    e.push(Insn::mov64_imm(R0, 0).label("deny"));
-    e.push(Insn::exit());
-    Ok(Some(LsmProgram { hook: Hook::FileOpen, insns: e.insns, field_relocs: e.relocs }))
+    e.loc = locator.loc(first_origin);
+    e.label("allow");
+    e.allow();
+    e.label("too_long");
+    e.push(Insn::st_h(R6, audit::off::OBJECT_LEN, 0));
+    e.deny_at(site(first_origin, audit::NO_RULE));
+    e.label("nobuf");
+    e.ret(verdict);
+    e.record_tail(verdict);
+    Ok(Some(e.finish()))
 }
 
-/// One deny rule: access test, prefix compare, boundary, `return 0`.
-fn rule_block(e: &mut Emitter, i: usize, rule: &FsRule) -> Result<(), LsmError> {
-    let next = format!("rule{}_next", i + 1);
-    let hit = format!("rule{i}_deny");
-    let mask = access_mask(rule.access.iter().copied());
-    let pattern = rule.path.path.as_bytes();
-    // The prefix and the boundary byte must lie inside the buffer, before
-    // its last byte (bpf_d_path always leaves a NUL).
+/// The prefix and the boundary byte must lie inside the buffer, before its
+/// last byte (bpf_d_path always leaves a NUL).
+fn check_len(p: &Pattern) -> Result<(), LsmError> {
     let max = PATH_BUF as usize - 2;
-    if pattern.len() > max {
-        return Err(LsmError::PatternTooLong {
-            pattern: rule.path.to_string(),
-            line: rule.origin.line,
-            len: pattern.len(),
-            max,
-        });
+    let len = p.path.path.len();
+    if len > max {
+        return Err(LsmError::PatternTooLong { pattern: p.path.to_string(), line: p.origin.line, len, max });
     }
-    let first = e.insns.len();
-    e.push(Insn::mov64_reg(R1, R8));
-    e.push(Insn::and64_imm(R1, mask as i32));
-    e.push(Insn::jeq_imm(R1, 0, next.as_str()));
-    e.insns[first].meta.label = Some(format!("rule{i}_next"));
-
-    // `/` (literal or glob) covers every path: no compare at all.
-    let everything = pattern == b"/";
-    if !everything {
-        let mut off = 0usize;
-        while off < pattern.len() {
-            let rest = pattern.len() - off;
-            let o = off as i16;
-            if rest >= 8 {
-                let v = i64::from_le_bytes(pattern[off..off + 8].try_into().expect("8 bytes"));
-                e.push(Insn::ldx_dw(R1, R9, o));
-                e.push(Insn::ld_imm64(R2, v));
-                e.push(Insn::jne_reg(R1, R2, next.as_str()));
-                off += 8;
-            } else if rest >= 4 {
-                let v = i32::from_le_bytes(pattern[off..off + 4].try_into().expect("4 bytes"));
-                e.push(Insn::ldx_w(R1, R9, o));
-                e.push(Insn::jne32_imm(R1, v, next.as_str()));
-                off += 4;
-            } else if rest >= 2 {
-                let v = u16::from_le_bytes(pattern[off..off + 2].try_into().expect("2 bytes"));
-                e.push(Insn::ldx_h(R1, R9, o));
-                e.push(Insn::jne_imm(R1, i32::from(v), next.as_str()));
-                off += 2;
-            } else {
-                e.push(Insn::ldx_b(R1, R9, o));
-                e.push(Insn::jne_imm(R1, i32::from(pattern[off]), next.as_str()));
-                off += 1;
-            }
-        }
-        if !rule.path.prefix_glob {
-            // Component boundary: the path ends here or continues below.
-            let len = pattern.len() as i16;
-            e.push(Insn::ldx_b(R1, R9, len));
-            e.push(Insn::jeq_imm(R1, 0, hit.as_str()));
-            e.push(Insn::jne_imm(R1, i32::from(b'/'), next.as_str()));
-        }
-    }
-    let deny_at = e.insns.len();
-    e.push(Insn::mov64_imm(R0, 0));
-    e.insns[deny_at].meta.label = Some(hit);
-    e.push(Insn::exit());
     Ok(())
 }

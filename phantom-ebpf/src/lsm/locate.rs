@@ -9,7 +9,15 @@ use super::Switch;
 use crate::bpf::SourceLoc;
 use std::collections::BTreeMap;
 
-const SWITCHES: [Switch; 3] = [Switch::Mount, Switch::Bpf, Switch::UserNamespaces];
+const SWITCHES: [Switch; 7] = [
+    Switch::Ptrace,
+    Switch::Mount,
+    Switch::Bpf,
+    Switch::UserNamespaces,
+    Switch::Signals,
+    Switch::RawSockets,
+    Switch::UnixSockets,
+];
 
 /// `(indent, key)` of a `key:` line, without comments and blank lines.
 fn key_of(line: &str) -> Option<(usize, &str)> {
@@ -44,7 +52,8 @@ pub fn toggle_locs(file: &str, text: &str) -> BTreeMap<Switch, SourceLoc> {
         }
     }
     if let Some(level) = level {
-        for s in SWITCHES {
+        // `unix_sockets` has no level default.
+        for s in SWITCHES.into_iter().filter(|s| *s != Switch::UnixSockets) {
             out.entry(s).or_insert_with(|| level.clone());
         }
     }

@@ -8,46 +8,73 @@
 //!
 //! # The hook set
 //! At most 10 distinct lsm_cgroup hooks can be in use system-wide (the
-//! kernel's `CGROUP_LSM_NUM`), so Phantom uses few and folds checks into
-//! shared hooks. This version emits:
+//! kernel's `CGROUP_LSM_NUM`, shared by every user of lsm_cgroup on the
+//! machine), so Phantom uses 9 and folds checks into shared hooks:
 //!
-//! | hook | section | from the IR | decides |
-//! |---|---|---|---|
-//! | file_open | `lsm_cgroup/file_open` | `filesystem.rules` with `deny` | deny carve-outs by path and access (see below) |
-//! | sb_mount | `lsm_cgroup/sb_mount` | `kernel.mount: deny` | every `mount(2)` (new mounts, remounts, binds, propagation changes) |
-//! | move_mount | `lsm_cgroup/move_mount` | `kernel.mount: deny` | the new mount API (`fsmount` + `move_mount(2)`), which never calls sb_mount |
-//! | bpf | `lsm_cgroup/bpf` | `kernel.bpf: deny` | every `bpf(2)` command |
-//! | userns_create | `lsm_cgroup/userns_create` | `kernel.user_namespaces: deny` | `unshare`/`clone` with `CLONE_NEWUSER` |
+//! | id | hook | section | from the IR | decides |
+//! |---|---|---|---|---|
+//! | 1 | file_open | `lsm_cgroup/file_open` | `filesystem.rules` with `deny`; `exec.allow` | deny carve-outs by path and access; the exec allow-list (below) |
+//! | 2 | sb_mount | `lsm_cgroup/sb_mount` | `kernel.mount: deny` | every `mount(2)` (new mounts, remounts, binds, propagation changes) |
+//! | 3 | move_mount | `lsm_cgroup/move_mount` | `kernel.mount: deny` | the new mount API (`fsmount` + `move_mount(2)`), which never calls sb_mount |
+//! | 4 | bpf | `lsm_cgroup/bpf` | `kernel.bpf: deny` | every `bpf(2)` command |
+//! | 5 | userns_create | `lsm_cgroup/userns_create` | `kernel.user_namespaces: deny` | `unshare`/`clone` with `CLONE_NEWUSER` |
+//! | 6 | socket_create | `lsm_cgroup/socket_create` | `kernel.raw_sockets: deny` | `AF_PACKET`, and `SOCK_RAW` of `AF_INET`/`AF_INET6` ([`socket`]) |
+//! | 7 | socket_connect | `lsm_cgroup/socket_connect` | `kernel.unix_sockets.connect` | `AF_UNIX` connects by path and abstract name ([`socket`]) |
+//! | 8 | ptrace_access_check | `lsm_cgroup/ptrace_access_check` | `kernel.ptrace: deny` | ptrace and ptrace-mode access checks toward tasks of another cgroup ([`task`]) |
+//! | 9 | task_kill | `lsm_cgroup/task_kill` | `kernel.signals: deny` | signals (signal 0 included) toward tasks of another cgroup ([`task`]) |
 //!
-//! Planned for the remaining budget (5 of 10), folded so the total stays
-//! within it: `file_open` also carries the exec allow-list (an open with
-//! `FMODE_EXEC` is an exec); `ptrace_access_check` (ptrace); `task_kill`
-//! (signals outside); `socket_create` (raw and packet sockets);
-//! `socket_connect` (unix sockets by path and abstract name). io_uring and
-//! kernel modules stay with seccomp (`io_uring_setup`, `init_module`,
-//! `finit_module` map one to one to syscalls), which leaves room for one
-//! more (kernel_module_request) if module autoloading proves reachable.
+//! The id is the `hook` field of audit records ([`Hook::id`]); one slot is
+//! left for other users of lsm_cgroup on the machine.
+//!
+//! **Not hooks, on purpose.** `kernel.io_uring` and `kernel.kernel_modules`
+//! map one to one to syscalls (`io_uring_setup`/`io_uring_enter`/
+//! `io_uring_register`; `init_module`/`finit_module`/`delete_module`),
+//! which seccomp refuses before any object exists, on every kernel,
+//! without a slot; the io_uring LSM hooks (`uring_override_creds`,
+//! `uring_sqpoll`, `uring_cmd`) only cover parts of io_uring, and module
+//! loading also needs `kernel_read_file` + `kernel_load_data` +
+//! `kernel_module_request` (three slots). **Gap:** the seccomp backend
+//! does not yet turn these two switches into rules (the IR's
+//! `SeccompPolicy` is built from `security.seccomp` only), so today they
+//! are enforced only by what the sandbox lacks anyway: module loading
+//! needs `CAP_SYS_MODULE` in the initial user namespace, which a sandbox
+//! never has; io_uring is not restricted. Also outside the set:
+//! `remove` access (path_unlink/path_rename), sending on unconnected unix
+//! datagram sockets (`sendmsg` with an address; unix_may_send), and
+//! `PTRACE_TRACEME` (the tracer, outside, is not the acting task).
+//!
+//! # Audit and complain mode
+//! Every program records each denial into the ring buffer
+//! `phantom_audit` with the layout of [`crate::audit`] (docs/audit.md);
+//! the record is built in the per-CPU scratch value [`PATH_MAP`], whose
+//! object part is file_open's path buffer. With `audit.mode: complain`
+//! every decision site records a `complain` verdict and returns 1
+//! (allow). A failed scratch lookup (impossible for an array) returns the
+//! verdict without a record.
 //!
 //! # file_open
-//! The program enforces the **deny** rules only: allow rules and "paths no
-//! allow rule covers are denied" stay with Landlock, which expresses them
-//! natively. For each open it:
-//! 1. reads `file->f_mode` and computes the access: `FMODE_READ` (0x1) ->
-//!    read, `FMODE_WRITE` (0x2) -> write, `FMODE_EXEC` (0x20) -> exec,
-//!    `FMODE_CREATED` (0x100000, the open created the file) -> create.
-//!    `remove` cannot be seen at open (it needs the path_unlink/path_rename
-//!    hooks, not in the set yet): a rule whose access is only `remove`
-//!    emits no code. A denied `create` fails the open, but the empty file
-//!    the kernel already created stays (the inode_create hook, not in the
-//!    set, would refuse earlier);
-//! 2. writes the path with `bpf_d_path(&file->f_path, buf, PATH_BUF)` into
-//!    a per-CPU array buffer of [`PATH_BUF`] (4096 = `PATH_MAX`) bytes; the
-//!    path is relative to the opener's root, so sandbox paths are what the
-//!    rules name;
-//! 3. **length limit**: when `bpf_d_path` fails (a path longer than the
-//!    buffer gives `-ENAMETOOLONG`) the open is **denied, never allowed**:
-//!    a path the program cannot read might be under a deny rule;
-//! 4. tests each deny rule whose access set intersects the open's access:
+//! The program enforces the **deny** rules and the exec allow-list: allow
+//! rules and "paths no allow rule covers are denied" stay with Landlock,
+//! which expresses them natively. For each open it:
+//! 1. skips backing files (`FMODE_BACKING`: overlayfs opens the real file
+//!    on behalf of an open this program already judged by its visible
+//!    path; the backing path is relative to a hidden layer);
+//! 2. computes the access from `file->f_mode` and `file->f_flags`:
+//!    `FMODE_READ` (0x1) -> read, `FMODE_WRITE` (0x2) -> write,
+//!    `__FMODE_EXEC` (0x20, in `f_flags`: exec opens do not set it in
+//!    `f_mode`) -> exec, `FMODE_CREATED` (0x100000, the open created the
+//!    file) -> create. `remove` cannot be seen at open: a rule whose access
+//!    is only `remove` emits no code. A denied `create` fails the open, but
+//!    the empty file the kernel already created stays;
+//! 3. writes the path with `bpf_d_path(&file->f_path, buf, PATH_BUF)` into
+//!    the record's object part ([`PATH_BUF`] = 4096 = `PATH_MAX` bytes);
+//!    the path is relative to the opener's root, so sandbox paths are what
+//!    the rules name;
+//! 4. **length limit**: when `bpf_d_path` fails (a path longer than the
+//!    buffer gives `-ENAMETOOLONG`) the open is **denied, never allowed**
+//!    (recorded with an empty object): a path the program cannot read
+//!    might be under a deny rule or off the exec list;
+//! 5. tests each deny rule whose access set intersects the open's access:
 //!    the pattern's bytes are compared in 8-, 4-, 2- and 1-byte chunks at
 //!    constant offsets (no loops, no variable indexing), then the byte
 //!    after them must be `/` or NUL (component boundary: `/tmp` never
@@ -55,13 +82,28 @@
 //!    boundary check; the pattern `/` matches everything. Stale bytes past
 //!    the NUL never matter: a shorter path differs from the pattern at its
 //!    NUL. Chunk loads are unaligned, which the verifier allows for map
-//!    values on architectures with efficient unaligned access (x86_64,
-//!    aarch64);
-//! 5. returns 0 at the first matching rule, 1 after the last.
+//!    values on x86_64 and aarch64;
+//! 6. **exec allow-list** (when the policy has `exec`): an open with
+//!    `__FMODE_EXEC` must match an `exec.allow` entry (same matching) or
+//!    [`Options::exec_extra`] (the sandbox's own command, which the
+//!    runtime passes); otherwise it is denied (rule: none; line: the
+//!    list's first entry). Every file the kernel opens for exec counts:
+//!    the program, a script's `#!` interpreter **and an ELF program's
+//!    dynamic loader** (`PT_INTERP`, e.g.
+//!    `/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2`), by real path
+//!    (bpf_d_path resolves symlinks). Shared libraries are mapped, not
+//!    exec-opened, and are not checked. Why file_open and not
+//!    bprm_check_security: it costs no extra hook slot, it sees the
+//!    dynamic loader and `uselib` too (bprm_check sees only the program
+//!    and script interpreters), and the path buffer and matcher are
+//!    already there;
+//! 7. returns 0 at the first matching deny rule, 1 after the last.
 //!
 //! # Kernel struct offsets
-//! The program reads two fields of `struct file` (`f_mode`, `f_path`),
-//! whose offsets vary between kernels. Compilation stays pure: the
+//! The programs read kernel struct fields ([`KernelField`]: `struct file`
+//! `f_mode`, `f_flags`, `f_path`; `task_struct` `tgid`, `cgroups`;
+//! `css_set` `dfl_cgrp`; `cgroup` `kn`; `kernfs_node` `id`), whose offsets
+//! vary between kernels. Compilation stays pure: the
 //! instructions carry placeholders and a [`FieldReloc`] list, and
 //! [`LsmPrograms::object`] patches in a [`KernelLayout`] that the loader
 //! resolves from the running kernel's BTF. Emitting CO-RE relocations in
@@ -76,22 +118,26 @@
 //! switch, else the `level:` line whose default it is); without the text
 //! they carry no line.
 
+mod emit;
 mod file_open;
 mod locate;
+mod socket;
+mod task;
 
+use crate::audit::{self, Site, Verdict};
 use crate::bpf::{encode, BpfError, Encoded, Insn, Op, SourceLoc};
-use crate::elf::{ElfError, MapDef, ObjectBuilder, Program, BPF_MAP_TYPE_PERCPU_ARRAY};
+use crate::elf::{ElfError, MapDef, ObjectBuilder, Program, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF};
 use crate::netprog::Locator;
-use phantom_dsl::ir::{Policy, Toggle};
+use phantom_dsl::ir::{AuditMode, PathPattern, Policy, Toggle};
 use std::collections::BTreeMap;
 
-pub use file_open::{access_mask, FMODE_CREATED, FMODE_EXEC, FMODE_READ, FMODE_WRITE};
+pub use file_open::{access_mask, FMODE_BACKING, FMODE_CREATED, FMODE_EXEC, FMODE_READ, FMODE_WRITE, PATH_BUF};
 pub use locate::toggle_locs;
+pub use socket::{AF_INET, AF_INET6, AF_PACKET, AF_UNIX, SOCK_RAW};
 
-/// Size of the path buffer (`PATH_MAX`) and of the per-CPU array value.
-pub const PATH_BUF: u32 = 4096;
-/// The per-CPU array holding the path buffer.
-pub const PATH_MAP: &str = "phantom_lsm_path";
+/// The per-CPU array holding the record being built (its object part is
+/// the path buffer).
+pub const PATH_MAP: &str = audit::SCRATCH_MAP;
 
 /// The LSM hooks Phantom attaches to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -101,10 +147,34 @@ pub enum Hook {
     MoveMount,
     Bpf,
     UsernsCreate,
+    SocketCreate,
+    SocketConnect,
+    PtraceAccessCheck,
+    TaskKill,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 5] = [Hook::FileOpen, Hook::SbMount, Hook::MoveMount, Hook::Bpf, Hook::UsernsCreate];
+    /// Every hook Phantom uses: 9 of the kernel's 10 lsm_cgroup slots.
+    pub const ALL: [Hook; 9] = [
+        Hook::FileOpen,
+        Hook::SbMount,
+        Hook::MoveMount,
+        Hook::Bpf,
+        Hook::UsernsCreate,
+        Hook::SocketCreate,
+        Hook::SocketConnect,
+        Hook::PtraceAccessCheck,
+        Hook::TaskKill,
+    ];
+
+    /// The `hook` field of an audit record (1-based, stable).
+    pub fn id(self) -> u16 {
+        Hook::ALL.iter().position(|h| *h == self).expect("in ALL") as u16 + 1
+    }
+
+    pub fn from_id(id: u16) -> Option<Hook> {
+        Hook::ALL.get(usize::from(id).checked_sub(1)?).copied()
+    }
 
     /// The LSM hook name (what aya's `LsmCgroup::load` and the kernel's
     /// `bpf_lsm_<name>` take).
@@ -115,6 +185,10 @@ impl Hook {
             Hook::MoveMount => "move_mount",
             Hook::Bpf => "bpf",
             Hook::UsernsCreate => "userns_create",
+            Hook::SocketCreate => "socket_create",
+            Hook::SocketConnect => "socket_connect",
+            Hook::PtraceAccessCheck => "ptrace_access_check",
+            Hook::TaskKill => "task_kill",
         }
     }
 
@@ -131,6 +205,10 @@ impl Hook {
             Hook::MoveMount => "phantom_mvmount",
             Hook::Bpf => "phantom_bpf",
             Hook::UsernsCreate => "phantom_userns",
+            Hook::SocketCreate => "phantom_rawsock",
+            Hook::SocketConnect => "phantom_unixcon",
+            Hook::PtraceAccessCheck => "phantom_ptrace",
+            Hook::TaskKill => "phantom_kill",
         }
     }
 }
@@ -138,9 +216,14 @@ impl Hook {
 /// The kernel switches an LSM hook enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Switch {
+    Ptrace,
     Mount,
     Bpf,
     UserNamespaces,
+    Signals,
+    RawSockets,
+    /// `unix_sockets` (its `connect` list).
+    UnixSockets,
 }
 
 impl Switch {
@@ -150,6 +233,10 @@ impl Switch {
             Switch::Mount => "mount",
             Switch::Bpf => "bpf",
             Switch::UserNamespaces => "user_namespaces",
+            Switch::Ptrace => "ptrace",
+            Switch::Signals => "signals",
+            Switch::RawSockets => "raw_sockets",
+            Switch::UnixSockets => "unix_sockets",
         }
     }
 }
@@ -161,6 +248,18 @@ pub enum KernelField {
     FileMode,
     /// `struct file`, `f_path` (`struct path`).
     FilePath,
+    /// `struct file`, `f_flags` (the open flags; `__FMODE_EXEC` for exec).
+    FileFlags,
+    /// `struct task_struct`, `tgid`.
+    TaskTgid,
+    /// `struct task_struct`, `cgroups` (`struct css_set *`).
+    TaskCgroups,
+    /// `struct css_set`, `dfl_cgrp` (`struct cgroup *`).
+    CssSetDflCgrp,
+    /// `struct cgroup`, `kn` (`struct kernfs_node *`).
+    CgroupKn,
+    /// `struct kernfs_node`, `id` (u64).
+    KernfsNodeId,
 }
 
 impl KernelField {
@@ -169,8 +268,25 @@ impl KernelField {
         match self {
             KernelField::FileMode => ("file", "f_mode"),
             KernelField::FilePath => ("file", "f_path"),
+            KernelField::FileFlags => ("file", "f_flags"),
+            KernelField::TaskTgid => ("task_struct", "tgid"),
+            KernelField::TaskCgroups => ("task_struct", "cgroups"),
+            KernelField::CssSetDflCgrp => ("css_set", "dfl_cgrp"),
+            KernelField::CgroupKn => ("cgroup", "kn"),
+            KernelField::KernfsNodeId => ("kernfs_node", "id"),
         }
     }
+
+    pub const ALL: [KernelField; 8] = [
+        KernelField::FileMode,
+        KernelField::FilePath,
+        KernelField::FileFlags,
+        KernelField::TaskTgid,
+        KernelField::TaskCgroups,
+        KernelField::CssSetDflCgrp,
+        KernelField::CgroupKn,
+        KernelField::KernfsNodeId,
+    ];
 }
 
 /// Byte offsets of the fields in [`KernelField`] on one kernel.
@@ -178,6 +294,12 @@ impl KernelField {
 pub struct KernelLayout {
     pub file_f_mode: u32,
     pub file_f_path: u32,
+    pub file_f_flags: u32,
+    pub task_tgid: u32,
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
 }
 
 impl KernelLayout {
@@ -185,7 +307,27 @@ impl KernelLayout {
         match f {
             KernelField::FileMode => self.file_f_mode,
             KernelField::FilePath => self.file_f_path,
+            KernelField::FileFlags => self.file_f_flags,
+            KernelField::TaskTgid => self.task_tgid,
+            KernelField::TaskCgroups => self.task_cgroups,
+            KernelField::CssSetDflCgrp => self.css_set_dfl_cgrp,
+            KernelField::CgroupKn => self.cgroup_kn,
+            KernelField::KernfsNodeId => self.kernfs_node_id,
         }
+    }
+
+    /// A layout from a lookup of each field's offset.
+    pub fn resolve<E>(mut offset: impl FnMut(KernelField) -> Result<u32, E>) -> Result<KernelLayout, E> {
+        Ok(KernelLayout {
+            file_f_mode: offset(KernelField::FileMode)?,
+            file_f_path: offset(KernelField::FilePath)?,
+            file_f_flags: offset(KernelField::FileFlags)?,
+            task_tgid: offset(KernelField::TaskTgid)?,
+            task_cgroups: offset(KernelField::TaskCgroups)?,
+            css_set_dfl_cgrp: offset(KernelField::CssSetDflCgrp)?,
+            cgroup_kn: offset(KernelField::CgroupKn)?,
+            kernfs_node_id: offset(KernelField::KernfsNodeId)?,
+        })
     }
 }
 
@@ -245,12 +387,16 @@ impl LsmPrograms {
         self.programs.is_empty()
     }
 
-    /// The maps the programs use: the path buffer when file_open is there.
+    /// The maps every program uses: the per-CPU record buffer and the
+    /// audit ring buffer (none when there is no program).
     pub fn maps(&self) -> Vec<MapDef> {
-        match self.get(Hook::FileOpen) {
-            Some(_) => vec![MapDef::new(PATH_MAP, BPF_MAP_TYPE_PERCPU_ARRAY, 4, PATH_BUF, 1)],
-            None => Vec::new(),
+        if self.programs.is_empty() {
+            return Vec::new();
         }
+        vec![
+            MapDef::new(audit::SCRATCH_MAP, BPF_MAP_TYPE_PERCPU_ARRAY, 4, audit::SCRATCH_SIZE, 1),
+            MapDef::new(audit::RINGBUF_MAP, BPF_MAP_TYPE_RINGBUF, 0, 0, audit::RINGBUF_SIZE),
+        ]
     }
 
     /// The ELF object (license GPL: `bpf_d_path` is GPL-only) for a kernel
@@ -277,12 +423,21 @@ pub struct Options {
     /// Policy texts by file name (as in `Policy::sources`): line_info text
     /// and the lines of the kernel switches.
     pub sources: BTreeMap<String, String>,
+    /// Executables allowed besides `exec.allow`: the sandbox's own command,
+    /// which the runtime knows and the policy does not.
+    pub exec_extra: Vec<PathPattern>,
 }
 
 impl Options {
     /// Registers the text of a policy file.
     pub fn source(mut self, path: impl Into<String>, text: impl Into<String>) -> Options {
         self.sources.insert(path.into(), text.into());
+        self
+    }
+
+    /// Allows executing `path` (and only it) besides `exec.allow`.
+    pub fn exec_also(mut self, path: impl Into<String>) -> Options {
+        self.exec_extra.push(PathPattern { path: path.into(), prefix_glob: false });
         self
     }
 }
@@ -297,6 +452,8 @@ pub enum LsmError {
     Offset { field: KernelField, offset: u32 },
     #[error("lsm_cgroup/{}: instruction {insn} cannot take a field offset", hook.name())]
     BadReloc { hook: Hook, insn: usize },
+    #[error("unix socket `{name}` (line {line}) is {len} bytes; sun_path holds at most 107 and a NUL")]
+    UnixNameTooLong { name: String, line: u32, len: usize },
     #[error(transparent)]
     Elf(#[from] ElfError),
 }
@@ -304,8 +461,13 @@ pub enum LsmError {
 /// Compiles the BPF-LSM programs of a policy. Pure: no kernel access.
 pub fn compile(policy: &Policy, opts: &Options) -> Result<LsmPrograms, LsmError> {
     let locator = Locator::for_policy(policy);
+    let verdict = match policy.audit {
+        AuditMode::Enforce => Verdict::Deny,
+        AuditMode::Complain => Verdict::Complain,
+    };
     let mut out = LsmPrograms { programs: Vec::new(), sources: opts.sources.clone() };
-    if let Some(p) = file_open::program(&policy.filesystem, &locator)? {
+    if let Some(p) = file_open::program(&policy.filesystem, policy.exec.as_ref(), &opts.exec_extra, &locator, verdict)?
+    {
         out.programs.push(p);
     }
     let mut locs = BTreeMap::new();
@@ -314,28 +476,65 @@ pub fn compile(policy: &Policy, opts: &Options) -> Result<LsmPrograms, LsmError>
             locs = toggle_locs(&first.path, text);
         }
     }
+    // Switch lines come from the first policy file (index 0).
+    let site = |s: Switch| match locs.get(&s) {
+        Some(l) => Site { file: 0, rule: audit::NO_RULE, line: l.line },
+        None => Site::NONE,
+    };
+    let loc = |s: Switch| locs.get(&s).cloned();
     let k = &policy.kernel;
-    let hooks: [(Switch, Toggle, &[Hook]); 3] = [
+    let always: [(Switch, Toggle, &[Hook]); 3] = [
         (Switch::Mount, k.mount, &[Hook::SbMount, Hook::MoveMount]),
         (Switch::Bpf, k.bpf, &[Hook::Bpf]),
         (Switch::UserNamespaces, k.user_namespaces, &[Hook::UsernsCreate]),
     ];
-    for (switch, toggle, hooks) in hooks {
+    for (switch, toggle, hooks) in always {
         if toggle == Toggle::Deny {
             for &hook in hooks {
-                out.programs.push(deny_always(hook, locs.get(&switch).cloned()));
+                out.programs.push(deny_always(hook, site(switch), loc(switch), verdict));
             }
         }
+    }
+    if k.raw_sockets == Toggle::Deny {
+        out.programs.push(socket::raw_sockets(site(Switch::RawSockets), loc(Switch::RawSockets), verdict));
+    }
+    if let Some(list) = &k.unix_connect {
+        let mut entries = Vec::new();
+        for (name, origin) in list {
+            let path_len = name.strip_prefix('@').map_or(name.len(), |n| n.len() + 1);
+            if path_len > 107 {
+                return Err(LsmError::UnixNameTooLong { name: name.clone(), line: origin.line, len: path_len });
+            }
+            entries.push(socket::UnixEntry { name, loc: locator.loc(origin) });
+        }
+        let mut s = site(Switch::UnixSockets);
+        if s.line == 0 {
+            if let Some((_, o)) = list.first() {
+                s = file_open::site(o, audit::NO_RULE);
+            }
+        }
+        let l = loc(Switch::UnixSockets).or_else(|| entries.first().and_then(|e| e.loc.clone()));
+        out.programs.push(socket::unix_connect(&entries, s, l, verdict));
+    }
+    if k.ptrace == Toggle::Deny {
+        out.programs.push(task::program(Hook::PtraceAccessCheck, site(Switch::Ptrace), loc(Switch::Ptrace), verdict));
+    }
+    if k.signals_outside == Toggle::Deny {
+        out.programs.push(task::program(Hook::TaskKill, site(Switch::Signals), loc(Switch::Signals), verdict));
     }
     Ok(out)
 }
 
-/// `return 0`: the hook is denied for every call from the cgroup.
-fn deny_always(hook: Hook, loc: Option<SourceLoc>) -> LsmProgram {
-    use crate::bpf::Reg::R0;
-    let at = |i: Insn| match &loc {
-        Some(l) => i.at(l.clone()),
-        None => i,
-    };
-    LsmProgram { hook, insns: vec![at(Insn::mov64_imm(R0, 0)), at(Insn::exit())], field_relocs: Vec::new() }
+/// Every call from the cgroup is a decision at `site`: recorded, and
+/// denied (allowed in complain mode).
+fn deny_always(hook: Hook, site: Site, loc: Option<SourceLoc>, verdict: Verdict) -> LsmProgram {
+    let mut e = emit::Emitter::new(hook, loc);
+    e.scratch("nobuf");
+    e.object(audit::ObjectKind::None, 0);
+    e.push(Insn::st_w(crate::bpf::Reg::R6, audit::off::DETAIL, 0));
+    e.deny_at(site);
+    e.label("nobuf");
+    e.ret(verdict);
+    e.record_tail(verdict);
+    e.finish()
 }
