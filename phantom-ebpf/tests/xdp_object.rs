@@ -11,7 +11,8 @@ use phantom_ebpf::bpf::sys;
 use phantom_ebpf::netprog::Locator;
 use phantom_ebpf::xdp::reference::{Reference, Verdict};
 use phantom_ebpf::xdp::{
-    compile_network, object, AddrStrategy, Direction, LargeSets, Options, XdpPrograms, FLOW_MAP, XDP_DROP, XDP_PASS,
+    compile_network, object, AddrStrategy, Direction, LargeSets, Options, XdpPrograms, FLOW_CACHE_MAP,
+    FLOW_CACHE_REVALIDATE, FLOW_MAP, XDP_DROP, XDP_PASS,
 };
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -139,4 +140,86 @@ fn aya_loads_both_programs_and_they_judge_as_the_reference() {
     let reply = frame(&cases[0].0.reply());
     let xdp: &aya::programs::Xdp = ebpf.program(Direction::Ingress.name()).unwrap().try_into().unwrap();
     assert_eq!(sys::prog_test_run_repeat(xdp.fd().unwrap().as_fd(), &reply, 1).unwrap().retval, XDP_PASS);
+}
+
+/// Pins the calling thread to CPU 0, so that successive test runs see the
+/// same per-CPU flow cache.
+fn pin_to_cpu0() {
+    // SAFETY: cpu_set_t is plain data, zeroed is a valid empty set;
+    // sched_setaffinity reads `size_of` bytes from it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0);
+    }
+}
+
+/// The per-CPU flow cache skips the map for a flow this CPU recorded, but
+/// looks again on every FLOW_CACHE_REVALIDATE-th hit: a flow the map lost
+/// (here removed through aya, as an LRU eviction would) is recorded again
+/// within that many packets, and its replies get in again.
+#[test]
+fn a_flow_the_map_lost_is_recorded_again_within_the_revalidation_period() {
+    pin_to_cpu0();
+    let net = allowlist(
+        vec![xdp_common::rule(&["192.0.2.0/24"], &[(53, 53)], phantom_dsl::values::Protocol::Udp, 3)],
+        vec![],
+    );
+    let set = compile_network(&net, &Locator::new(&[POLICY_PATH.into()]), &Options::default()).unwrap().unwrap();
+    assert!(set.map(FLOW_CACHE_MAP).is_some());
+    let mut ebpf = aya::Ebpf::load(&object(&set, &[]).unwrap()).unwrap();
+    for d in [Direction::Egress, Direction::Ingress] {
+        let xdp: &mut aya::programs::Xdp = ebpf.program_mut(d.name()).unwrap().try_into().unwrap();
+        xdp.load().unwrap_or_else(|e| panic!("{}: {e:?}", d.name()));
+    }
+    let query = Pkt {
+        src: "10.200.0.2".parse().unwrap(),
+        dst: "192.0.2.53".parse().unwrap(),
+        proto: 17,
+        sport: 41000,
+        dport: 53,
+        icmp_type: 0,
+        icmp_id: 0,
+        frag: Frag::None,
+        ihl: 5,
+        ext: Vec::new(),
+        tcp_flags: 0,
+    };
+    let run = |ebpf: &aya::Ebpf, d: Direction, p: &Pkt, repeat: u32| -> u32 {
+        let xdp: &aya::programs::Xdp = ebpf.program(d.name()).unwrap().try_into().unwrap();
+        sys::prog_test_run_repeat(xdp.fd().unwrap().as_fd(), &frame(p), repeat).unwrap().retval
+    };
+    let flows = |ebpf: &mut aya::Ebpf| -> Vec<[u8; 40]> {
+        let map: aya::maps::HashMap<_, [u8; 40], u64> =
+            aya::maps::HashMap::try_from(ebpf.map_mut(FLOW_MAP).unwrap()).unwrap();
+        map.keys().map(|k| k.unwrap()).collect()
+    };
+    assert_eq!(run(&ebpf, Direction::Egress, &query, 1), XDP_PASS);
+    let recorded = flows(&mut ebpf);
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(run(&ebpf, Direction::Ingress, &query.reply(), 1), XDP_PASS);
+    // The map loses the flow: replies are dropped.
+    {
+        let mut map: aya::maps::HashMap<_, [u8; 40], u64> =
+            aya::maps::HashMap::try_from(ebpf.map_mut(FLOW_MAP).unwrap()).unwrap();
+        map.remove(&recorded[0]).unwrap();
+    }
+    assert_eq!(run(&ebpf, Direction::Ingress, &query.reply(), 1), XDP_DROP);
+    // Cache hits 1..63 after the recording do not touch the map ...
+    let period = FLOW_CACHE_REVALIDATE as u32;
+    assert_eq!(run(&ebpf, Direction::Egress, &query, period - 1), XDP_PASS);
+    assert!(flows(&mut ebpf).is_empty(), "a cache hit skipped the map");
+    // ... the 64th looks the map up and records the flow again.
+    assert_eq!(run(&ebpf, Direction::Egress, &query, 1), XDP_PASS);
+    assert_eq!(flows(&mut ebpf), recorded);
+    assert_eq!(run(&ebpf, Direction::Ingress, &query.reply(), 1), XDP_PASS);
+    // Without a cache, every opener looks the map up.
+    let set = compile_network(
+        &net,
+        &Locator::new(&[POLICY_PATH.into()]),
+        &Options { flow_cache_slots: 0, ..Options::default() },
+    )
+    .unwrap()
+    .unwrap();
+    assert!(set.map(FLOW_CACHE_MAP).is_none() && set.maps.len() == 1);
 }

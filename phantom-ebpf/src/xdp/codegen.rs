@@ -42,6 +42,8 @@ const FLOW_VALUE: i16 = -48;
 const LPM_KEY: i16 = -72;
 /// The IP version of the frame (4 or 6) while the shared IPv4 search runs.
 const FAMILY_SLOT: i16 = -80;
+/// The flow cache's slot index (u32).
+const CACHE_INDEX: i16 = -88;
 
 /// The registers holding the address words (host order) in straight-line mode.
 const ADDR_REGS: [Reg; 4] = [R2, R3, R4, R5];
@@ -553,15 +555,56 @@ fn flow_lookup(g: &mut Gen) {
     g.emit(Insn::call(Helper::MapLookupElem));
 }
 
-/// After the rules passed a packet: record its flow if it opens one.
-fn allow_tail(g: &mut Gen, fam: Fam, dir: Direction) {
+/// After the rules passed a packet: record its flow if it opens one. With
+/// a flow cache (`cache_slots` > 0, a power of two), the key is first
+/// compared with this CPU's cache slot for it: a hit skips the map except
+/// on every [`super::FLOW_CACHE_REVALIDATE`]th hit of the slot; after a
+/// lookup or insert, the slot holds the key (r8 keeps the slot across the
+/// helper calls; the port in r8 is no longer needed).
+fn allow_tail(g: &mut Gen, fam: Fam, dir: Direction, cache_slots: u32) {
     g.bind(format!("allow{}", fam.tag()));
     let key = g.fresh("rec");
     flow_ports(g, fam, dir, fam.echo_request(), PASS, &key, true);
     g.bind(key);
     build_key(g, fam, dir);
-    flow_lookup(g);
-    g.emit(Insn::jne_imm(R0, 0, PASS));
+    let done = if cache_slots > 0 {
+        let (record, fill) = (g.fresh("record"), g.fresh("fill"));
+        // Slot: ports ^ the peer's first and last address words, folded.
+        g.emit(Insn::ldx_w(R1, R10, FLOW_KEY + 4));
+        g.emit(Insn::ldx_w(R2, R10, FLOW_KEY + 24));
+        g.emit(Insn::xor32_reg(R1, R2));
+        g.emit(Insn::ldx_w(R2, R10, FLOW_KEY + 36));
+        g.emit(Insn::xor32_reg(R1, R2));
+        g.emit(Insn::mov32_reg(R2, R1));
+        g.emit(Insn::rsh32_imm(R2, 16));
+        g.emit(Insn::xor32_reg(R1, R2));
+        g.emit(Insn::and32_imm(R1, cache_slots as i32 - 1));
+        g.emit(Insn::stx_w(R10, CACHE_INDEX, R1));
+        g.emit(Insn::ld_map(R1, super::FLOW_CACHE_MAP));
+        g.emit(Insn::mov64_reg(R2, R10));
+        g.emit(Insn::add64_imm(R2, i32::from(CACHE_INDEX)));
+        g.emit(Insn::call(Helper::MapLookupElem));
+        g.emit(Insn::jeq_imm(R0, 0, record.as_str()));
+        g.emit(Insn::mov64_reg(R8, R0));
+        for k in 0..(FLOW_KEY_SIZE / 8) as i16 {
+            g.emit(Insn::ldx_dw(R1, R8, 8 * k));
+            g.emit(Insn::ldx_dw(R2, R10, FLOW_KEY + 8 * k));
+            g.emit(Insn::jne_reg(R1, R2, record.as_str()));
+        }
+        // A hit: count it; revalidate against the map now and then.
+        g.emit(Insn::ldx_dw(R1, R8, FLOW_KEY_SIZE as i16));
+        g.emit(Insn::add64_imm(R1, 1));
+        g.emit(Insn::stx_dw(R8, FLOW_KEY_SIZE as i16, R1));
+        g.emit(Insn::jset_imm(R1, super::FLOW_CACHE_REVALIDATE as i32 - 1, PASS));
+        g.bind(record);
+        flow_lookup(g);
+        g.emit(Insn::jne_imm(R0, 0, fill.as_str()));
+        Some(fill)
+    } else {
+        flow_lookup(g);
+        g.emit(Insn::jne_imm(R0, 0, PASS));
+        None
+    };
     g.emit(Insn::st_dw(R10, FLOW_VALUE, dir.opened_by() as i32));
     g.emit(Insn::ld_map(R1, FLOW_MAP));
     g.emit(Insn::mov64_reg(R2, R10));
@@ -570,6 +613,23 @@ fn allow_tail(g: &mut Gen, fam: Fam, dir: Direction) {
     g.emit(Insn::add64_imm(R3, i32::from(FLOW_VALUE)));
     g.emit(Insn::mov64_imm(R4, 0));
     g.emit(Insn::call(Helper::MapUpdateElem));
+    if let Some(fill) = done {
+        // Cache only what the map holds.
+        g.emit(Insn::jne_imm(R0, 0, PASS));
+        g.bind(fill);
+        // r8 is the slot, unless the cache lookup failed (r8 then still
+        // holds the port, a scalar: the verifier needs the null check).
+        g.emit(Insn::ld_map(R1, super::FLOW_CACHE_MAP));
+        g.emit(Insn::mov64_reg(R2, R10));
+        g.emit(Insn::add64_imm(R2, i32::from(CACHE_INDEX)));
+        g.emit(Insn::call(Helper::MapLookupElem));
+        g.emit(Insn::jeq_imm(R0, 0, PASS));
+        for k in 0..(FLOW_KEY_SIZE / 8) as i16 {
+            g.emit(Insn::ldx_dw(R1, R10, FLOW_KEY + 8 * k));
+            g.emit(Insn::stx_dw(R0, 8 * k, R1));
+        }
+        g.emit(Insn::st_dw(R0, FLOW_KEY_SIZE as i16, 0));
+    }
     g.emit(Insn::ja(PASS));
 }
 
@@ -609,7 +669,14 @@ fn l4(g: &mut Gen, tag: &str) {
     g.emit(Insn::ja(format!("rules{tag}")));
 }
 
-fn program(dir: Direction, v4: &FamilyRules<'_>, v6: &FamilyRules<'_>, lookup: bool, locator: &Locator) -> Vec<Insn> {
+fn program(
+    dir: Direction,
+    v4: &FamilyRules<'_>,
+    v6: &FamilyRules<'_>,
+    lookup: bool,
+    cache_slots: u32,
+    locator: &Locator,
+) -> Vec<Insn> {
     let mut g = Gen::new();
     let peer = |fam: Fam| match dir {
         Direction::Egress => fam.dst(),
@@ -738,10 +805,18 @@ fn program(dir: Direction, v4: &FamilyRules<'_>, v6: &FamilyRules<'_>, lookup: b
     family_part(&mut g, Fam::V6, p6, v6, locator, "allow6", "deny6");
 
     for fam in [Fam::V4, Fam::V6] {
-        allow_tail(&mut g, fam, dir);
+        allow_tail(&mut g, fam, dir, cache_slots);
         deny_tail(&mut g, fam, dir, lookup);
     }
     g.finish()
+}
+
+/// The flow cache's slot count: a power of two, 0 without a cache.
+fn cache_slots(opts: &Options) -> u32 {
+    match opts.flow_cache_slots {
+        0 => 0,
+        n => n.next_power_of_two(),
+    }
 }
 
 fn map_name(dir: Direction, fam: Fam) -> String {
@@ -787,7 +862,7 @@ fn direction(
         };
         parts.push(FamilyRules { rules, table });
     }
-    let insns = program(dir, &parts[0], &parts[1], lookup, locator);
+    let insns = program(dir, &parts[0], &parts[1], lookup, cache_slots(opts), locator);
     let encoded = encode(&insns).map_err(|source| XdpError::Encode { direction: dir, source })?;
     Ok(XdpProgram { direction: dir, insns, encoded, strategy: [parts[0].strategy(), parts[1].strategy()] })
 }
@@ -802,6 +877,17 @@ pub(super) fn programs(net: &NetworkPolicy, locator: &Locator, opts: &Options) -
         flags: 0,
         entries: Vec::new(),
     }];
+    if cache_slots(opts) > 0 {
+        maps.push(MapSpec {
+            name: super::FLOW_CACHE_MAP.to_string(),
+            map_type: super::BPF_MAP_TYPE_PERCPU_ARRAY,
+            key_size: 4,
+            value_size: FLOW_KEY_SIZE as u32 + 8,
+            max_entries: cache_slots(opts),
+            flags: 0,
+            entries: Vec::new(),
+        });
+    }
     // Without ingress rules the flow map only holds egress-opened flows,
     // whose packets the egress rules pass anyway: no lookup on egress.
     let egress = direction(Direction::Egress, &net.egress, !net.ingress.is_empty(), locator, opts, &mut maps)?;
