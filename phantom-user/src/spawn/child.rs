@@ -42,6 +42,50 @@ pub(super) struct ChildPlan {
     pub status: RawFd,
     /// The sandbox's end of the control socket: one [`Handover`] arrives here.
     pub control: RawFd,
+    /// Write end: the first stage reports the command's exit here (an
+    /// [`ExitReport`]) before it exits itself.
+    pub exit_report: RawFd,
+}
+
+/// The command's wait status and resource usage, as the first stage saw
+/// them: 8 native-endian i64s.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ExitReport {
+    pub status: i32,
+    pub rusage: libc::rusage,
+}
+
+impl ExitReport {
+    pub const LEN: usize = 64;
+
+    fn encode(&self) -> [u8; Self::LEN] {
+        let r = &self.rusage;
+        let v = [
+            i64::from(self.status),
+            r.ru_maxrss,
+            r.ru_utime.tv_sec,
+            r.ru_utime.tv_usec,
+            r.ru_stime.tv_sec,
+            r.ru_stime.tv_usec,
+            0,
+            0,
+        ];
+        let mut out = [0u8; Self::LEN];
+        for (i, x) in v.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&x.to_ne_bytes());
+        }
+        out
+    }
+
+    pub fn decode(b: &[u8; Self::LEN]) -> ExitReport {
+        let v = |i: usize| i64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        // SAFETY: an all-zero rusage is valid.
+        let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+        rusage.ru_maxrss = v(1);
+        rusage.ru_utime = libc::timeval { tv_sec: v(2), tv_usec: v(3) };
+        rusage.ru_stime = libc::timeval { tv_sec: v(4), tv_usec: v(5) };
+        ExitReport { status: v(0) as i32, rusage }
+    }
 }
 
 struct Fail(&'static str, String);
@@ -122,16 +166,24 @@ fn stage1(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
     if unsafe { libc::write(go[1], [1u8].as_ptr().cast(), 1) } != 1 {
         return Err(Fail("release", std::io::Error::last_os_error().to_string()));
     }
-    // Keep nothing open: the supervisor sees EOF when the command execs.
-    sys::close_fds_from(0, &[]);
+    // Keep nothing open but the exit report: the supervisor sees EOF on the
+    // status pipe when the command execs.
+    sys::close_fds_from(0, &[plan.exit_report]);
     let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid out-buffer.
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        // SAFETY: waiting for our own child with valid out-pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
         if r == pid || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             break;
         }
     }
+    // The supervisor answers from this; our own exit (tearing down a copy
+    // of its address space) is off its path.
+    let report = ExitReport { status, rusage }.encode();
+    // SAFETY: writing a local buffer to our pipe (smaller than PIPE_BUF: atomic).
+    unsafe { libc::write(plan.exit_report, report.as_ptr().cast(), report.len()) };
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
         // Die the same way, so the supervisor sees the signal.

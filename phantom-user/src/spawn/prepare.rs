@@ -68,6 +68,8 @@ pub struct Leftovers {
     /// not in the exit of the sandbox's last process, before its parent
     /// can see the exit.
     mount_ns: Option<OwnedFd>,
+    /// The first stage, once it has reported the exit: reaped here.
+    pub(super) first_stage: Option<libc::pid_t>,
     cgroup_bpf: Option<Attachment>,
     cgroup: Option<SandboxCgroup>,
     scratch: Option<Scratch>,
@@ -83,6 +85,10 @@ impl Leftovers {
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
+        if let Some(pid) = self.first_stage.take() {
+            // SAFETY: reaping our own child, which exits right after its report.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        }
         drop(self.mount_ns.take());
         drop(self.cgroup_bpf.take()); // detach before the cgroup goes
         if let Some(mut c) = self.cgroup.take() {
@@ -102,6 +108,8 @@ pub(super) struct Prepared {
     pub control: OwnedFd,
     /// The status pipe, read up to `ready`; the rest comes after handover.
     status: Option<std::io::BufReader<std::fs::File>>,
+    /// Read end of the first stage's exit report.
+    exit_report: Option<OwnedFd>,
     pub limits: LimitsReport,
     /// cgroup-BPF's line of the enforcement report (sandbox modes).
     pub cgroup_bpf_status: Option<LayerStatus>,
@@ -117,14 +125,27 @@ impl Prepared {
     }
 
     /// Hands the sandbox over to a run: no more killing on drop; the
-    /// caller reaps `pid` and drops the leftovers afterwards.
-    pub fn take_over(mut self) -> (libc::pid_t, Option<libc::pid_t>, std::io::BufReader<std::fs::File>, Leftovers) {
+    /// caller reaps it and drops the leftovers afterwards.
+    pub fn take_over(mut self) -> TakenOver {
         self.armed = false;
-        let leftovers = self.leftovers.take().expect("leftovers until taken over");
-        let status = self.status.take().expect("status until taken over");
         // The control socket closes with `self`: the sandbox has its request.
-        (self.pid, self.sandbox_pid, status, leftovers)
+        TakenOver {
+            pid: self.pid,
+            sandbox_pid: self.sandbox_pid,
+            status: self.status.take().expect("status until taken over"),
+            exit_report: self.exit_report.take().expect("exit report until taken over"),
+            leftovers: self.leftovers.take().expect("leftovers until taken over"),
+        }
     }
+}
+
+/// A sandbox that has its request: what the run needs to follow it.
+pub(super) struct TakenOver {
+    pub pid: libc::pid_t,
+    pub sandbox_pid: Option<libc::pid_t>,
+    pub status: std::io::BufReader<std::fs::File>,
+    pub exit_report: OwnedFd,
+    pub leftovers: Leftovers,
 }
 
 impl Drop for Prepared {
@@ -156,7 +177,8 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
     if spec.isolated {
         chown_tree(&workspace, SANDBOX_ID_BASE).map_err(SpawnError::io("chown workspace"))?;
     }
-    let mut leftovers = Leftovers { mount_ns: None, cgroup_bpf: None, cgroup: None, scratch: Some(scratch) };
+    let mut leftovers =
+        Leftovers { mount_ns: None, first_stage: None, cgroup_bpf: None, cgroup: None, scratch: Some(scratch) };
 
     let root = spec.isolated.then(|| RootPlan::new(&base.join("root"), spec.binds.clone(), &workspace, 64 << 20));
     if spec.isolated {
@@ -202,6 +224,7 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
     }
 
     let (status_r, status_w) = pipe()?;
+    let (exit_r, exit_w) = pipe()?;
     let (control, control_child) = sys::socketpair().map_err(SpawnError::io("socketpair"))?;
     let kind = if spec.policy.network.mode == NetMode::None { NetKind::Empty } else { NetKind::Loopback };
     let pooled_netns = if spec.isolated { pool.and_then(|p| p.take(kind)) } else { None };
@@ -234,6 +257,7 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
         seccomp: spec.bundle.seccomp.clone(),
         status: status_w.as_raw_fd(),
         control: control_child.as_raw_fd(),
+        exit_report: exit_w.as_raw_fd(),
     };
 
     // A glibc fork of the supervisor (safe with other threads running): the
@@ -246,12 +270,13 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
     if pid == 0 {
         stage1_main(&plan);
     }
-    drop((status_w, control_child, cg_fd, pooled_netns));
+    drop((status_w, exit_w, control_child, cg_fd, pooled_netns));
     let mut prepared = Prepared {
         pid,
         sandbox_pid: None,
         control,
         status: None,
+        exit_report: Some(exit_r),
         limits,
         cgroup_bpf_status,
         leftovers: Some(leftovers),

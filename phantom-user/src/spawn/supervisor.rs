@@ -163,7 +163,8 @@ pub(super) fn execute(
         .map_err(|e| Undelivered { retry: true, error: SpawnError::Io { what: "handover".into(), source: e } })?;
     let limits = prepared.limits.clone();
     let cgroup_bpf_status = prepared.cgroup_bpf_status.clone();
-    let (pid, sandbox_pid, mut status, leftovers) = prepared.take_over();
+    let taken = prepared.take_over();
+    let (pid, sandbox_pid, mut status, mut leftovers) = (taken.pid, taken.sandbox_pid, taken.status, taken.leftovers);
     // Our copies of what the sandbox now holds.
     drop((devnull, tree));
     let (out_r, err_r) = match pipes {
@@ -191,9 +192,18 @@ pub(super) fn execute(
         }
     }
 
-    let io = super::supervisor_io::relay(pid, sandbox_pid, out_r, err_r, req.output_cap, req.timeout);
-    let (wait_status, rusage) = super::supervisor_io::reap(pid);
+    let io =
+        super::supervisor_io::relay(pid, sandbox_pid, out_r, err_r, taken.exit_report, req.output_cap, req.timeout);
     std::mem::forget(guard);
+    // The first stage's report, or (killed before it could write one) its
+    // own exit, which mirrors the command's.
+    let (wait_status, rusage) = match io.exit {
+        Some(report) => {
+            leftovers.first_stage = Some(pid);
+            (report.status, report.rusage)
+        }
+        None => super::supervisor_io::reap(pid),
+    };
     let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (memory_peak_bytes, oom_killed) = leftovers.memory();
 

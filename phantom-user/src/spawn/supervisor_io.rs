@@ -1,7 +1,8 @@
 //! Relaying a sandbox's output with size caps while enforcing the
 //! wall-clock timeout, and reaping it with its resource usage.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use super::child::ExitReport;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 pub(super) struct Relayed {
@@ -10,34 +11,35 @@ pub(super) struct Relayed {
     pub stdout_dropped: usize,
     pub stderr_dropped: usize,
     pub timed_out: bool,
-}
-
-fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    // SAFETY: a non-negative return is a fresh fd we own.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    /// The command's exit as the first stage reported it.
+    pub exit: Option<ExitReport>,
 }
 
 /// Reads both pipes (when output is captured) until they close and the
-/// first stage `pid` has exited, keeping `cap` bytes of each. On timeout,
-/// kills the sandbox's pid 1 (every process in the sandbox dies with it)
-/// and the first stage.
+/// first stage `pid` has reported the command's exit on `exit` (or died
+/// without a report), keeping `cap` bytes of each. On timeout, kills the
+/// sandbox's pid 1 (every process in the sandbox dies with it) and the
+/// first stage.
 pub(super) fn relay(
     pid: libc::pid_t,
     sandbox_pid: Option<libc::pid_t>,
     out: Option<OwnedFd>,
     err: Option<OwnedFd>,
+    exit: OwnedFd,
     cap: usize,
     timeout: Option<Duration>,
 ) -> Relayed {
-    let mut r =
-        Relayed { stdout: Vec::new(), stderr: Vec::new(), stdout_dropped: 0, stderr_dropped: 0, timed_out: false };
+    let mut r = Relayed {
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        stdout_dropped: 0,
+        stderr_dropped: 0,
+        timed_out: false,
+        exit: None,
+    };
     let deadline = timeout.map(|t| Instant::now() + t);
-    let pidfd = pidfd_open(pid);
     let mut open = [out.is_some(), err.is_some()];
-    // Without a pidfd, the pipes closing is the only end we can see.
-    let mut exited = pidfd.is_none();
+    let mut exited = false;
     let mut buf = vec![0u8; 64 * 1024];
     while open[0] || open[1] || !exited {
         let wait_ms = match deadline {
@@ -66,11 +68,7 @@ pub(super) fn relay(
         let mut fds = [
             libc::pollfd { fd: raw(open[0], &out), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: raw(open[1], &err), events: libc::POLLIN, revents: 0 },
-            libc::pollfd {
-                fd: if exited { -1 } else { pidfd.as_ref().map_or(-1, |f| f.as_raw_fd()) },
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            libc::pollfd { fd: if exited { -1 } else { exit.as_raw_fd() }, events: libc::POLLIN, revents: 0 },
         ];
         // SAFETY: fds is a valid array of pollfd.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, wait_ms) };
@@ -81,7 +79,16 @@ pub(super) fn relay(
             break;
         }
         if fds[2].revents != 0 {
-            exited = true;
+            let mut b = [0u8; ExitReport::LEN];
+            // SAFETY: reading into a local buffer from a pipe we own; the
+            // report is written in one piece (smaller than PIPE_BUF).
+            let got = unsafe { libc::read(exit.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
+            if got == b.len() as isize {
+                r.exit = Some(ExitReport::decode(&b));
+            }
+            if got >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                exited = true;
+            }
         }
         for (i, (fd, data, dropped)) in
             [(&out, &mut r.stdout, &mut r.stdout_dropped), (&err, &mut r.stderr, &mut r.stderr_dropped)]

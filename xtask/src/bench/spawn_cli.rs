@@ -164,7 +164,7 @@ pub fn run(h: &Harness) -> Result<Vec<Case>> {
     });
 
     // Memory: 20 live sandboxes through the zygote.
-    let zygote = Command::new("pgrep").args(["-f", &format!("serve --policy {}", policy.display())]).output()?;
+    let zygote = Command::new("pgrep").args(["-o", "-f", &format!("serve --policy {}", policy.display())]).output()?;
     let zpid: u32 = String::from_utf8_lossy(&zygote.stdout)
         .lines()
         .next()
