@@ -34,6 +34,9 @@ const ETH_P_IPV6_LE: i32 = 0xdd86;
 const ETH_P_ARP_LE: i32 = 0x0608;
 
 const PASS: &str = "pass";
+/// The flow-recording and flow-answering code after the key is built.
+const RECORD: &str = "record";
+const ANSWER: &str = "answer";
 const DROP: &str = "drop";
 
 // Stack layout (offsets from r10).
@@ -555,56 +558,90 @@ fn flow_lookup(g: &mut Gen) {
     g.emit(Insn::call(Helper::MapLookupElem));
 }
 
-/// After the rules passed a packet: record its flow if it opens one. With
-/// a flow cache (`cache_slots` > 0, a power of two), the key is first
-/// compared with this CPU's cache slot for it: a hit skips the map except
-/// on every [`super::FLOW_CACHE_REVALIDATE`]th hit of the slot; after a
-/// lookup or insert, the slot holds the key (r8 keeps the slot across the
-/// helper calls; the port in r8 is no longer needed).
-fn allow_tail(g: &mut Gen, fam: Fam, dir: Direction, cache_slots: u32) {
+/// Puts this CPU's flow-cache slot for the key on the stack in r0 (null
+/// only if the index were out of range; the verifier wants the check).
+fn cache_slot(g: &mut Gen) {
+    g.emit(Insn::ld_map(R1, super::FLOW_CACHE_MAP));
+    g.emit(Insn::mov64_reg(R2, R10));
+    g.emit(Insn::add64_imm(R2, i32::from(CACHE_INDEX)));
+    g.emit(Insn::call(Helper::MapLookupElem));
+}
+
+/// The flow cache in front of a flow-map lookup: computes the key's slot
+/// (ports ^ the peer's first and last address words, folded), and jumps
+/// to `hit` when the slot holds the key, counting the hit, except on every
+/// [`super::FLOW_CACHE_REVALIDATE`]th hit: that one, and a miss, fall
+/// through to the map.
+fn cache_check(g: &mut Gen, cache_slots: u32, hit: &str) {
+    let miss = g.fresh("cmiss");
+    g.emit(Insn::ldx_w(R1, R10, FLOW_KEY + 4));
+    g.emit(Insn::ldx_w(R2, R10, FLOW_KEY + 24));
+    g.emit(Insn::xor32_reg(R1, R2));
+    g.emit(Insn::ldx_w(R2, R10, FLOW_KEY + 36));
+    g.emit(Insn::xor32_reg(R1, R2));
+    g.emit(Insn::mov32_reg(R2, R1));
+    g.emit(Insn::rsh32_imm(R2, 16));
+    g.emit(Insn::xor32_reg(R1, R2));
+    g.emit(Insn::and32_imm(R1, cache_slots as i32 - 1));
+    g.emit(Insn::stx_w(R10, CACHE_INDEX, R1));
+    cache_slot(g);
+    g.emit(Insn::jeq_imm(R0, 0, miss.as_str()));
+    for k in 0..(FLOW_KEY_SIZE / 8) as i16 {
+        g.emit(Insn::ldx_dw(R1, R0, 8 * k));
+        g.emit(Insn::ldx_dw(R2, R10, FLOW_KEY + 8 * k));
+        g.emit(Insn::jne_reg(R1, R2, miss.as_str()));
+    }
+    g.emit(Insn::ldx_dw(R1, R0, FLOW_KEY_SIZE as i16));
+    g.emit(Insn::add64_imm(R1, 1));
+    g.emit(Insn::stx_dw(R0, FLOW_KEY_SIZE as i16, R1));
+    g.emit(Insn::jset_imm(R1, super::FLOW_CACHE_REVALIDATE as i32 - 1, hit));
+    g.bind(miss);
+}
+
+/// After the map was found to hold the key: the key goes into its slot
+/// (hit count 0), then `goto done`.
+fn cache_fill(g: &mut Gen, done: &str) {
+    cache_slot(g);
+    g.emit(Insn::jeq_imm(R0, 0, done));
+    for k in 0..(FLOW_KEY_SIZE / 8) as i16 {
+        g.emit(Insn::ldx_dw(R1, R10, FLOW_KEY + 8 * k));
+        g.emit(Insn::stx_dw(R0, 8 * k, R1));
+    }
+    g.emit(Insn::st_dw(R0, FLOW_KEY_SIZE as i16, 0));
+    g.emit(Insn::ja(done));
+}
+
+/// After the map was found not to hold the key: its slot forgets whatever
+/// it held (no key has family 0), then `goto done`.
+fn cache_clear(g: &mut Gen, done: &str) {
+    cache_slot(g);
+    g.emit(Insn::jeq_imm(R0, 0, done));
+    g.emit(Insn::st_dw(R0, 0, 0));
+    g.emit(Insn::ja(done));
+}
+
+/// After the rules passed a packet: record its flow if it opens one (the
+/// key is built per family, the rest is [`record_tail`]).
+fn allow_tail(g: &mut Gen, fam: Fam, dir: Direction) {
     g.bind(format!("allow{}", fam.tag()));
     let key = g.fresh("rec");
     flow_ports(g, fam, dir, fam.echo_request(), PASS, &key, true);
     g.bind(key);
     build_key(g, fam, dir);
-    let done = if cache_slots > 0 {
-        let (record, fill) = (g.fresh("record"), g.fresh("fill"));
-        // Slot: ports ^ the peer's first and last address words, folded.
-        g.emit(Insn::ldx_w(R1, R10, FLOW_KEY + 4));
-        g.emit(Insn::ldx_w(R2, R10, FLOW_KEY + 24));
-        g.emit(Insn::xor32_reg(R1, R2));
-        g.emit(Insn::ldx_w(R2, R10, FLOW_KEY + 36));
-        g.emit(Insn::xor32_reg(R1, R2));
-        g.emit(Insn::mov32_reg(R2, R1));
-        g.emit(Insn::rsh32_imm(R2, 16));
-        g.emit(Insn::xor32_reg(R1, R2));
-        g.emit(Insn::and32_imm(R1, cache_slots as i32 - 1));
-        g.emit(Insn::stx_w(R10, CACHE_INDEX, R1));
-        g.emit(Insn::ld_map(R1, super::FLOW_CACHE_MAP));
-        g.emit(Insn::mov64_reg(R2, R10));
-        g.emit(Insn::add64_imm(R2, i32::from(CACHE_INDEX)));
-        g.emit(Insn::call(Helper::MapLookupElem));
-        g.emit(Insn::jeq_imm(R0, 0, record.as_str()));
-        g.emit(Insn::mov64_reg(R8, R0));
-        for k in 0..(FLOW_KEY_SIZE / 8) as i16 {
-            g.emit(Insn::ldx_dw(R1, R8, 8 * k));
-            g.emit(Insn::ldx_dw(R2, R10, FLOW_KEY + 8 * k));
-            g.emit(Insn::jne_reg(R1, R2, record.as_str()));
-        }
-        // A hit: count it; revalidate against the map now and then.
-        g.emit(Insn::ldx_dw(R1, R8, FLOW_KEY_SIZE as i16));
-        g.emit(Insn::add64_imm(R1, 1));
-        g.emit(Insn::stx_dw(R8, FLOW_KEY_SIZE as i16, R1));
-        g.emit(Insn::jset_imm(R1, super::FLOW_CACHE_REVALIDATE as i32 - 1, PASS));
-        g.bind(record);
-        flow_lookup(g);
-        g.emit(Insn::jne_imm(R0, 0, fill.as_str()));
-        Some(fill)
-    } else {
-        flow_lookup(g);
-        g.emit(Insn::jne_imm(R0, 0, PASS));
-        None
-    };
+    g.emit(Insn::ja(RECORD));
+}
+
+/// Records the flow whose key is on the stack, shared by both families.
+/// With a flow cache (`cache_slots` > 0, a power of two) a cache hit skips
+/// the map; after a lookup or an insert the slot holds the key.
+fn record_tail(g: &mut Gen, dir: Direction, cache_slots: u32) {
+    g.bind(RECORD);
+    let fill = g.fresh("fill");
+    if cache_slots > 0 {
+        cache_check(g, cache_slots, PASS);
+    }
+    flow_lookup(g);
+    g.emit(Insn::jne_imm(R0, 0, if cache_slots > 0 { fill.as_str() } else { PASS }));
     g.emit(Insn::st_dw(R10, FLOW_VALUE, dir.opened_by() as i32));
     g.emit(Insn::ld_map(R1, FLOW_MAP));
     g.emit(Insn::mov64_reg(R2, R10));
@@ -613,27 +650,18 @@ fn allow_tail(g: &mut Gen, fam: Fam, dir: Direction, cache_slots: u32) {
     g.emit(Insn::add64_imm(R3, i32::from(FLOW_VALUE)));
     g.emit(Insn::mov64_imm(R4, 0));
     g.emit(Insn::call(Helper::MapUpdateElem));
-    if let Some(fill) = done {
+    if cache_slots > 0 {
         // Cache only what the map holds.
         g.emit(Insn::jne_imm(R0, 0, PASS));
         g.bind(fill);
-        // r8 is the slot, unless the cache lookup failed (r8 then still
-        // holds the port, a scalar: the verifier needs the null check).
-        g.emit(Insn::ld_map(R1, super::FLOW_CACHE_MAP));
-        g.emit(Insn::mov64_reg(R2, R10));
-        g.emit(Insn::add64_imm(R2, i32::from(CACHE_INDEX)));
-        g.emit(Insn::call(Helper::MapLookupElem));
-        g.emit(Insn::jeq_imm(R0, 0, PASS));
-        for k in 0..(FLOW_KEY_SIZE / 8) as i16 {
-            g.emit(Insn::ldx_dw(R1, R10, FLOW_KEY + 8 * k));
-            g.emit(Insn::stx_dw(R0, 8 * k, R1));
-        }
-        g.emit(Insn::st_dw(R0, FLOW_KEY_SIZE as i16, 0));
+        cache_fill(g, PASS);
+    } else {
+        g.emit(Insn::ja(PASS));
     }
-    g.emit(Insn::ja(PASS));
 }
 
-/// After the rules refused a packet: pass it if it answers a known flow.
+/// After the rules refused a packet: pass it if it answers a known flow
+/// (the key is built per family, the rest is [`answer_tail`]).
 fn deny_tail(g: &mut Gen, fam: Fam, dir: Direction, lookup: bool) {
     g.bind(format!("deny{}", fam.tag()));
     if !lookup {
@@ -644,9 +672,26 @@ fn deny_tail(g: &mut Gen, fam: Fam, dir: Direction, lookup: bool) {
     flow_ports(g, fam, dir, fam.echo_reply(), DROP, &key, false);
     g.bind(key);
     build_key(g, fam, dir);
-    flow_lookup(g);
-    g.emit(Insn::jeq_imm(R0, 0, DROP));
-    g.emit(Insn::ja(PASS));
+    g.emit(Insn::ja(ANSWER));
+}
+
+/// Passes the packet whose flow key is on the stack if the flow is known
+/// (a cache hit, or the map holds it); shared by both families.
+fn answer_tail(g: &mut Gen, cache_slots: u32) {
+    g.bind(ANSWER);
+    if cache_slots > 0 {
+        let stale = g.fresh("stale");
+        cache_check(g, cache_slots, PASS);
+        flow_lookup(g);
+        g.emit(Insn::jeq_imm(R0, 0, stale.as_str()));
+        cache_fill(g, PASS);
+        g.bind(stale);
+        cache_clear(g, DROP);
+    } else {
+        flow_lookup(g);
+        g.emit(Insn::jeq_imm(R0, 0, DROP));
+        g.emit(Insn::ja(PASS));
+    }
 }
 
 /// Bounds check: `if reg + len > data_end (r3) goto drop`.
@@ -805,8 +850,12 @@ fn program(
     family_part(&mut g, Fam::V6, p6, v6, locator, "allow6", "deny6");
 
     for fam in [Fam::V4, Fam::V6] {
-        allow_tail(&mut g, fam, dir, cache_slots);
+        allow_tail(&mut g, fam, dir);
         deny_tail(&mut g, fam, dir, lookup);
+    }
+    record_tail(&mut g, dir, cache_slots);
+    if lookup {
+        answer_tail(&mut g, cache_slots);
     }
     g.finish()
 }

@@ -91,15 +91,18 @@
 //!   must be reopened by a packet its rules allow.
 //! - **Flow cache** (a `BPF_MAP_TYPE_PERCPU_ARRAY`, [`FLOW_CACHE_MAP`],
 //!   [`Options::flow_cache_slots`] slots per CPU, direct-mapped by a hash
-//!   of the ports and the peer's address): each slot holds the key of a
-//!   flow this CPU looked up or recorded, and a hit count. A flow-opening
-//!   packet whose key is in its slot skips the flow map, except on every
-//!   [`FLOW_CACHE_REVALIDATE`]th hit of the slot, which looks the map up
-//!   (and records the flow again if the map lost it). So the steady stream
-//!   of a UDP flow costs no hash lookup; the price is that a flow the LRU
-//!   map evicted is reopened by the 64th packet of its sandbox on that CPU
-//!   at the latest, rather than the next. Only what the map holds is
-//!   cached, and replies always ask the map.
+//!   of the ports and the peer's address, shared by both programs): each
+//!   slot holds the key of a flow this CPU found in the flow map or put
+//!   there, and a hit count. A packet that would look its flow up (an
+//!   opener passed by a rule, or an answer no rule passed) and finds its
+//!   key in its slot skips the flow map, except on every
+//!   [`FLOW_CACHE_REVALIDATE`]th hit of the slot, which asks the map: an
+//!   opener records the flow again if the map lost it, an answer is
+//!   dropped and the slot cleared. Only what the map holds is cached. So a
+//!   flow's steady stream costs no hash lookup in either direction; the
+//!   price is that a flow the LRU map evicted keeps being answered on a
+//!   CPU for at most 63 more packets (it was an allowed flow), and is
+//!   reopened by the 64th opener at the latest rather than the next.
 //!
 //! The flow key (40 bytes, [`flow_key`]) is oriented from the sandbox, so
 //! both directions build the same key for a flow: `family` (u8, 4 or 6),
