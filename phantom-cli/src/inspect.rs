@@ -1,14 +1,14 @@
 //! `phantom-policy inspect`: what an auditor reads. For a bundle directory:
 //! the manifest, each artifact checked against its recorded hash, and each
 //! program's disassembly with the policy line of every instruction: seccomp
-//! filters (cBPF) and the eBPF programs of `cgroup.bpf.o` (bpftool's
+//! filters (cBPF) and the eBPF programs of `cgroup.bpf.o` and `xdp.bpf.o` (bpftool's
 //! `prog dump xlated` syntax; policy lines from the object's own line_info,
 //! cross-checked with the manifest).
 
 use anyhow::{bail, Context, Result};
 use phantom_dsl::source::sha256_hex;
 use phantom_ebpf::bpf::disasm as ebpf_disasm;
-use phantom_ebpf::bundle::{read_manifest, Artifact, Manifest, MapContents, CGROUP_LAYER};
+use phantom_ebpf::bundle::{read_manifest, Artifact, Manifest, MapContents, CGROUP_LAYER, XDP_LAYER};
 use phantom_ebpf::elf::read::{is_elf, read_object};
 use phantom_ebpf::landlock::LandlockRuleset;
 use phantom_ebpf::seccomp::{disasm, insn};
@@ -114,11 +114,16 @@ fn ebpf_view(name: &str, bytes: &[u8], a: Option<&Artifact>) -> Result<View> {
     Ok(View {
         name: name.to_string(),
         text,
-        json: json!({"name": name, "layer": CGROUP_LAYER, "license": obj.license, "maps": obj.maps, "programs": programs}),
+        json: json!({"name": name, "layer": layer_of(a, CGROUP_LAYER), "license": obj.license, "maps": obj.maps, "programs": programs}),
     })
 }
 
-fn maps_view(name: &str, bytes: &[u8]) -> Result<View> {
+/// The artifact's layer, or `default` without a manifest entry.
+fn layer_of<'a>(a: Option<&'a Artifact>, default: &'a str) -> &'a str {
+    a.and_then(|a| a.layer.as_deref()).unwrap_or(default)
+}
+
+fn maps_view(name: &str, bytes: &[u8], a: Option<&Artifact>) -> Result<View> {
     let maps: Vec<MapContents> =
         serde_json::from_slice(bytes).with_context(|| format!("{name}: not a list of map contents"))?;
     let mut t = String::new();
@@ -135,15 +140,17 @@ fn maps_view(name: &str, bytes: &[u8]) -> Result<View> {
             m.entries.len()
         )?;
     }
-    Ok(View { name: name.to_string(), text: t, json: json!({"name": name, "layer": CGROUP_LAYER, "maps": maps}) })
+    let layer = layer_of(a, CGROUP_LAYER);
+    Ok(View { name: name.to_string(), text: t, json: json!({"name": name, "layer": layer, "maps": maps}) })
 }
 
 fn artifact_view(name: &str, bytes: &[u8], a: Option<&Artifact>) -> Result<Option<View>> {
     let layer = a.and_then(|a| a.layer.as_deref());
-    if layer == Some(CGROUP_LAYER) && name.ends_with(".json") {
-        return maps_view(name, bytes).map(Some);
+    let ebpf = matches!(layer, Some(CGROUP_LAYER | XDP_LAYER));
+    if ebpf && name.ends_with(".json") {
+        return maps_view(name, bytes, a).map(Some);
     }
-    if layer == Some(CGROUP_LAYER) || (a.is_none() && is_elf(bytes)) {
+    if ebpf || (a.is_none() && is_elf(bytes)) {
         return ebpf_view(name, bytes, a).map(Some);
     }
     if layer == Some("seccomp") || (a.is_none() && name.contains("seccomp")) {

@@ -84,7 +84,10 @@ fn doctor_reports_every_layer() {
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let layers: Vec<&str> = v["probes"].as_array().unwrap().iter().map(|p| p["layer"].as_str().unwrap()).collect();
-    assert_eq!(layers, ["seccomp", "landlock", "cgroups", "cgroup-bpf", "xdp", "bpf-lsm", "user-namespaces"]);
+    assert_eq!(
+        layers,
+        ["seccomp", "landlock", "cgroups", "cgroup-bpf", "xdp", "allowlist-net", "bpf-lsm", "user-namespaces"]
+    );
     // This host tier has seccomp and Landlock; a missing one must fail here.
     for p in v["probes"].as_array().unwrap() {
         if matches!(p["layer"].as_str(), Some("seccomp" | "landlock" | "cgroup-bpf" | "xdp")) {

@@ -9,6 +9,8 @@
 //! | `landlock.json` | landlock | the ruleset description ([`crate::landlock::LandlockRuleset`]) |
 //! | `cgroup.bpf.o` | cgroup-bpf | the cgroup programs of [`crate::netprog`] as one BPF ELF object ([`crate::elf::ObjectBuilder`]): one section per program (`cgroup/sock_create`, `cgroup/connect4`, ..., `cgroup/dev`), BTF-defined maps, line_info into the policy files; loads with libbpf and aya |
 //! | `cgroup-maps.json` | cgroup-bpf | the contents of the object's maps (LPM tries of large CIDR lists), which a loader writes after creating them; only when there are maps |
+//! | `xdp.bpf.o` | xdp | `network.mode: allowlist` only: the two programs of [`crate::xdp`] (section `xdp`: `phantom_xdp_eg` for the host end of the veth, `phantom_xdp_in` for the sandbox end) and their shared flow map, with line_info |
+//! | `xdp-maps.json` | xdp | contents of the XDP object's maps, when a map has any (the LPM-trie design) |
 //! | `manifest.json` | — | this index |
 //!
 //! Output is deterministic: no timestamps, fixed order, hashes of content.
@@ -17,6 +19,7 @@ use crate::elf::{MapDef, ObjectBuilder, Program};
 use crate::landlock;
 use crate::netprog::{self, CgroupPrograms};
 use crate::seccomp::{self, SeccompError};
+use crate::xdp;
 use phantom_dsl::ir::{LayerSummary, Policy, SourceInfo};
 use phantom_dsl::source::sha256_hex;
 use phantom_dsl::syscalls::Arch;
@@ -30,6 +33,10 @@ pub const CGROUP_OBJECT: &str = "cgroup.bpf.o";
 pub const CGROUP_MAPS: &str = "cgroup-maps.json";
 /// The layer name of both.
 pub const CGROUP_LAYER: &str = "cgroup-bpf";
+/// The XDP object (allowlist mode), the contents of its maps, their layer.
+pub const XDP_OBJECT: &str = "xdp.bpf.o";
+pub const XDP_MAPS: &str = "xdp-maps.json";
+pub const XDP_LAYER: &str = "xdp";
 /// Recorded in the manifest: the backends' version decides the bytes.
 pub const COMPILER: &str = concat!("phantom-ebpf ", env!("CARGO_PKG_VERSION"));
 
@@ -39,6 +46,8 @@ pub enum BundleError {
     Seccomp { arch: &'static str, source: SeccompError },
     #[error("cgroup-BPF programs: {0}")]
     CgroupBpf(String),
+    #[error("XDP programs: {0}")]
+    Xdp(String),
     #[error("the text given for source {path} does not match the policy's sha256 of it")]
     SourceMismatch { path: String },
     #[error("cannot write {path}: {source}")]
@@ -127,6 +136,20 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The `(path, text)` pairs of `texts` that are sources of `policy`,
+/// each checked against the sha256 the policy recorded.
+fn policy_texts(policy: &Policy, texts: &[(String, String)]) -> Result<Vec<(String, String)>, BundleError> {
+    let mut out = Vec::new();
+    for (path, text) in texts {
+        match policy.sources.iter().find(|s| &s.path == path) {
+            Some(s) if s.sha256 == sha256_hex(text.as_bytes()) => out.push((path.clone(), text.clone())),
+            Some(_) => return Err(BundleError::SourceMismatch { path: path.clone() }),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
 /// The cgroup-BPF object of a policy: [`netprog::compile`]'s programs and
 /// maps through [`ObjectBuilder`], with the policy `texts` (`(path, text)`
 /// of files in `policy.sources`) giving bpftool its source lines. Pure.
@@ -141,15 +164,44 @@ pub fn cgroup_object(policy: &Policy, texts: &[(String, String)]) -> Result<(Vec
     for p in &progs.programs {
         b = b.program(Program::new(p.kind.section(), p.kind.name(), p.encoded.clone()));
     }
-    for (path, text) in texts {
-        match policy.sources.iter().find(|s| &s.path == path) {
-            Some(s) if s.sha256 == sha256_hex(text.as_bytes()) => b = b.source(path.clone(), text.clone()),
-            Some(_) => return Err(BundleError::SourceMismatch { path: path.clone() }),
-            None => {}
-        }
+    for (path, text) in policy_texts(policy, texts)? {
+        b = b.source(path, text);
     }
     let bytes = b.build().map_err(|e| BundleError::CgroupBpf(e.to_string()))?;
     Ok((bytes, progs))
+}
+
+/// A program's entry in the manifest.
+fn program_info(section: &str, name: &str, code: &crate::bpf::Encoded) -> ProgramInfo {
+    ProgramInfo {
+        section: section.to_string(),
+        name: name.to_string(),
+        instructions: code.insns.len(),
+        lines: code.lines.iter().map(|(&slot, loc)| (slot, loc.line)).collect(),
+    }
+}
+
+/// The `*-maps.json` file of maps that have entries, if any has.
+fn map_contents(maps: &[netprog::MapSpec]) -> Option<Vec<u8>> {
+    let with_entries: Vec<MapContents> = maps
+        .iter()
+        .filter(|m| !m.entries.is_empty())
+        .map(|m| MapContents {
+            name: m.name.clone(),
+            map_type: m.map_type,
+            key_size: m.key_size,
+            value_size: m.value_size,
+            max_entries: m.max_entries,
+            flags: m.flags,
+            entries: m.entries.iter().map(|(k, v)| (hex(k), hex(v))).collect(),
+        })
+        .collect();
+    if with_entries.is_empty() {
+        return None;
+    }
+    let mut bytes = serde_json::to_vec_pretty(&with_entries).expect("map contents serialise");
+    bytes.push(b'\n');
+    Some(bytes)
 }
 
 /// Runs every backend over the policy. Pure: no kernel, no filesystem.
@@ -195,36 +247,26 @@ pub fn build_with_sources(policy: &Policy, texts: &[(String, String)]) -> Result
     let (object, progs) = cgroup_object(policy, texts)?;
     let mut a = artifact(CGROUP_OBJECT, Some(CGROUP_LAYER), None, &object);
     a.instructions = Some(progs.programs.iter().map(|p| p.encoded.insns.len()).sum());
-    a.programs = progs
-        .programs
-        .iter()
-        .map(|p| ProgramInfo {
-            section: p.kind.section().to_string(),
-            name: p.kind.name().to_string(),
-            instructions: p.encoded.insns.len(),
-            lines: p.encoded.lines.iter().map(|(&slot, loc)| (slot, loc.line)).collect(),
-        })
-        .collect();
+    a.programs = progs.programs.iter().map(|p| program_info(p.kind.section(), p.kind.name(), &p.encoded)).collect();
     artifacts.push(a);
     files.push((CGROUP_OBJECT.to_string(), object));
-    if !progs.maps.is_empty() {
-        let maps: Vec<MapContents> = progs
-            .maps
-            .iter()
-            .map(|m| MapContents {
-                name: m.name.clone(),
-                map_type: m.map_type,
-                key_size: m.key_size,
-                value_size: m.value_size,
-                max_entries: m.max_entries,
-                flags: m.flags,
-                entries: m.entries.iter().map(|(k, v)| (hex(k), hex(v))).collect(),
-            })
-            .collect();
-        let mut bytes = serde_json::to_vec_pretty(&maps).expect("map contents serialise");
-        bytes.push(b'\n');
+    if let Some(bytes) = map_contents(&progs.maps) {
         artifacts.push(artifact(CGROUP_MAPS, Some(CGROUP_LAYER), None, &bytes));
         files.push((CGROUP_MAPS.to_string(), bytes));
+    }
+
+    if let Some(set) = xdp::compile(policy).map_err(|e| BundleError::Xdp(e.to_string()))? {
+        let object = xdp::object(&set, &policy_texts(policy, texts)?).map_err(|e| BundleError::Xdp(e.to_string()))?;
+        let mut a = artifact(XDP_OBJECT, Some(XDP_LAYER), None, &object);
+        let progs = [&set.egress, &set.ingress];
+        a.instructions = Some(progs.iter().map(|p| p.encoded.insns.len()).sum());
+        a.programs = progs.iter().map(|p| program_info(xdp::SECTION, p.direction.name(), &p.encoded)).collect();
+        artifacts.push(a);
+        files.push((XDP_OBJECT.to_string(), object));
+        if let Some(bytes) = map_contents(&set.maps) {
+            artifacts.push(artifact(XDP_MAPS, Some(XDP_LAYER), None, &bytes));
+            files.push((XDP_MAPS.to_string(), bytes));
+        }
     }
 
     let manifest = Manifest {

@@ -3,12 +3,13 @@
 //! between it and exec). Fail closed: a layer in `require` that cannot be
 //! enforced is an error and nothing after it is applied.
 
+use crate::bundle_object::BundleObject;
 use crate::cgroup_bpf::LoadedPrograms;
-use crate::cgroup_object::CgroupObject;
 use crate::landlock::{LandlockError, LandlockReport};
+use crate::net::xdp::LoadedXdp;
 use crate::report::Enforcement;
 use crate::seccomp::SeccompInstallError;
-use phantom_ebpf::bundle::{read_manifest, BundleError, Manifest};
+use phantom_ebpf::bundle::{read_manifest, BundleError, Manifest, CGROUP_MAPS, CGROUP_OBJECT, XDP_MAPS, XDP_OBJECT};
 use phantom_ebpf::landlock::LandlockRuleset;
 use serde::Serialize;
 use std::path::Path;
@@ -29,7 +30,7 @@ pub enum ApplyError {
     #[error(transparent)]
     Seccomp(#[from] SeccompInstallError),
     #[error("the cgroup-BPF object: {0}")]
-    CgroupObject(String),
+    BundleObject(String),
     #[error("the bundle has no seccomp filter for {0}")]
     NoFilterForArch(&'static str),
 }
@@ -72,11 +73,15 @@ pub struct LoadedBundle {
     pub seccomp: Option<Vec<u8>>,
     /// The cgroup-BPF object, read with the rest (before anything is
     /// applied).
-    cgroup_object: Option<Arc<CgroupObject>>,
+    cgroup_object: Option<Arc<BundleObject>>,
     /// Its programs, loaded (or opened from their pins) on first use and
     /// shared by every sandbox of this bundle (each attaches them to its
     /// own cgroup).
     cgroup_bpf: Arc<OnceLock<Result<Arc<LoadedPrograms>, String>>>,
+    /// The XDP object (allowlist mode) and its programs, loaded on first
+    /// use like the cgroup programs.
+    xdp_object: Option<Arc<BundleObject>>,
+    xdp: Arc<OnceLock<Result<Arc<LoadedXdp>, String>>>,
 }
 
 impl LoadedBundle {
@@ -98,13 +103,18 @@ impl LoadedBundle {
         } else {
             None
         };
-        let cgroup_object = CgroupObject::from_dir(dir).map_err(|e| ApplyError::CgroupObject(e.to_string()))?;
+        let object =
+            |name, maps| BundleObject::from_dir(dir, name, maps).map_err(|e| ApplyError::BundleObject(e.to_string()));
+        let cgroup_object = object(CGROUP_OBJECT, CGROUP_MAPS)?;
+        let xdp_object = object(XDP_OBJECT, XDP_MAPS)?;
         Ok(LoadedBundle {
             manifest,
             landlock,
             seccomp,
             cgroup_object: cgroup_object.map(Arc::new),
             cgroup_bpf: Arc::default(),
+            xdp_object: xdp_object.map(Arc::new),
+            xdp: Arc::default(),
         })
     }
 
@@ -116,7 +126,19 @@ impl LoadedBundle {
         self.cgroup_bpf
             .get_or_init(|| {
                 let obj = self.cgroup_object.as_ref().ok_or("the bundle has no cgroup-BPF object")?;
-                crate::cgroup_object::for_sandboxes(obj).map(|(p, _pinned)| Arc::new(p)).map_err(|e| e.to_string())
+                crate::bundle_object::for_sandboxes(obj).map(|(p, _pinned)| Arc::new(p)).map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+
+    /// The bundle's XDP programs (allowlist mode): its `xdp.bpf.o`, loaded
+    /// once and shared by every sandbox (each attaches them to its own veth
+    /// pair). An error when the bundle has none.
+    pub fn xdp_programs(&self) -> Result<Arc<LoadedXdp>, String> {
+        self.xdp
+            .get_or_init(|| {
+                let obj = self.xdp_object.as_ref().ok_or("the bundle has no XDP object (not allowlist mode)")?;
+                crate::net::xdp::load(obj).map(Arc::new).map_err(|e| e.to_string())
             })
             .clone()
     }
@@ -137,13 +159,18 @@ impl LoadedBundle {
             }
             None => None,
         };
-        let cgroup_object = CgroupObject::from_bundle(b).map_err(|e| ApplyError::CgroupObject(e.to_string()))?;
+        let object =
+            |name, maps| BundleObject::from_bundle(b, name, maps).map_err(|e| ApplyError::BundleObject(e.to_string()));
+        let cgroup_object = object(CGROUP_OBJECT, CGROUP_MAPS)?;
+        let xdp_object = object(XDP_OBJECT, XDP_MAPS)?;
         Ok(LoadedBundle {
             manifest: b.manifest.clone(),
             landlock,
             seccomp,
             cgroup_object: cgroup_object.map(Arc::new),
             cgroup_bpf: Arc::default(),
+            xdp_object: xdp_object.map(Arc::new),
+            xdp: Arc::default(),
         })
     }
 

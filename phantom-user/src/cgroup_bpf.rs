@@ -1,6 +1,6 @@
 //! Attaches loaded cgroup programs to a cgroup v2 directory and detaches
 //! them. The programs come from a bundle's `cgroup.bpf.o`
-//! ([`crate::cgroup_object`]: loaded for this process, or opened from the
+//! ([`crate::bundle_object`]: loaded for this process, or opened from the
 //! pins of `phantom load`); raw `bpf(2)` is [`phantom_bpf_sys`].
 //!
 //! Attaching uses `BPF_PROG_ATTACH` with `BPF_F_ALLOW_MULTI`, not a BPF

@@ -6,8 +6,8 @@
 //! children.
 
 pub mod apply;
+pub mod bundle_object;
 pub mod cgroup_bpf;
-pub mod cgroup_object;
 pub mod doctor;
 pub mod landlock;
 pub mod loader;

@@ -42,11 +42,11 @@
 //! a cgroup are held by that cgroup and keep enforcing there until detached
 //! or the cgroup is removed; only then does the kernel free them.
 
+use crate::bundle_object::{self, kind_of, BundleObject};
 use crate::cgroup_bpf::{self, CgroupBpfError, LoadedPrograms};
-use crate::cgroup_object::{self, kind_of, CgroupObject};
 use phantom_bpf_sys as sys;
 use phantom_dsl::source::sha256_hex;
-use phantom_ebpf::bundle::{BundleError, CGROUP_OBJECT, MANIFEST};
+use phantom_ebpf::bundle::{BundleError, CGROUP_MAPS, CGROUP_OBJECT, MANIFEST};
 use phantom_ebpf::netprog::ProgKind;
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -299,7 +299,7 @@ pub fn load(bundle_dir: &Path) -> Result<LoadReport, LoaderError> {
     if dir.exists() {
         return reuse(&dir, &hash, &sha256, mounted_bpffs);
     }
-    let obj = CgroupObject::from_dir(bundle_dir)?.ok_or(LoaderError::NoObject)?;
+    let obj = BundleObject::from_dir(bundle_dir, CGROUP_OBJECT, CGROUP_MAPS)?.ok_or(LoaderError::NoObject)?;
     if obj.sha256 != sha256 {
         // The manifest changed between the two reads.
         return Err(LoaderError::ArtifactHash { path: bundle_dir.join(MANIFEST).display().to_string() });
@@ -358,11 +358,11 @@ fn remove_stale_loads(root: &Path, hash: &str) {
     }
 }
 
-/// Loads the object ([`cgroup_object::load`]: maps filled, programs
+/// Loads the object ([`bundle_object::load`]: maps filled, programs
 /// verified), pins maps and programs under `tmp`, and writes the info
 /// symlink last.
-fn pin_object(obj: &CgroupObject, tmp: &Path) -> Result<(Vec<PinnedProgram>, Vec<PinnedMap>), LoaderError> {
-    let mut loaded = cgroup_object::load(obj)?;
+fn pin_object(obj: &BundleObject, tmp: &Path) -> Result<(Vec<PinnedProgram>, Vec<PinnedMap>), LoaderError> {
+    let mut loaded = bundle_object::load(obj)?;
     let mut maps = Vec::new();
     for (name, written) in &loaded.maps {
         let map = loaded.ebpf.map(name).expect("loaded");

@@ -15,8 +15,8 @@ use phantom_dsl::ir::{
 use phantom_dsl::source::{FileId, Span};
 use phantom_dsl::values::{Cidr, PortRange, Protocol};
 use phantom_ebpf::netprog::{compile_parts, CgroupPrograms, Locator, Options, ProgKind};
+use phantom_user::bundle_object::{self, BundleObject};
 use phantom_user::cgroup_bpf::{self, LoadedPrograms};
-use phantom_user::cgroup_object::{self, CgroupObject};
 use std::ffi::CString;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -57,8 +57,10 @@ fn load(net: &NetworkPolicy, dev: &DevicePolicy) -> LoadedPrograms {
 
 fn load_policy(policy: &phantom_dsl::ir::Policy) -> LoadedPrograms {
     let b = phantom_ebpf::bundle::build(policy).unwrap();
-    let obj = CgroupObject::from_bundle(&b).unwrap().expect("every bundle has a cgroup object");
-    cgroup_object::load(&obj).and_then(|l| l.program_fds(&obj)).unwrap_or_else(|e| panic!("{e}"))
+    let obj = BundleObject::from_bundle(&b, phantom_ebpf::bundle::CGROUP_OBJECT, phantom_ebpf::bundle::CGROUP_MAPS)
+        .unwrap()
+        .expect("every bundle has a cgroup object");
+    bundle_object::load(&obj).and_then(|l| l.program_fds(&obj)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A cgroup v2 directory for one test; removed (and checked gone) by `remove`.

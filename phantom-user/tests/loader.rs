@@ -450,10 +450,12 @@ fn prog_ids(set: &phantom_user::cgroup_bpf::LoadedPrograms) -> Vec<u32> {
 
 #[test]
 fn sandboxes_attach_the_pinned_programs_once_the_bundle_is_loaded() {
-    use phantom_user::cgroup_object::{for_sandboxes, CgroupObject};
+    use phantom_ebpf::bundle::{CGROUP_MAPS, CGROUP_OBJECT};
+    use phantom_user::bundle_object::{for_sandboxes, BundleObject};
     let text = web_fetcher_text().replace("profile: web-fetcher-", "profile: web-fetcher-sandboxes-");
     let w = Written::new("sandboxes", &bundle_of(WEB_FETCHER, &text));
-    let obj = CgroupObject::from_dir(&w.dir).unwrap().expect("the bundle has a cgroup object");
+    let obj =
+        BundleObject::from_dir(&w.dir, CGROUP_OBJECT, CGROUP_MAPS).unwrap().expect("the bundle has a cgroup object");
     assert_eq!(obj.hash(), w.hash);
 
     // Not loaded: the sandbox gets its own copy of the same object.

@@ -146,8 +146,16 @@ fn allowlist_xdp_programs_enforce_the_rules_on_the_pair() {
     );
     let c = phantom_dsl::compile_str("xdp-veth.yaml", &text);
     assert!(!c.has_errors(), "{text}\n{:#?}", c.diagnostics);
-    let progs = phantom_ebpf::xdp::compile(&c.policy.unwrap()).unwrap().expect("allowlist mode has XDP programs");
-    let loaded = phantom_user::net::xdp::load(&progs).unwrap_or_else(|e| panic!("{e}"));
+    // Through the bundle, as sandboxes get them: `xdp.bpf.o` loaded with aya.
+    let b = phantom_ebpf::bundle::build(&c.policy.unwrap()).unwrap();
+    let obj = phantom_user::bundle_object::BundleObject::from_bundle(
+        &b,
+        phantom_ebpf::bundle::XDP_OBJECT,
+        phantom_ebpf::bundle::XDP_MAPS,
+    )
+    .unwrap()
+    .expect("allowlist mode has an XDP object");
+    let loaded = phantom_user::net::xdp::load(&obj).unwrap_or_else(|e| panic!("{e}"));
 
     let host = new_netns();
     let sandbox = new_netns();

@@ -15,17 +15,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 pub enum NetError {
     #[error("{what}: {source}")]
     Kernel { what: String, source: io::Error },
-    #[error(
-        "the verifier rejected {program} ({source}){}\nverifier log:\n{log}",
-        match (insn, line) {
-            (Some(i), Some(l)) => format!(" at instruction {i}, policy line {l}"),
-            (Some(i), None) => format!(" at instruction {i}"),
-            _ => String::new(),
-        }
-    )]
-    Rejected { program: &'static str, source: io::Error, insn: Option<usize>, line: Option<String>, log: String },
-    #[error("the XDP programs: {0}")]
-    Compile(String),
+    /// Loading the bundle's XDP object (a verifier rejection included).
+    #[error(transparent)]
+    Object(crate::loader::LoaderError),
 }
 
 /// Gives the sandbox namespace `sandbox_ns` a veth pair to `host_ns` (the

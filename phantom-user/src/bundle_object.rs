@@ -1,9 +1,10 @@
-//! A bundle's cgroup-BPF object (`cgroup.bpf.o` + `cgroup-maps.json`),
-//! read, checked against the manifest and loaded with aya. The pinning
-//! loader ([`crate::loader::load`]) pins what [`load`] returns; a sandbox
-//! whose bundle is not pinned loads the same object for itself
-//! ([`for_sandboxes`]). Either way the kernel runs exactly the bytes the
-//! manifest's sha256 names, the ones `phantom-policy inspect` shows.
+//! A bundle's eBPF objects (`cgroup.bpf.o` + `cgroup-maps.json`,
+//! `xdp.bpf.o` + `xdp-maps.json`), read, checked against the manifest and
+//! loaded with aya. The pinning loader ([`crate::loader::load`]) pins what
+//! [`load`] returns for the cgroup object; a sandbox whose bundle is not
+//! pinned loads the same object for itself ([`for_sandboxes`]). Either way
+//! the kernel runs exactly the bytes the manifest's sha256 names, the ones
+//! `phantom-policy inspect` shows.
 
 use crate::cgroup_bpf::LoadedPrograms;
 use crate::loader::{LoaderError, Rejection, HASH_LEN};
@@ -11,15 +12,19 @@ use aya::maps::{Map, MapData};
 use aya::programs::Program;
 use phantom_bpf_sys as sys;
 use phantom_dsl::source::sha256_hex;
-use phantom_ebpf::bundle::{self, Bundle, Manifest, MapContents, ProgramInfo, CGROUP_MAPS, CGROUP_OBJECT, MANIFEST};
+use phantom_ebpf::bundle::{self, Bundle, Manifest, MapContents, ProgramInfo, MANIFEST};
+#[cfg(doc)]
+use phantom_ebpf::bundle::{CGROUP_MAPS, CGROUP_OBJECT, XDP_OBJECT};
 use phantom_ebpf::netprog::ProgKind;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-/// The cgroup-BPF part of a bundle, in memory.
+/// One eBPF object of a bundle, in memory.
 #[derive(Debug, Clone)]
-pub struct CgroupObject {
+pub struct BundleObject {
+    /// Its file name in the bundle ([`CGROUP_OBJECT`], [`XDP_OBJECT`]).
+    pub name: String,
     /// sha256 of the bundle's manifest.json (64 hex characters).
     pub sha256: String,
     pub profile: String,
@@ -31,9 +36,11 @@ pub struct CgroupObject {
     pub contents: Vec<MapContents>,
 }
 
-impl CgroupObject {
-    /// From a bundle directory; `None` when the bundle has no object.
-    pub fn from_dir(dir: &Path) -> Result<Option<CgroupObject>, LoaderError> {
+impl BundleObject {
+    /// Object `object` (with map contents `maps`, e.g. [`CGROUP_OBJECT`]
+    /// and [`CGROUP_MAPS`]) of a bundle directory; `None` when the bundle
+    /// has no such object.
+    pub fn from_dir(dir: &Path, object: &str, maps: &str) -> Result<Option<BundleObject>, LoaderError> {
         let manifest_bytes = read(&dir.join(MANIFEST))?;
         let manifest = bundle::read_manifest(dir)?;
         let file = |name: &str| -> Result<Option<Vec<u8>>, LoaderError> {
@@ -42,27 +49,29 @@ impl CgroupObject {
             }
             read(&dir.join(name)).map(Some)
         };
-        let (object, maps) = (file(CGROUP_OBJECT)?, file(CGROUP_MAPS)?);
-        CgroupObject::new(&manifest_bytes, &manifest, object, maps, &dir.display().to_string())
+        let names = (object, maps);
+        let (object, maps) = (file(names.0)?, file(names.1)?);
+        BundleObject::new(&manifest_bytes, &manifest, names, object, maps, &dir.display().to_string())
     }
 
-    /// From a bundle built in memory.
-    pub fn from_bundle(b: &Bundle) -> Result<Option<CgroupObject>, LoaderError> {
+    /// The same from a bundle built in memory.
+    pub fn from_bundle(b: &Bundle, object: &str, maps: &str) -> Result<Option<BundleObject>, LoaderError> {
         let file = |name: &str| b.files.iter().find(|(n, _)| n == name).map(|(_, bytes)| bytes.clone());
         let manifest_bytes = file(MANIFEST).ok_or_else(|| LoaderError::Object {
             what: "the bundle".into(),
             message: format!("it has no {MANIFEST}"),
         })?;
-        CgroupObject::new(&manifest_bytes, &b.manifest, file(CGROUP_OBJECT), file(CGROUP_MAPS), "the bundle")
+        BundleObject::new(&manifest_bytes, &b.manifest, (object, maps), file(object), file(maps), "the bundle")
     }
 
     fn new(
         manifest_bytes: &[u8],
         manifest: &Manifest,
+        (object_name, maps_name): (&str, &str),
         object: Option<Vec<u8>>,
         maps: Option<Vec<u8>>,
         place: &str,
-    ) -> Result<Option<CgroupObject>, LoaderError> {
+    ) -> Result<Option<BundleObject>, LoaderError> {
         let Some(object) = object else { return Ok(None) };
         let checked = |name: &str, bytes: &[u8]| {
             let recorded = manifest.artifacts.iter().find(|a| a.name == name);
@@ -71,20 +80,19 @@ impl CgroupObject {
                 _ => Err(LoaderError::ArtifactHash { path: format!("{place}/{name}") }),
             }
         };
-        checked(CGROUP_OBJECT, &object)?;
+        checked(object_name, &object)?;
         let contents = match maps {
             Some(bytes) => {
-                checked(CGROUP_MAPS, &bytes)?;
-                serde_json::from_slice(&bytes).map_err(|e| LoaderError::Object {
-                    what: format!("{place}/{CGROUP_MAPS}"),
-                    message: e.to_string(),
-                })?
+                checked(maps_name, &bytes)?;
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| LoaderError::Object { what: format!("{place}/{maps_name}"), message: e.to_string() })?
             }
             None => Vec::new(),
         };
         let programs =
-            manifest.artifacts.iter().find(|a| a.name == CGROUP_OBJECT).expect("checked above").programs.clone();
-        Ok(Some(CgroupObject {
+            manifest.artifacts.iter().find(|a| a.name == object_name).expect("checked above").programs.clone();
+        Ok(Some(BundleObject {
+            name: object_name.to_string(),
             sha256: sha256_hex(manifest_bytes),
             profile: manifest.profile.clone(),
             object,
@@ -108,7 +116,7 @@ fn object_err(what: impl Into<String>) -> impl FnOnce(String) -> LoaderError {
     move |message| LoaderError::Object { what, message }
 }
 
-/// The program kind of an ELF section.
+/// The cgroup program kind of an ELF section.
 pub fn kind_of(section: &str) -> Option<ProgKind> {
     ProgKind::ALL.into_iter().find(|k| k.section() == section)
 }
@@ -138,14 +146,14 @@ fn map_data(map: &Map) -> Option<&MapData> {
 
 /// Loads `obj` with aya: creates and fills its maps, then loads every
 /// program the manifest names (nothing else may be in the object).
-pub fn load(obj: &CgroupObject) -> Result<Loaded, LoaderError> {
+pub fn load(obj: &BundleObject) -> Result<Loaded, LoaderError> {
     let mut ebpf = aya::EbpfLoader::new()
         .load(&obj.object)
-        .map_err(|e| object_err(format!("aya cannot load {CGROUP_OBJECT}"))(format!("{e:#?}")))?;
+        .map_err(|e| object_err(format!("aya cannot load {}", obj.name))(format!("{e:#?}")))?;
 
     let names: Vec<String> = ebpf.maps().map(|(n, _)| n.to_string()).collect();
     if let Some(c) = obj.contents.iter().find(|c| !names.contains(&c.name)) {
-        return Err(object_err(CGROUP_MAPS)(format!("map `{}` is not in {CGROUP_OBJECT} (maps: {names:?})", c.name)));
+        return Err(object_err(&obj.name)(format!("map `{}` of its contents is not in it (maps: {names:?})", c.name)));
     }
     let mut maps = Vec::new();
     for name in &names {
@@ -160,7 +168,7 @@ pub fn load(obj: &CgroupObject) -> Result<Loaded, LoaderError> {
             let info = data.info().map_err(|e| object_err(format!("map `{name}`"))(e.to_string()))?;
             if info.key_size() != c.key_size || info.value_size() != c.value_size {
                 return Err(object_err(format!("map `{name}`"))(format!(
-                    "the object defines key/value sizes {}/{}, {CGROUP_MAPS} {}/{}",
+                    "the object defines key/value sizes {}/{}, its contents {}/{}",
                     info.key_size(),
                     info.value_size(),
                     c.key_size,
@@ -169,10 +177,10 @@ pub fn load(obj: &CgroupObject) -> Result<Loaded, LoaderError> {
             }
             for (k, v) in &c.entries {
                 let (Some(k), Some(v)) = (unhex(k), unhex(v)) else {
-                    return Err(object_err(CGROUP_MAPS)(format!("map `{name}`: an entry is not hex")));
+                    return Err(object_err(&obj.name)(format!("map `{name}`: an entry is not hex")));
                 };
                 if k.len() != c.key_size as usize || v.len() != c.value_size as usize {
-                    return Err(object_err(CGROUP_MAPS)(format!("map `{name}`: an entry of the wrong size")));
+                    return Err(object_err(&obj.name)(format!("map `{name}`: an entry of the wrong size")));
                 }
                 sys::map_update(data.fd().as_fd(), &k, &v, sys::BPF_ANY).map_err(|e| LoaderError::Kernel {
                     what: format!("BPF_MAP_UPDATE_ELEM on `{name}`"),
@@ -186,18 +194,20 @@ pub fn load(obj: &CgroupObject) -> Result<Loaded, LoaderError> {
 
     let in_object: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
     if let Some(extra) = in_object.iter().find(|n| !obj.programs.iter().any(|p| &p.name == *n)) {
-        return Err(object_err(CGROUP_OBJECT)(format!("program `{extra}` is not in the manifest")));
+        return Err(object_err(&obj.name)(format!("program `{extra}` is not in the manifest")));
     }
     for p in &obj.programs {
-        kind_of(&p.section)
-            .ok_or_else(|| object_err(format!("program `{}`", p.name))(format!("unknown section {}", p.section)))?;
+        if kind_of(&p.section).is_none() && p.section != phantom_ebpf::xdp::SECTION {
+            return Err(object_err(format!("program `{}`", p.name))(format!("unknown section {}", p.section)));
+        }
         let prog = ebpf.program_mut(&p.name).ok_or_else(|| {
-            object_err(CGROUP_OBJECT)(format!("the manifest names program `{}`, the object lacks it", p.name))
+            object_err(&obj.name)(format!("the manifest names program `{}`, the object lacks it", p.name))
         })?;
         let loaded = match prog {
             Program::CgroupSock(x) => x.load(),
             Program::CgroupSockAddr(x) => x.load(),
             Program::CgroupDevice(x) => x.load(),
+            Program::Xdp(x) => x.load(),
             other => {
                 return Err(object_err(format!("program `{}`", p.name))(format!(
                     "section {} loads as {:?}, which this loader does not handle",
@@ -212,17 +222,22 @@ pub fn load(obj: &CgroupObject) -> Result<Loaded, LoaderError> {
 }
 
 impl Loaded {
-    /// The loaded programs' fds (duplicated: they outlive `self`), in
-    /// manifest order.
-    pub fn program_fds(&self, obj: &CgroupObject) -> Result<LoadedPrograms, LoaderError> {
+    /// The fd of loaded program `name` (duplicated: it outlives `self`).
+    pub fn program_fd(&self, name: &str) -> Result<OwnedFd, LoaderError> {
+        let prog = self.ebpf.program(name).ok_or_else(|| object_err("the object")(format!("no program `{name}`")))?;
+        let fd = prog.fd().map_err(|e| object_err(format!("program `{name}`"))(e.to_string()))?;
+        fd.as_fd().try_clone_to_owned().map_err(|source| LoaderError::Kernel { what: "dup".into(), source })
+    }
+
+    /// The loaded cgroup programs of `obj` with their kinds, in manifest
+    /// order.
+    pub fn program_fds(&self, obj: &BundleObject) -> Result<LoadedPrograms, LoaderError> {
         let mut programs = Vec::new();
         for p in &obj.programs {
-            let kind = kind_of(&p.section).expect("checked by load");
-            let prog = self.ebpf.program(&p.name).expect("checked by load");
-            let fd = prog.fd().map_err(|e| object_err(format!("program `{}`", p.name))(e.to_string()))?;
-            let fd =
-                fd.as_fd().try_clone_to_owned().map_err(|source| LoaderError::Kernel { what: "dup".into(), source })?;
-            programs.push((kind, fd));
+            let kind = kind_of(&p.section).ok_or_else(|| {
+                object_err(format!("program `{}`", p.name))(format!("{} is not a cgroup section", p.section))
+            })?;
+            programs.push((kind, self.program_fd(&p.name)?));
         }
         Ok(LoadedPrograms { programs })
     }
@@ -231,7 +246,7 @@ impl Loaded {
 /// The programs sandboxes of this bundle attach: the pinned ones when
 /// `phantom load` pinned the bundle (shared, loaded once for the host),
 /// else the object loaded for this process. The bool is true when pinned.
-pub fn for_sandboxes(obj: &CgroupObject) -> Result<(LoadedPrograms, bool), LoaderError> {
+pub fn for_sandboxes(obj: &BundleObject) -> Result<(LoadedPrograms, bool), LoaderError> {
     if let Some(programs) = crate::loader::pinned_programs(obj.hash(), &obj.sha256)? {
         return Ok((LoadedPrograms { programs }, true));
     }
