@@ -10,8 +10,9 @@
 //!   (the wait for the refill is not timed): the latency a request sees
 //!   when a prepared sandbox is ready;
 //! - prepared, back to back: requests with no pause, so the rate is bounded
-//!   by how fast the pool refills (the sustained rate);
-//! in sandbox mode (namespaces, pivoted root, Landlock, seccomp,
+//!   by how fast the pool refills (the sustained rate).
+//!
+//! In sandbox mode (namespaces, pivoted root, Landlock, seccomp,
 //! cgroup-BPF) and hardened mode (+ memory/pids/cpu limits: cgroup v1 on a
 //! hybrid host).
 
