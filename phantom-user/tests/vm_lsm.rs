@@ -188,7 +188,11 @@ fn lsm_cgroup_file_open_deny_all_applies_to_its_cgroup_only() {
     assert_eq!(open_in_cgroup(&other.0, &file.0), Ok(()), "a sibling cgroup is unaffected");
 
     prog.detach(link).expect("detach");
-    assert_eq!(open_in_cgroup(&cgroup.0, &file.0), Ok(()), "after detaching, the child opens the file again");
+    assert_eq!(
+        after_detach(|| open_in_cgroup(&cgroup.0, &file.0)),
+        Ok(()),
+        "after detaching, the child opens the file again"
+    );
     drop(ebpf);
 
     for cg in [cgroup, other] {
@@ -298,6 +302,22 @@ fn child_result_inner(
         ChildEnd::Exited(99) => panic!("the child could not join its cgroup (message above)"),
         ChildEnd::Exited(c) if c >= 100 => Err(c - 100),
         other => panic!("the child ended with {other:?}"),
+    }
+}
+
+/// `check` until it succeeds, for at most 5 s. aya attaches lsm_cgroup
+/// programs with BPF links, and a link lives while any process holds its
+/// fd: a child that another test forks at that moment (the tests share one
+/// multi-threaded process) inherits a copy, so detaching takes effect when
+/// that child exits, not at once.
+fn after_detach(check: impl Fn() -> Result<(), i32>) -> Result<(), i32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = check();
+        if r.is_ok() || std::time::Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
@@ -419,7 +439,7 @@ fn lsm_file_open_denies_the_carve_outs_by_access_and_whole_components() {
     );
 
     drop(lsm);
-    assert_eq!(inside(&secret, O_RDONLY), Ok(()), "dropping the loader detaches the programs");
+    assert_eq!(after_detach(|| inside(&secret, O_RDONLY)), Ok(()), "dropping the loader detaches the programs");
     remove_cgroups(vec![cgroup, sibling]);
 }
 
@@ -516,8 +536,14 @@ fn lsm_sb_mount_and_move_mount_are_denied_in_the_cgroup_only() {
     assert_eq!(child_result(None, private_mount_ns, move || move_mount_tmpfs(&t)), Ok(()), "outside: move_mount works");
 
     drop(lsm);
-    let t = target.clone();
-    assert_eq!(child_result(Some(&cgroup.0), private_mount_ns, move || mount_tmpfs(&t)), Ok(()), "detached");
+    assert_eq!(
+        after_detach(|| {
+            let t = target.clone();
+            child_result(Some(&cgroup.0), private_mount_ns, move || mount_tmpfs(&t))
+        }),
+        Ok(()),
+        "detached"
+    );
     remove_cgroups(vec![cgroup]);
 }
 
@@ -539,7 +565,7 @@ fn lsm_userns_create_is_denied_in_the_cgroup_only() {
     assert_eq!(child_result(Some(&cgroup.0), no_setup, unshare_user), Err(libc::EPERM), "unshare(CLONE_NEWUSER)");
     assert_eq!(child_result(None, no_setup, unshare_user), Ok(()), "outside the cgroup it works");
     drop(lsm);
-    assert_eq!(child_result(Some(&cgroup.0), no_setup, unshare_user), Ok(()), "detached");
+    assert_eq!(after_detach(|| child_result(Some(&cgroup.0), no_setup, unshare_user)), Ok(()), "detached");
     remove_cgroups(vec![cgroup]);
 }
 
@@ -570,7 +596,7 @@ fn lsm_bpf_is_denied_in_the_cgroup_only() {
     assert_eq!(child_result(Some(&cgroup.0), no_setup, create_map), Err(libc::EPERM), "bpf(BPF_MAP_CREATE)");
     assert_eq!(child_result(None, no_setup, create_map), Ok(()), "outside the cgroup it works");
     drop(lsm);
-    assert_eq!(child_result(Some(&cgroup.0), no_setup, create_map), Ok(()), "detached");
+    assert_eq!(after_detach(|| child_result(Some(&cgroup.0), no_setup, create_map)), Ok(()), "detached");
     remove_cgroups(vec![cgroup]);
 }
 
@@ -599,7 +625,7 @@ fn lsm_all_hooks_of_one_policy_attach_together() {
     let ok = tree.0.join("mnt/.keep");
     assert_eq!(child_result(cg, no_setup, move || try_open(&ok, libc::O_RDWR)), Ok(()));
     lsm.detach_all().expect("detach");
-    assert_eq!(child_result(cg, no_setup, create_map), Ok(()), "detached");
+    assert_eq!(after_detach(|| child_result(cg, no_setup, create_map)), Ok(()), "detached");
     drop(lsm);
     remove_cgroups(vec![cgroup]);
 }

@@ -48,7 +48,7 @@ const EXIT_NO_BPF_LSM: i32 = 90;
 
 /// The VM test binaries: (package, integration test target). All run in
 /// one boot, in this order. Their package must have the `vm-tests` feature.
-const VM_TESTS: &[(&str, &str)] = &[("phantom-user", "vm_lsm")];
+const VM_TESTS: &[(&str, &str)] = &[("phantom-user", "vm_lsm"), ("phantom-cli", "vm_audit")];
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
