@@ -5,7 +5,7 @@
 //! established TCP (rules only), allowed IPv6, denied (no CIDR contains
 //! the address; a CIDR does but the port is wrong), the flow-opening
 //! packets (a TCP SYN, a UDP datagram: rules plus the flow cache or map) and,
-//! on the sandbox end, a reply admitted by the flow map. Two designs: the
+//! on the sandbox end, a reply admitted by its flow (cache or map). Two designs: the
 //! default (compiled binary search over the CIDR intervals) and, at 100 and
 //! 1,000 rules, the earlier LPM-trie design as a peer. The floor is an XDP
 //! program that only returns XDP_PASS, run the same way in the same
@@ -140,7 +140,7 @@ fn packets(n: usize) -> Vec<(&'static str, bool, Direction, Vec<u8>)> {
             Direction::Egress,
             ip4(17, sandbox, in_rule4(m + 2, 53), 40002, 53, 0),
         ),
-        ("ingress reply (flow map hit)", false, Direction::Ingress, ip4(6, inside, sandbox, 443, 40001, SYN | ACK)),
+        ("ingress reply of an allowed flow", false, Direction::Ingress, ip4(6, inside, sandbox, 443, 40001, SYN | ACK)),
     ]
 }
 
