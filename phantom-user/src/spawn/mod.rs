@@ -12,6 +12,7 @@
 //! at [`SANDBOX_ID_BASE`], never to host root. The workspace is handed to
 //! that uid when phantom creates it.
 
+mod allowlist;
 pub mod cgroup;
 mod child;
 mod handover;

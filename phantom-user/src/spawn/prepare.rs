@@ -113,6 +113,9 @@ pub(super) struct Prepared {
     pub limits: LimitsReport,
     /// cgroup-BPF's line of the enforcement report (sandbox modes).
     pub cgroup_bpf_status: Option<LayerStatus>,
+    /// Allowlist mode: XDP's line and the network's description (empty
+    /// when the veth pair could not be made).
+    pub network_status: Option<(LayerStatus, String)>,
     leftovers: Option<Leftovers>,
     /// Kill and reap on drop (until a run takes the sandbox over).
     armed: bool,
@@ -227,7 +230,24 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
     let (exit_r, exit_w) = pipe()?;
     let (control, control_child) = sys::socketpair().map_err(SpawnError::io("socketpair"))?;
     let kind = if spec.policy.network.mode == NetMode::None { NetKind::Empty } else { NetKind::Loopback };
-    let pooled_netns = if spec.isolated { pool.and_then(|p| p.take(kind)) } else { None };
+    let mut pooled_netns = if spec.isolated { pool.and_then(|p| p.take(kind)) } else { None };
+    // Allowlist: the namespace gets a veth pair with XDP on both ends.
+    let mut network_status = None;
+    if spec.isolated && spec.policy.network.mode == NetMode::Allowlist {
+        match super::allowlist::prepare(&spec.bundle, pooled_netns.take()) {
+            Ok((ns, xdp, network)) => {
+                pooled_netns = Some(ns);
+                network_status = Some((xdp, network));
+            }
+            Err(reason) if spec.xdp_required => return Err(SpawnError::Required { layer: "xdp".into(), reason }),
+            Err(reason) => {
+                network_status = Some((
+                    LayerStatus { layer: "xdp".into(), enforcement: Enforcement::None, reason: Some(reason) },
+                    String::new(),
+                ))
+            }
+        }
+    }
     let cg_fd = match cg.and_then(|c| c.v2.as_ref()) {
         Some(d) => Some(std::fs::File::open(d).map_err(SpawnError::io(format!("open {}", d.display())))?),
         None => None,
@@ -279,6 +299,7 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
         exit_report: Some(exit_r),
         limits,
         cgroup_bpf_status,
+        network_status,
         leftovers: Some(leftovers),
         armed: true,
     };

@@ -34,6 +34,8 @@ pub(super) struct Spec {
     pub unavailable: Vec<LayerStatus>,
     /// A failed cgroup-BPF attach refuses the spawn.
     pub cgroup_bpf_required: bool,
+    /// XDP must be enforced (required, or hardened mode with rules).
+    pub xdp_required: bool,
 }
 
 impl Spec {
@@ -80,6 +82,8 @@ impl Spec {
             unavailable: unavailable_layers,
             cgroup_bpf_required: policy.require.contains(&Layer::CgroupBpf)
                 || (mode == Mode::Hardened && present.contains(&Layer::CgroupBpf)),
+            xdp_required: policy.require.contains(&Layer::Xdp)
+                || (mode == Mode::Hardened && present.contains(&Layer::Xdp)),
         })
     }
 }
@@ -87,12 +91,11 @@ impl Spec {
 /// Layers the runtime cannot enforce yet, with the issue that brings them.
 fn unavailable(layer: Layer) -> Option<&'static str> {
     match layer {
-        Layer::Xdp => Some("the XDP programs exist, but `phantom run` does not give the sandbox a veth pair yet"),
         Layer::BpfLsm => Some(
             "the BPF-LSM programs exist (proven in the VM tier), but `phantom run` does not attach them yet; \
              they also need `bpf` in the kernel's lsm= list (see `phantom doctor`)",
         ),
-        Layer::Seccomp | Layer::Landlock | Layer::CgroupBpf => None,
+        Layer::Seccomp | Layer::Landlock | Layer::CgroupBpf | Layer::Xdp => None,
     }
 }
 

@@ -163,6 +163,7 @@ pub(super) fn execute(
         .map_err(|e| Undelivered { retry: true, error: SpawnError::Io { what: "handover".into(), source: e } })?;
     let limits = prepared.limits.clone();
     let cgroup_bpf_status = prepared.cgroup_bpf_status.clone();
+    let network_status = prepared.network_status.clone();
     let taken = prepared.take_over();
     let (pid, sandbox_pid, mut status, mut leftovers) = (taken.pid, taken.sandbox_pid, taken.status, taken.leftovers);
     // Our copies of what the sandbox now holds.
@@ -207,7 +208,7 @@ pub(super) fn execute(
     let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (memory_peak_bytes, oom_killed) = leftovers.memory();
 
-    let enforcement = report(spec, &limits, cgroup_bpf_status, landlock_report.as_ref());
+    let enforcement = report(spec, &limits, cgroup_bpf_status, network_status, landlock_report.as_ref());
     let missing_paths =
         landlock_report.as_ref().map(|r| r.missing.iter().map(|m| m.pattern.clone()).collect()).unwrap_or_default();
     let signal = libc::WIFSIGNALED(wait_status).then(|| libc::WTERMSIG(wait_status));
@@ -239,6 +240,7 @@ fn report(
     spec: &Spec,
     limits: &super::cgroup::LimitsReport,
     cgroup_bpf: Option<LayerStatus>,
+    network: Option<(LayerStatus, String)>,
     landlock: Option<&LandlockReport>,
 ) -> Vec<LayerStatus> {
     let mut out = Vec::new();
@@ -254,13 +256,17 @@ fn report(
     }
     out.extend(spec.unavailable.iter().cloned());
     out.extend(cgroup_bpf);
+    let (xdp, veth) = network.unzip();
+    out.extend(xdp);
     if spec.isolated {
-        let net = match spec.policy.network.mode {
-            NetMode::None => (Enforcement::Full, "empty network namespace"),
-            NetMode::LoopbackOnly => (Enforcement::Full, "network namespace with loopback only"),
-            NetMode::Allowlist => {
-                (Enforcement::Partial, "no veth yet: the sandbox has loopback only, stricter than the allowlist")
-            }
+        let net = match (spec.policy.network.mode, veth.as_deref()) {
+            (NetMode::None, _) => (Enforcement::Full, "empty network namespace"),
+            (NetMode::LoopbackOnly, _) => (Enforcement::Full, "network namespace with loopback only"),
+            (NetMode::Allowlist, Some(v)) if !v.is_empty() => (Enforcement::Full, v),
+            (NetMode::Allowlist, _) => (
+                Enforcement::Partial,
+                "no veth pair (see xdp): the sandbox has loopback only, stricter than the allowlist",
+            ),
         };
         out.push(status("network", net.0, Some(net.1)));
         let lim = |what: &str, set: bool, by: Option<&str>| {
