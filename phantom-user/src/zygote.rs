@@ -11,8 +11,8 @@
 //! the workspace when it names one (opened by the client, so it is the
 //! client's view of the path). Only clients with the server's uid (or root)
 //! are served (SO_PEERCRED). The server exits after `idle` without
-//! requests; prepared sandboxes are killed and everything they made is
-//! removed, and so is the socket.
+//! requests or on SIGTERM, SIGINT or SIGHUP; prepared sandboxes are killed
+//! and everything they made is removed, and so is the socket.
 
 use crate::apply::LoadedBundle;
 use crate::spawn::{sys, RunResult, SpawnRequest, Spawner, Stdio};
@@ -108,6 +108,8 @@ pub fn serve(path: &Path, policy: Policy, bundle: LoadedBundle, idle: Duration) 
     }
     let listener = UnixListener::bind(path).map_err(err)?;
     listener.set_nonblocking(true).map_err(err)?;
+    STOP.store(false, Ordering::SeqCst);
+    stop_on_signals();
     // One malloc arena for every thread: per-thread arenas would each keep
     // their own free pages resident.
     // SAFETY: mallopt only changes allocator settings.
@@ -137,6 +139,9 @@ pub fn serve(path: &Path, policy: Policy, bundle: LoadedBundle, idle: Duration) 
                 });
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if STOP.load(Ordering::SeqCst) {
+                    break;
+                }
                 let idle_for = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
                 if idle_for >= idle && in_flight.load(Ordering::SeqCst) == 0 {
                     break;
@@ -151,12 +156,38 @@ pub fn serve(path: &Path, policy: Policy, bundle: LoadedBundle, idle: Duration) 
             Err(e) => return Err(err(e)),
         }
     }
-    // Nobody new can connect; in-flight requests are done. Dropping the
-    // spawner kills the prepared sandboxes and removes what they made.
+    // Nobody new can connect; in-flight requests finish (each has its own
+    // timeout). Dropping the spawner kills the prepared sandboxes and
+    // removes what every sandbox made.
     let _ = std::fs::remove_file(path);
     drop(listener);
+    while in_flight.load(Ordering::SeqCst) > 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     drop(spawner);
     Ok(())
+}
+
+/// Set by SIGTERM, SIGINT or SIGHUP: the server stops like an idle one
+/// (nothing left behind), instead of dying with sandboxes prepared and
+/// teardowns pending.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn stop_on_signals() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: a zeroed sigaction with an async-signal-safe handler (one
+        // atomic store) and an empty mask is valid.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
 }
 
 /// `MADV_PAGEOUT` (linux/mman.h, 5.4+).

@@ -78,6 +78,35 @@ fn zygote_serves_runs_and_exits_when_idle() {
 }
 
 #[test]
+fn sigterm_stops_the_zygote_leaving_nothing_behind() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let text = "profile: zygterm\nsecurity:\n  level: low\n  landlock:\n    paths:\n      - path: /usr\n        access: read-only\nnetwork:\n  mode: loopback-only\n";
+    let policy = phantom_dsl::compile_str("z.yaml", text).policy.unwrap();
+    let bundle = LoadedBundle::from_bundle(&phantom_ebpf::bundle::build(&policy).unwrap()).unwrap();
+    let sock = std::env::temp_dir().join(format!("phantom-zygote-term-{}.sock", std::process::id()));
+    let (fds, mounts) = (count_fds(), count_mounts());
+    let path = sock.clone();
+    // An idle timeout far away: only the signal ends it.
+    let server = std::thread::spawn(move || zygote::serve(&path, policy, bundle, Duration::from_secs(3600)));
+    assert!(zygote::wait_ready(&sock, Duration::from_secs(5)), "the zygote did not come up");
+    let req = Request {
+        argv: vec!["/bin/true".into()],
+        env: vec![],
+        workspace: None,
+        timeout_ms: Some(10_000),
+        output_cap: 4096,
+    };
+    assert_eq!(zygote::run(&sock, &req).unwrap().exit_code, Some(0));
+    // SAFETY: the zygote installed its handler before it listened.
+    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    server.join().unwrap().unwrap();
+    assert!(!sock.exists(), "the stopped zygote left its socket behind");
+    assert_eq!(sandbox_residue("zygterm"), Vec::<String>::new(), "cgroups or scratch directories left behind");
+    assert_eq!((count_fds(), count_mounts()), (fds, mounts), "descriptors or mounts left behind");
+    assert!(no_children_left(), "a prepared sandbox was not reaped");
+}
+
+#[test]
 fn a_zero_wait_still_probes_once() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let sock = std::env::temp_dir().join(format!("phantom-zygote-probe-{}.sock", std::process::id()));
