@@ -312,3 +312,31 @@ fn every_hook_matches_its_golden_listing() {
     let golden = std::fs::read_to_string(&file).unwrap_or_default();
     assert!(golden == out, "{} differs (PHANTOM_BLESS=1 to accept):\n{out}", file.display());
 }
+
+#[test]
+fn the_co_re_object_relocates_every_struct_read() {
+    let p = compile(ALL_HOOKS);
+    let a = p.object_core().unwrap();
+    assert_eq!(a, compile(ALL_HOOKS).object_core().unwrap(), "deterministic");
+    assert_ne!(a, p.object(&LAYOUT).unwrap());
+    for prog in &p.programs {
+        let fields = prog.core_fields();
+        assert_eq!(fields.len(), prog.field_relocs.len(), "{:?}", prog.hook);
+        // Each relocation names the slot of its instruction, which holds the
+        // local offset the loader checks before rewriting it.
+        let enc = prog.encode(&KernelLayout::LOCAL).unwrap();
+        for f in &fields {
+            let raw = &enc.insns[f.slot];
+            let class = raw.code & 0x07;
+            let value = if class == 0x07 { raw.imm } else { i32::from(raw.off) };
+            assert_eq!(value as u32, f.local_offset, "{:?} {}.{}", prog.hook, f.strukt, f.member);
+        }
+    }
+    // The local structs and access strings are in .BTF.
+    for needle in [&b"kernfs_node"[..], b"dfl_cgrp", b"f_flags", b"0:2"] {
+        assert!(a.windows(needle.len()).any(|w| w == needle), "{}", String::from_utf8_lossy(needle));
+    }
+    // An object without relocations has no local structs.
+    let plain = compile(&format!("profile: p\n{}", switches(&["bpf"]))).object_core().unwrap();
+    assert!(!plain.windows(6).any(|w| w == b"f_mode"));
+}

@@ -11,10 +11,12 @@
 //! Kernel-dependent resolution happens here, never in the compiler: the
 //! offsets of the kernel struct fields the programs read (`struct file`
 //! for file_open, `task_struct` -> `css_set` -> `cgroup` -> `kernfs_node`
-//! for ptrace_access_check and task_kill) come from the running kernel's
-//! BTF ([`kernel_layout`]) and are patched into the instructions before
-//! the object is built. CO-RE relocations in `.BTF.ext`, resolved by aya
-//! itself, are the follow-up.
+//! for ptrace_access_check and task_kill) are CO-RE field relocations in
+//! the object's `.BTF.ext`, which aya resolves against the running
+//! kernel's BTF when [`LoadedLsm::load`] loads it (libbpf does the same
+//! for `bpftool prog loadall`). [`LoadedLsm::load_with`] instead patches
+//! offsets read from the kernel's BTF by this module ([`kernel_layout`]),
+//! for loaders without CO-RE; the VM tier checks that both agree.
 //!
 //! # Audit records and pins
 //! Every program writes its decisions into the object's ring buffer
@@ -108,15 +110,21 @@ impl std::fmt::Debug for LoadedLsm {
 }
 
 impl LoadedLsm {
-    /// Builds the object for the running kernel and loads every program.
+    /// Loads every program from the kernel-independent object with CO-RE
+    /// relocations ([`LsmPrograms::object_core`]): aya resolves the struct
+    /// offsets against the running kernel's BTF.
     pub fn load(programs: &LsmPrograms) -> Result<LoadedLsm, LsmLoadError> {
-        LoadedLsm::load_with(programs, &kernel_layout()?)
+        LoadedLsm::load_object(programs, &programs.object_core()?)
     }
 
-    /// Loads with a given layout (it must be the running kernel's).
+    /// Loads with offsets patched in from `layout` (it must be the running
+    /// kernel's, as [`kernel_layout`] reads it): for loaders without CO-RE.
     pub fn load_with(programs: &LsmPrograms, layout: &KernelLayout) -> Result<LoadedLsm, LsmLoadError> {
-        let bytes = programs.object(layout)?;
-        let mut ebpf = Ebpf::load(&bytes).map_err(|e| LsmLoadError::Parse(format!("{e:?}")))?;
+        LoadedLsm::load_object(programs, &programs.object(layout)?)
+    }
+
+    fn load_object(programs: &LsmPrograms, bytes: &[u8]) -> Result<LoadedLsm, LsmLoadError> {
+        let mut ebpf = Ebpf::load(bytes).map_err(|e| LsmLoadError::Parse(format!("{e:?}")))?;
         let btf = Btf::from_sys_fs().map_err(|e| LsmLoadError::Btf(format!("{e:?}")))?;
         let mut hooks = Vec::new();
         for p in &programs.programs {

@@ -1192,26 +1192,51 @@ fn lsm_objects_load_with_libbpf_too() {
             .expect("compile");
     assert_eq!(progs.programs.len(), 9);
     let layout = phantom_user::lsm::kernel_layout().expect("layout");
-    let obj = std::env::temp_dir().join(format!("phantom-vm-{}-lsm.o", std::process::id()));
-    std::fs::write(&obj, progs.object(&layout).unwrap()).unwrap();
-    let pins = PathBuf::from(format!("/sys/fs/bpf/phantom-vm-{}-libbpf", std::process::id()));
-    let out = std::process::Command::new(bpftool)
-        .args(["prog", "loadall"])
-        .arg(&obj)
-        .arg(&pins)
-        .output()
-        .expect("run bpftool");
-    let _ = std::fs::remove_file(&obj);
-    assert!(
-        out.status.success(),
-        "bpftool prog loadall: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pinned: Vec<String> =
-        std::fs::read_dir(&pins).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    std::fs::remove_dir_all(&pins).unwrap_or_else(|e| panic!("rm {}: {e}", pins.display()));
-    for h in Hook::ALL {
-        assert!(pinned.iter().any(|p| p == h.prog_name()), "libbpf loaded {}: {pinned:?}", h.prog_name());
+    // The object with CO-RE relocations (libbpf resolves them) and the one
+    // with offsets patched from the kernel's BTF both load.
+    for (what, bytes) in [("CO-RE", progs.object_core().unwrap()), ("patched", progs.object(&layout).unwrap())] {
+        let obj = std::env::temp_dir().join(format!("phantom-vm-{}-lsm.o", std::process::id()));
+        std::fs::write(&obj, bytes).unwrap();
+        let pins = PathBuf::from(format!("/sys/fs/bpf/phantom-vm-{}-libbpf", std::process::id()));
+        let out = std::process::Command::new(bpftool)
+            .args(["prog", "loadall"])
+            .arg(&obj)
+            .arg(&pins)
+            .output()
+            .expect("run bpftool");
+        let _ = std::fs::remove_file(&obj);
+        assert!(
+            out.status.success(),
+            "bpftool prog loadall ({what} object): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pinned: Vec<String> =
+            std::fs::read_dir(&pins).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        std::fs::remove_dir_all(&pins).unwrap_or_else(|e| panic!("rm {}: {e}", pins.display()));
+        for h in Hook::ALL {
+            assert!(pinned.iter().any(|p| p == h.prog_name()), "libbpf loaded {} ({what}): {pinned:?}", h.prog_name());
+        }
     }
+}
+
+#[test]
+fn lsm_patched_offsets_enforce_like_co_re() {
+    in_vm();
+    // load() uses CO-RE (every other test); load_with() the offsets this
+    // crate reads from the kernel's BTF. Both must enforce the task hooks,
+    // which walk four kernel structs.
+    let outsider = Outsider::new();
+    let target = outsider.pid();
+    let text = format!("profile: vm-patched\n{}", switches(&["signals"]));
+    let c = phantom_dsl::compile_str("vm-patched.yaml", &text);
+    let progs = lsm_backend::compile(&c.policy.unwrap(), &lsm_backend::Options::default()).unwrap();
+    let layout = phantom_user::lsm::kernel_layout().expect("layout");
+    let mut lsm = LoadedLsm::load_with(&progs, &layout).unwrap_or_else(|e| panic!("load_with: {e}"));
+    let cgroup = TestCgroup::new("patched");
+    lsm.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach: {e}"));
+    assert_eq!(child_result(Some(&cgroup.0), no_setup, move || kill_errno(target, libc::SIGCONT)), Err(libc::EPERM));
+    assert_eq!(child_result(Some(&cgroup.0), no_setup, || on_sibling(|p| kill_errno(p, libc::SIGCONT))), Ok(()));
+    drop(lsm);
+    remove_cgroups(vec![cgroup]);
 }

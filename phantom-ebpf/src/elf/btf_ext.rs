@@ -5,8 +5,8 @@
 //! lines of the policy file, so that `bpftool prog dump xlated linum` and
 //! verifier logs show the policy line an instruction implements. In the
 //! object file, instruction offsets are in bytes from the start of the
-//! section (libbpf and aya divide by 8 when loading). CO-RE relocations
-//! are not written yet (`core_relo_len` = 0).
+//! section (libbpf and aya divide by 8 when loading). CO-RE field
+//! relocations are written for programs that carry them ([`super::core`]).
 
 use super::ElfError;
 
@@ -53,6 +53,21 @@ pub struct ExtSection<R> {
 /// Serialises header, func_info and line_info. Sections without records
 /// are left out: libbpf rejects an info block with `num_info` = 0.
 pub fn encode(funcs: &[ExtSection<FuncRecord>], lines: &[ExtSection<LineRecord>]) -> Vec<u8> {
+    encode_with_core(funcs, lines, &[])
+}
+
+/// [`encode`] plus CO-RE relocations ([`super::core`]).
+pub fn encode_with_core(
+    funcs: &[ExtSection<FuncRecord>],
+    lines: &[ExtSection<LineRecord>],
+    core: &[ExtSection<super::core::CoreRecord>],
+) -> Vec<u8> {
+    let core_blob = blob(super::core::CORE_RELO_REC_SIZE, core, |r, out| {
+        put(out, r.insn_off);
+        put(out, r.type_id);
+        put(out, r.access_str_off);
+        put(out, r.kind);
+    });
     let func_blob = blob(FUNC_INFO_REC_SIZE, funcs, |r, out| {
         put(out, r.insn_off);
         put(out, r.type_id);
@@ -73,9 +88,10 @@ pub fn encode(funcs: &[ExtSection<FuncRecord>], lines: &[ExtSection<LineRecord>]
     put(&mut out, func_blob.len() as u32); // line_info_off
     put(&mut out, line_blob.len() as u32);
     put(&mut out, (func_blob.len() + line_blob.len()) as u32); // core_relo_off
-    put(&mut out, 0); // core_relo_len
+    put(&mut out, core_blob.len() as u32); // core_relo_len
     out.extend_from_slice(&func_blob);
     out.extend_from_slice(&line_blob);
+    out.extend_from_slice(&core_blob);
     out
 }
 

@@ -23,7 +23,8 @@
 //! | [`object`] | [`ObjectBuilder`]: programs, maps and policy text -> object bytes |
 //! | [`types`] | the C-level BTF types (`int prog(struct xdp_md *ctx)`, map definitions, `_license`) |
 //! | [`btf`] | the `.BTF` encoder: type table, deduplicated types and strings |
-//! | [`btf_ext`] | `.BTF.ext`: func_info and line_info (policy lines) |
+//! | [`btf_ext`] | `.BTF.ext`: func_info and line_info (policy lines), CO-RE relocations |
+//! | [`core`] | CO-RE field relocations: local struct definitions and `bpf_core_relo` records |
 //! | [`btf_read`] | decoding `.BTF`, for round-trip tests and tools |
 //! | [`read`] | reading an object's programs back (slots, map relocations, line_info), for `inspect` and tests |
 //! | [`writer`] | the ELF64 little-endian `EM_BPF` relocatable writer |
@@ -37,6 +38,7 @@
 pub mod btf;
 pub mod btf_ext;
 pub mod btf_read;
+pub mod core;
 pub mod object;
 pub mod read;
 pub mod types;

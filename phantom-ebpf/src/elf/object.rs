@@ -15,6 +15,7 @@
 
 use super::btf::{Btf, BtfType, TypeId, VarSecInfo};
 use super::btf_ext::{self, ExtSection, FuncRecord, LineRecord};
+use super::core::{CoreField, LocalStructs};
 use super::types;
 use super::writer::{self as w, ElfWriter, Rel, Symbol};
 use super::ElfError;
@@ -72,11 +73,19 @@ pub struct Program {
     pub section: String,
     pub name: String,
     pub code: Encoded,
+    /// CO-RE field relocations ([`super::core`]); usually none.
+    pub core: Vec<CoreField>,
 }
 
 impl Program {
     pub fn new(section: impl Into<String>, name: impl Into<String>, code: Encoded) -> Program {
-        Program { section: section.into(), name: name.into(), code }
+        Program { section: section.into(), name: name.into(), code, core: Vec::new() }
+    }
+
+    /// With CO-RE field relocations.
+    pub fn with_core(mut self, core: Vec<CoreField>) -> Program {
+        self.core = core;
+        self
     }
 }
 
@@ -125,19 +134,27 @@ impl ObjectBuilder {
         let mut sec_index = Vec::new();
         let mut funcs = Vec::new();
         let mut lines = Vec::new();
+        let mut core_secs = Vec::new();
+        let all_core: Vec<&CoreField> = self.programs.iter().flat_map(|p| &p.core).collect();
+        let local = LocalStructs::define(&mut btf, &all_core);
         for ProgSection { name, progs, data } in &sections {
             let idx = elf.section(name, w::SHT_PROGBITS, w::SHF_ALLOC | w::SHF_EXECINSTR, 8, data.clone());
             sec_index.push(idx);
             let sec_name_off = btf.string(name);
             let mut f = ExtSection { sec_name_off, records: Vec::new() };
             let mut l = ExtSection { sec_name_off, records: Vec::new() };
+            let mut c = ExtSection { sec_name_off, records: Vec::new() };
             for &(p, off) in progs {
                 let type_id = types::program_func(&mut btf, &p.name, types::ctx_type(name));
                 f.records.push(FuncRecord { insn_off: off as u32, type_id });
                 l.records.extend(self.line_records(&mut btf, &p.code, off as u32));
+                for cf in &p.core {
+                    c.records.push(local.record(&mut btf, cf, off as u32 + cf.slot as u32 * 8));
+                }
             }
             funcs.push(f);
             lines.push(l);
+            core_secs.push(c);
         }
 
         let lic = self.license_bytes();
@@ -194,7 +211,7 @@ impl ObjectBuilder {
         }
 
         // line_records interned its file names and lines above: .BTF is complete.
-        let ext = btf_ext::encode(&funcs, &lines);
+        let ext = btf_ext::encode_with_core(&funcs, &lines, &core_secs);
         elf.section(".BTF", w::SHT_PROGBITS, 0, 4, btf.to_bytes());
         elf.section(".BTF.ext", w::SHT_PROGBITS, 0, 4, ext);
         Ok(elf.finish())

@@ -103,11 +103,15 @@
 //! The programs read kernel struct fields ([`KernelField`]: `struct file`
 //! `f_mode`, `f_flags`, `f_path`; `task_struct` `tgid`, `cgroups`;
 //! `css_set` `dfl_cgrp`; `cgroup` `kn`; `kernfs_node` `id`), whose offsets
-//! vary between kernels. Compilation stays pure: the
-//! instructions carry placeholders and a [`FieldReloc`] list, and
-//! [`LsmPrograms::object`] patches in a [`KernelLayout`] that the loader
-//! resolves from the running kernel's BTF. Emitting CO-RE relocations in
-//! `.BTF.ext` (so that libbpf and aya resolve them) is the follow-up.
+//! vary between kernels. Compilation stays pure: the instructions carry
+//! placeholders and a [`FieldReloc`] list. [`LsmPrograms::object_core`]
+//! (what the loader uses) fills in the offsets of minimal local struct
+//! definitions ([`KernelLayout::LOCAL`]) and emits a CO-RE field
+//! relocation (`BPF_CORE_FIELD_BYTE_OFFSET`, access string `0:<member>`)
+//! per placeholder in `.BTF.ext`; aya and libbpf rewrite them against the
+//! running kernel's BTF, so one object serves every kernel.
+//! [`LsmPrograms::object`] instead patches in a [`KernelLayout`] read from
+//! the kernel's BTF by the loader, for loaders without CO-RE.
 //!
 //! # Policy lines
 //! Every instruction of a rule carries that rule's line. The prologue,
@@ -126,6 +130,7 @@ mod task;
 
 use crate::audit::{self, Site, Verdict};
 use crate::bpf::{encode, BpfError, Encoded, Insn, Op, SourceLoc};
+use crate::elf::core::{CoreField, MemberKind};
 use crate::elf::{ElfError, MapDef, ObjectBuilder, Program, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF};
 use crate::netprog::Locator;
 use phantom_dsl::ir::{AuditMode, PathPattern, Policy, Toggle};
@@ -277,6 +282,16 @@ impl KernelField {
         }
     }
 
+    /// The member's kind, as CO-RE loaders check it.
+    pub fn core_kind(self) -> MemberKind {
+        match self {
+            KernelField::FileMode | KernelField::FileFlags | KernelField::TaskTgid => MemberKind::Int(4),
+            KernelField::FilePath => MemberKind::Struct { name: "path".into(), size: 16 },
+            KernelField::TaskCgroups | KernelField::CssSetDflCgrp | KernelField::CgroupKn => MemberKind::Ptr,
+            KernelField::KernfsNodeId => MemberKind::Int(8),
+        }
+    }
+
     pub const ALL: [KernelField; 8] = [
         KernelField::FileMode,
         KernelField::FilePath,
@@ -303,6 +318,21 @@ pub struct KernelLayout {
 }
 
 impl KernelLayout {
+    /// The offsets of the local struct definitions an object with CO-RE
+    /// relocations carries ([`LsmPrograms::object_core`]): members in
+    /// order, 8 bytes apart (`struct path` takes 16). The loader rewrites
+    /// them to the running kernel's.
+    pub const LOCAL: KernelLayout = KernelLayout {
+        file_f_mode: 0,
+        file_f_path: 8,
+        file_f_flags: 24,
+        task_tgid: 0,
+        task_cgroups: 8,
+        css_set_dfl_cgrp: 0,
+        cgroup_kn: 0,
+        kernfs_node_id: 0,
+    };
+
     pub fn offset(&self, f: KernelField) -> u32 {
         match f {
             KernelField::FileMode => self.file_f_mode,
@@ -364,6 +394,30 @@ impl LsmProgram {
         Ok(insns)
     }
 
+    /// The CO-RE relocations of the placeholders, against
+    /// [`KernelLayout::LOCAL`].
+    pub fn core_fields(&self) -> Vec<CoreField> {
+        let mut slot_of = Vec::with_capacity(self.insns.len());
+        let mut slot = 0;
+        for i in &self.insns {
+            slot_of.push(slot);
+            slot += i.op.slots();
+        }
+        self.field_relocs
+            .iter()
+            .map(|r| {
+                let (strukt, member) = r.field.btf_name();
+                CoreField {
+                    slot: slot_of[r.insn],
+                    strukt: strukt.into(),
+                    member: member.into(),
+                    kind: r.field.core_kind(),
+                    local_offset: KernelLayout::LOCAL.offset(r.field),
+                }
+            })
+            .collect()
+    }
+
     /// Encoded with `layout`'s offsets.
     pub fn encode(&self, layout: &KernelLayout) -> Result<Encoded, LsmError> {
         encode(&self.patched(layout)?).map_err(|source| LsmError::Encode { hook: self.hook, source })
@@ -409,6 +463,26 @@ impl LsmPrograms {
         }
         for p in &self.programs {
             b = b.program(Program::new(p.hook.section(), p.hook.prog_name(), p.encode(layout)?));
+        }
+        for (path, text) in &self.sources {
+            b = b.source(path.clone(), text.clone());
+        }
+        Ok(b.build()?)
+    }
+}
+
+impl LsmPrograms {
+    /// The ELF object with CO-RE relocations instead of patched offsets:
+    /// kernel-independent, the loader (aya, libbpf) resolves the struct
+    /// offsets against the running kernel's BTF. Deterministic.
+    pub fn object_core(&self) -> Result<Vec<u8>, LsmError> {
+        let mut b = ObjectBuilder::new("GPL");
+        for m in self.maps() {
+            b = b.map(m);
+        }
+        for p in &self.programs {
+            let code = p.encode(&KernelLayout::LOCAL)?;
+            b = b.program(Program::new(p.hook.section(), p.hook.prog_name(), code).with_core(p.core_fields()));
         }
         for (path, text) in &self.sources {
             b = b.source(path.clone(), text.clone());
