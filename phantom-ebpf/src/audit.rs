@@ -136,6 +136,9 @@ code_enum! {
         Inet4 = 5 => "inet4",
         /// IPv6 address (16 bytes, network order) and port (u16, host order).
         Inet6 = 6 => "inet6",
+        /// A device access (cgroup/dev): access << 16 | type, major, minor
+        /// (3 x u32; type 1 block, 2 char; access 1 mknod, 2 read, 4 write).
+        Device = 7 => "device",
     }
 }
 
@@ -163,6 +166,11 @@ pub enum Object {
         addr: [u8; 16],
         port: u16,
     },
+    Device {
+        access_type: u32,
+        major: u32,
+        minor: u32,
+    },
     /// A kind this reader does not know (from a newer writer).
     Unknown {
         kind: u16,
@@ -180,6 +188,7 @@ impl Object {
             Object::Socket { .. } => ObjectKind::Socket.code(),
             Object::Inet4 { .. } => ObjectKind::Inet4.code(),
             Object::Inet6 { .. } => ObjectKind::Inet6.code(),
+            Object::Device { .. } => ObjectKind::Device.code(),
             Object::Unknown { kind, .. } => *kind,
         }
     }
@@ -209,6 +218,9 @@ impl Object {
             }
             Object::Inet4 { addr, port } => [&addr[..], &port.to_le_bytes()].concat(),
             Object::Inet6 { addr, port } => [&addr[..], &port.to_le_bytes()].concat(),
+            Object::Device { access_type, major, minor } => {
+                [access_type, major, minor].iter().flat_map(|v| v.to_le_bytes()).collect()
+            }
             Object::Unknown { bytes, .. } => bytes.clone(),
         }
     }
@@ -247,6 +259,12 @@ impl Object {
                 }
                 Object::Inet6 { addr: b[..16].try_into().expect("16"), port: u16::from_le_bytes([b[16], b[17]]) }
             }
+            Some(ObjectKind::Device) => {
+                if b.len() < 12 {
+                    return Err(short(12));
+                }
+                Object::Device { access_type: u32_at(0), major: u32_at(4), minor: u32_at(8) }
+            }
             None => Object::Unknown { kind, bytes: b.to_vec() },
         })
     }
@@ -269,6 +287,19 @@ impl Object {
             }
             Object::Inet4 { addr, port } => format!("{}:{port}", std::net::Ipv4Addr::from(*addr)),
             Object::Inet6 { addr, port } => format!("[{}]:{port}", std::net::Ipv6Addr::from(*addr)),
+            Object::Device { access_type, major, minor } => {
+                let kind = match access_type & 0xffff {
+                    1 => "block",
+                    2 => "char",
+                    _ => "device",
+                };
+                let access: Vec<&str> = [(1, "mknod"), (2, "read"), (4, "write")]
+                    .iter()
+                    .filter(|(bit, _)| access_type >> 16 & bit != 0)
+                    .map(|(_, name)| *name)
+                    .collect();
+                format!("{kind} {major}:{minor} {}", access.join("+"))
+            }
             Object::Unknown { kind, bytes } => format!("object kind {kind}, {} bytes", bytes.len()),
         }
     }

@@ -31,7 +31,7 @@ fn same_ir_gives_the_same_bytes() {
     let l = Locator::new(&["p.yaml".into()]);
     let a = compile_parts(&net, &dev, &l, &Options::default()).unwrap();
     let b = compile_parts(&net.clone(), &dev.clone(), &l, &Options::default()).unwrap();
-    assert!(!a.maps.is_empty());
+    assert!(a.maps.iter().any(|m| m.map_type == 11), "30 rules of up to 20 CIDRs take an LPM trie");
     assert_eq!(a, b);
 }
 
@@ -39,7 +39,8 @@ fn same_ir_gives_the_same_bytes() {
 fn web_fetcher_programs_carry_their_policy_lines() {
     let policy = load_policy("web-fetcher.yaml");
     let set = netprog::compile(&policy).unwrap();
-    assert!(set.maps.is_empty());
+    let names: Vec<&str> = set.maps.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, [phantom_ebpf::audit::RINGBUF_MAP], "no LPM trie, only the audit ring buffer");
     let kinds: Vec<ProgKind> = set.programs.iter().map(|p| p.kind).collect();
     assert_eq!(kinds, ProgKind::ALL.to_vec());
 
@@ -76,9 +77,10 @@ fn web_fetcher_programs_carry_their_policy_lines() {
     let counts: Vec<(String, usize)> =
         set.programs.iter().map(|p| (p.kind.section().to_string(), p.encoded.insns.len())).collect();
     eprintln!("web-fetcher instruction counts: {counts:?}\n{report}");
-    // Small: straight-line compares for 3 rules, 4 CIDRs.
+    // Small: straight-line compares for 3 rules, 4 CIDRs, plus the
+    // denial's audit record (36 instructions at most).
     for (section, n) in &counts {
-        assert!(*n <= 80, "{section}: {n} instructions");
+        assert!(*n <= 120, "{section}: {n} instructions");
     }
 }
 
@@ -98,12 +100,13 @@ fn more_than_64_cidrs_in_a_family_switches_to_an_lpm_trie() {
         assert_eq!(set.map("egress_v4").is_some(), want_map, "{n} CIDRs");
         assert!(set.map("egress_v6").is_none());
         let c4 = set.get(ProgKind::Connect4).unwrap();
-        assert_eq!(c4.maps(), if want_map { vec!["egress_v4"] } else { vec![] });
+        let audit = phantom_ebpf::audit::RINGBUF_MAP;
+        assert_eq!(c4.maps(), if want_map { vec!["egress_v4", audit] } else { vec![audit] });
         eprintln!("{n} IPv4 CIDRs: connect4 has {} instructions", c4.encoded.insns.len());
         if want_map {
             let m = set.map("egress_v4").unwrap();
             assert_eq!((m.map_type, m.key_size, m.value_size, m.entries.len()), (BPF_MAP_TYPE_LPM_TRIE, 8, 4, 65));
-            assert!(c4.encoded.insns.len() < 40, "the trie keeps the program small");
+            assert!(c4.encoded.insns.len() < 80, "the trie keeps the program small (the audit record is 36)");
         }
     }
     // Nested prefixes: the longest entry's bitmap includes its ancestors' rules.

@@ -7,6 +7,7 @@
 
 mod netprog_common;
 
+use netprog_common::ebpf_interp::Task;
 use netprog_common::*;
 use phantom_dsl::ir::{DevicePolicy, NetworkPolicy};
 use phantom_ebpf::netprog::reference::Reference;
@@ -77,12 +78,14 @@ fn cgroup_programs_agree_with_the_reference_interpreter() {
     let mut allowed: std::collections::BTreeMap<ProgKind, usize> = Default::default();
     let mut lpm_programs = 0;
     let mut max_steps: std::collections::BTreeMap<ProgKind, usize> = Default::default();
+    let mut recorded: std::collections::BTreeMap<ProgKind, usize> = Default::default();
     for case in cases() {
         let set = compile(&case);
         let reference = Reference::new(&case.net, &case.dev, &case.opts);
         for prog in &set.programs {
             let runnable = Runnable::new(prog, &set);
-            if !runnable.maps.is_empty() {
+            // LPM tries have keys; the audit ring buffer has none.
+            if runnable.maps.values().any(|m| m.key_size > 0) {
                 lpm_programs += 1;
             }
             let n = 600;
@@ -145,7 +148,11 @@ fn cgroup_programs_agree_with_the_reference_interpreter() {
                         )
                     }
                 };
-                let (got, steps) = runnable.run(&mut ctx);
+                let (got, steps, records) = runnable.run_recorded(&mut ctx);
+                if !got {
+                    check_record(prog.kind, &ctx, &records[0]);
+                    *recorded.entry(prog.kind).or_default() += 1;
+                }
                 *allowed.entry(prog.kind).or_default() += usize::from(got);
                 assert_eq!(got, want, "{} {}: {what}", case.name, prog.kind.section());
                 *checked.entry(prog.kind).or_default() += 1;
@@ -155,7 +162,8 @@ fn cgroup_programs_agree_with_the_reference_interpreter() {
         }
     }
     eprintln!(
-        "inputs checked per program: {checked:?}\nallowed: {allowed:?}\nmax instructions executed: {max_steps:?}"
+        "inputs checked per program: {checked:?}\nallowed: {allowed:?}\nmax instructions executed: {max_steps:?}\n\
+         denial records checked: {recorded:?}"
     );
     for kind in ProgKind::ALL {
         let n = checked.get(&kind).copied().unwrap_or(0);
@@ -165,6 +173,31 @@ fn cgroup_programs_agree_with_the_reference_interpreter() {
         assert!(yes * 10 >= n && (n - yes) * 10 >= n, "{kind:?}: {yes} of {n} allowed");
     }
     assert!(lpm_programs >= 20, "only {lpm_programs} programs used an LPM trie");
+}
+
+/// A denial's audit record (docs/audit.md): the cgroup-BPF layer, the
+/// program's hook id, the interpreter's task, no rule, and the object read
+/// from the context.
+fn check_record(kind: ProgKind, ctx: &[u8], bytes: &[u8]) {
+    use phantom_ebpf::audit::{AuditRecord, Layer, Object, Verdict, NO_FILE, NO_RULE};
+    let r = AuditRecord::decode(bytes).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+    let u32_at = |o: usize| u32::from_le_bytes(ctx[o..o + 4].try_into().unwrap());
+    let port = || u16::from_be(u32_at(24) as u16);
+    let want = match kind {
+        ProgKind::Connect4 | ProgKind::Sendmsg4 | ProgKind::Bind4 => {
+            Object::Inet4 { addr: ctx[4..8].try_into().unwrap(), port: port() }
+        }
+        ProgKind::Connect6 | ProgKind::Sendmsg6 | ProgKind::Bind6 => {
+            Object::Inet6 { addr: ctx[8..24].try_into().unwrap(), port: port() }
+        }
+        ProgKind::SockCreate => Object::Socket { family: u32_at(4), kind: u32_at(8), protocol: u32_at(12) },
+        ProgKind::Device => Object::Device { access_type: u32_at(0), major: u32_at(4), minor: u32_at(8) },
+    };
+    assert_eq!(r.object, want, "{kind:?}");
+    assert_eq!((r.layer, r.verdict, r.hook), (Layer::CgroupBpf.code(), Verdict::Deny.code(), kind.audit_id()));
+    assert_eq!((r.file, r.rule, r.line), (NO_FILE, NO_RULE, 0), "{kind:?}: a denial has no rule");
+    assert_eq!((r.sandbox, r.time_ns, r.pid, r.tid), (Task::CGROUP, Task::TIME, Task::TGID, Task::PID));
+    assert_eq!(&r.comm, Task::COMM);
 }
 
 /// Hand-picked inputs whose verdicts are part of the documented semantics.

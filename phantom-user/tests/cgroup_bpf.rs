@@ -46,6 +46,12 @@ fn compile(net: &NetworkPolicy, dev: &DevicePolicy) -> CgroupPrograms {
     compile_parts(net, dev, &Locator::new(&["test.yaml".into()]), &Options::default()).unwrap()
 }
 
+/// LPM tries among a program set's maps (the audit ring buffer is always
+/// there).
+fn lpm_maps(set: &CgroupPrograms) -> usize {
+    set.maps.iter().filter(|m| m.map_type == 11).count()
+}
+
 /// The programs of a policy with these rules, the way sandboxes get them:
 /// the bundle's `cgroup.bpf.o` (+ `cgroup-maps.json`) loaded with aya.
 fn load(net: &NetworkPolicy, dev: &DevicePolicy) -> LoadedPrograms {
@@ -200,7 +206,7 @@ fn tcp_egress_bind_sock_create_and_devices_are_enforced() {
         }],
     };
     let set = compile(&net, &dev);
-    assert!(set.maps.is_empty(), "a small policy compiles to straight-line code");
+    assert_eq!(lpm_maps(&set), 0, "a small policy compiles to straight-line code");
     let loaded = load(&net, &dev);
     let cg = TestCgroup::new("tcp");
     let att = loaded.attach(&cg.path).unwrap_or_else(|e| panic!("{e}"));
@@ -334,7 +340,7 @@ fn large_cidr_sets_use_lpm_tries_and_are_enforced() {
         bind: Vec::new(),
     };
     let set = compile(&net, &DevicePolicy { allow: Vec::new() });
-    assert_eq!(set.maps.len(), 2, "both families are past the threshold");
+    assert_eq!(lpm_maps(&set), 2, "both families are past the threshold");
     let loaded = load(&net, &DevicePolicy { allow: Vec::new() });
     let cg = TestCgroup::new("lpm");
     let att = loaded.attach(&cg.path).unwrap_or_else(|e| panic!("{e}"));
@@ -390,4 +396,62 @@ fn cgroup_programs_have_no_test_run() {
             kind.section()
         );
     }
+}
+
+/// Denials leave audit records in the object's ring buffer (docs/audit.md):
+/// a refused connect4 with the address and port, a refused device open
+/// with the device, both naming the cgroup as the sandbox; an allowed
+/// action leaves none.
+#[test]
+fn denials_are_recorded_in_the_ring_buffer() {
+    use phantom_ebpf::audit::{AuditRecord, Layer, Object, Verdict, NO_RULE, RINGBUF_MAP};
+    use std::os::unix::fs::MetadataExt;
+    let (_la, a) = listener("127.0.0.1"); // allowed
+    let (_lb, b) = listener("127.0.0.1"); // denied port
+    let net = NetworkPolicy {
+        mode: NetMode::Allowlist,
+        egress: vec![egress(&["127.0.0.1"], &[a.port()], Protocol::Tcp, 3)],
+        ingress: Vec::new(),
+        bind: Vec::new(),
+    };
+    let mut policy = phantom_dsl::compile_str("test.yaml", "profile: t\n").policy.unwrap();
+    policy.network = net;
+    let bundle = phantom_ebpf::bundle::build(&policy).unwrap();
+    let obj =
+        BundleObject::from_bundle(&bundle, phantom_ebpf::bundle::CGROUP_OBJECT, phantom_ebpf::bundle::CGROUP_MAPS)
+            .unwrap()
+            .unwrap();
+    let mut loaded = bundle_object::load(&obj).unwrap_or_else(|e| panic!("{e}"));
+    let progs = loaded.program_fds(&obj).unwrap();
+    let ring = loaded.ebpf.take_map(RINGBUF_MAP).expect("the object has the audit ring buffer");
+    let mut ring = aya::maps::RingBuf::try_from(ring).unwrap();
+    let cg = TestCgroup::new("audit");
+    let att = progs.attach(&cg.path).unwrap_or_else(|e| panic!("{e}"));
+    let tmp_guard = TmpDir::new();
+    let mem = tmp_guard.0.join("mem");
+    mknod_char(&mem, 1, 1).unwrap();
+    in_cgroup(&cg.path, move || {
+        expect_ok("connect to the allowed port", connect(a))?;
+        expect_eperm("connect to another port", connect(b))?;
+        expect_eperm("open /dev/mem (1:1)", open_dev(&mem, false))?;
+        Ok(())
+    });
+    let mut records = Vec::new();
+    while let Some(item) = ring.next() {
+        records.push(AuditRecord::decode(&item).unwrap());
+    }
+    let sandbox = std::fs::metadata(&cg.path).unwrap().ino();
+    assert_eq!(records.len(), 2, "one record per denial, none for the allowed connect: {records:#?}");
+    for r in &records {
+        assert_eq!(
+            (r.layer, r.verdict, r.sandbox, r.rule),
+            (Layer::CgroupBpf.code(), Verdict::Deny.code(), sandbox, NO_RULE)
+        );
+        assert_ne!(r.pid, std::process::id(), "the child acted, not the test process");
+    }
+    assert_eq!(records[0].hook, ProgKind::Connect4.audit_id());
+    assert_eq!(records[0].object, Object::Inet4 { addr: [127, 0, 0, 1], port: b.port() });
+    assert_eq!(records[1].hook, ProgKind::Device.audit_id());
+    assert_eq!(records[1].object, Object::Device { access_type: (2 << 16) | 2, major: 1, minor: 1 });
+    teardown(att, cg);
 }

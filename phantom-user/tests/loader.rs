@@ -342,7 +342,7 @@ fn web_fetcher_loads_once_is_shared_and_survives_its_attacher() {
 
     // Unload: pins gone, programs freed.
     let report = loader::unload(&BundleRef::Dir(w.dir.clone())).unwrap();
-    assert_eq!((report.programs, report.maps), (8, 0));
+    assert_eq!((report.programs, report.maps), (8, 1), "eight programs and the audit ring buffer");
     assert!(report.still_attached.is_empty(), "{report:?}");
     assert!(!loader::pin_dir(&w.hash).exists(), "{} is gone after unload", loader::pin_dir(&w.hash).display());
     assert!(!loader::status().unwrap().iter().any(|b| b.hash == w.hash));
@@ -422,8 +422,10 @@ fn a_1000_cidr_bundle_pins_a_filled_lpm_trie() {
 
     let r = loader::load(&w.dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(!r.reused);
-    assert!(!r.maps.is_empty(), "{r:?}");
-    for m in &r.maps {
+    let audit = phantom_ebpf::audit::RINGBUF_MAP;
+    assert!(r.maps.iter().any(|m| m.name == audit), "the audit ring buffer is pinned: {r:?}");
+    assert!(r.maps.iter().any(|m| m.name != audit), "{r:?}");
+    for m in r.maps.iter().filter(|m| m.name != audit) {
         let c = contents.iter().find(|c| c.name == m.name).unwrap();
         assert_eq!(m.entries_written, Some(c.entries.len()), "{}", m.name);
         let out = std::process::Command::new("bpftool")

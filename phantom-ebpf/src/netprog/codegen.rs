@@ -232,15 +232,22 @@ fn prologue() -> Vec<Insn> {
     ]
 }
 
-fn epilogue(p: &mut Vec<Insn>) {
+/// `deny:` (the audit record, `return 0`) and `allow:` (`return 1`). The
+/// context must be in r6.
+fn epilogue(p: &mut Vec<Insn>, kind: ProgKind) {
     // A trailing unlabelled `goto deny` right before `deny` is a no-op.
     if p.last().is_some_and(|i| i.meta.label.is_none() && i.op == Op::Ja { target: Target::Label(DENY.into()) }) {
         p.pop();
     }
-    p.push(Insn::mov64_imm(R0, 0).label(DENY));
-    p.push(Insn::exit());
+    p.extend(super::deny_record::deny_tail(kind, R6, DENY));
     p.push(Insn::mov64_imm(R0, 1).label(ALLOW));
     p.push(Insn::exit());
+}
+
+/// `body` finished as the program `kind`.
+fn program(kind: ProgKind, mut body: Vec<Insn>) -> Result<CgroupProgram, NetProgError> {
+    epilogue(&mut body, kind);
+    finish(kind, body)
 }
 
 fn finish(kind: ProgKind, insns: Vec<Insn>) -> Result<CgroupProgram, NetProgError> {
@@ -279,7 +286,6 @@ pub(super) fn network(
 
     let mut v4 = prologue();
     v4.extend(family_part(Fam::V4, SA_USER_IP4, egress, lpm4, locator, None));
-    epilogue(&mut v4);
 
     let mut v6 = prologue();
     // ::ffff:a.b.c.d is IPv4 traffic: judge word 3 against the IPv4 rules.
@@ -291,12 +297,12 @@ pub(super) fn network(
     v6.push(Insn::jne32_imm(R0, u32::from_le_bytes([0, 0, 0xff, 0xff]) as i32, "v6"));
     v6.extend(family_part(Fam::V4, SA_USER_IP6 + 12, egress, lpm4, locator, None));
     v6.extend(family_part(Fam::V6, SA_USER_IP6, egress, lpm6, locator, Some("v6")));
-    epilogue(&mut v6);
 
-    out.programs.push(finish(ProgKind::Connect4, v4.clone())?);
-    out.programs.push(finish(ProgKind::Connect6, v6.clone())?);
-    out.programs.push(finish(ProgKind::Sendmsg4, v4)?);
-    out.programs.push(finish(ProgKind::Sendmsg6, v6)?);
+    // connect and sendmsg share their rules; their records name each.
+    out.programs.push(program(ProgKind::Connect4, v4.clone())?);
+    out.programs.push(program(ProgKind::Connect6, v6.clone())?);
+    out.programs.push(program(ProgKind::Sendmsg4, v4)?);
+    out.programs.push(program(ProgKind::Sendmsg6, v6)?);
 
     let bind_rules: Vec<NetRule> = net
         .bind
@@ -310,9 +316,8 @@ pub(super) fn network(
             bind.extend(at(b, &locator.loc(&r.origin)));
         }
     }
-    epilogue(&mut bind);
-    out.programs.push(finish(ProgKind::Bind4, bind.clone())?);
-    out.programs.push(finish(ProgKind::Bind6, bind)?);
+    out.programs.push(program(ProgKind::Bind4, bind.clone())?);
+    out.programs.push(program(ProgKind::Bind6, bind)?);
     Ok(())
 }
 
@@ -366,9 +371,10 @@ fn sock_create(net: &NetworkPolicy, locator: &Locator, opts: &Options) -> Result
         }
     }
     let mut p = vec![
-        Insn::ldx_w(R2, R1, SK_FAMILY),
-        Insn::ldx_w(R3, R1, SK_TYPE),
-        Insn::ldx_w(R4, R1, SK_PROTOCOL),
+        Insn::mov64_reg(R6, R1),
+        Insn::ldx_w(R2, R6, SK_FAMILY),
+        Insn::ldx_w(R3, R6, SK_TYPE),
+        Insn::ldx_w(R4, R6, SK_PROTOCOL),
         // Only AF_INET and AF_INET6 are this program's business.
         Insn::jeq32_imm(R2, AF_INET, 1),
         Insn::jne32_imm(R2, AF_INET6, ALLOW),
@@ -381,8 +387,7 @@ fn sock_create(net: &NetworkPolicy, locator: &Locator, opts: &Options) -> Result
         b.push(Insn::ja(ALLOW));
         p.extend(at(close(b, NEXT), &locator.loc(&o)));
     }
-    epilogue(&mut p);
-    finish(ProgKind::SockCreate, p)
+    program(ProgKind::SockCreate, p)
 }
 
 pub(crate) fn access_bits(access: &std::collections::BTreeSet<DeviceAccess>) -> u32 {
@@ -398,9 +403,10 @@ pub(crate) fn access_bits(access: &std::collections::BTreeSet<DeviceAccess>) -> 
 
 pub(super) fn device(dev: &DevicePolicy, locator: &Locator) -> Result<CgroupProgram, NetProgError> {
     let mut p = vec![
-        Insn::ldx_w(R2, R1, DEV_ACCESS_TYPE),
-        Insn::ldx_w(R4, R1, DEV_MAJOR),
-        Insn::ldx_w(R5, R1, DEV_MINOR),
+        Insn::mov64_reg(R6, R1),
+        Insn::ldx_w(R2, R6, DEV_ACCESS_TYPE),
+        Insn::ldx_w(R4, R6, DEV_MAJOR),
+        Insn::ldx_w(R5, R6, DEV_MINOR),
         Insn::mov32_reg(R3, R2),
         Insn::and32_imm(R3, 0xffff),
         Insn::rsh32_imm(R2, 16),
@@ -441,9 +447,6 @@ pub(super) fn device(dev: &DevicePolicy, locator: &Locator) -> Result<CgroupProg
     p.push(Insn::xor32_imm(R1, -1));
     p.push(Insn::and32_reg(R1, R2));
     p.push(Insn::jne32_imm(R1, 0, DENY));
-    p.push(Insn::mov64_imm(R0, 1));
-    p.push(Insn::exit());
-    p.push(Insn::mov64_imm(R0, 0).label(DENY));
-    p.push(Insn::exit());
-    finish(ProgKind::Device, p)
+    p.push(Insn::ja(ALLOW));
+    program(ProgKind::Device, p)
 }

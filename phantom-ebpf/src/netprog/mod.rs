@@ -76,6 +76,7 @@
 //! program small. Port lists stay straight-line (ranges: two compares).
 
 mod codegen;
+mod deny_record;
 pub(crate) mod lpm;
 pub mod reference;
 
@@ -121,6 +122,12 @@ impl ProgKind {
         ProgKind::Bind6,
         ProgKind::Device,
     ];
+
+    /// The `hook` field of this program's audit records: its position in
+    /// [`ProgKind::ALL`], from 1.
+    pub fn audit_id(self) -> u16 {
+        ProgKind::ALL.iter().position(|&k| k == self).expect("every kind is in ALL") as u16 + 1
+    }
 
     /// The ELF section name in libbpf conventions.
     pub fn section(self) -> &'static str {
@@ -309,5 +316,18 @@ pub fn compile_parts(
         codegen::network(net, locator, opts, &mut out)?;
     }
     out.programs.push(codegen::device(dev, locator)?);
+    // Every program records its denials here (docs/audit.md).
+    out.maps.push(MapSpec {
+        name: crate::audit::RINGBUF_MAP.to_string(),
+        map_type: BPF_MAP_TYPE_RINGBUF,
+        key_size: 0,
+        value_size: 0,
+        max_entries: crate::audit::RINGBUF_SIZE,
+        flags: 0,
+        entries: Vec::new(),
+    });
     Ok(out)
 }
+
+/// `enum bpf_map_type` BPF_MAP_TYPE_RINGBUF.
+pub const BPF_MAP_TYPE_RINGBUF: u32 = 27;

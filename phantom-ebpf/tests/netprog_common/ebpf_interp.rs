@@ -6,7 +6,10 @@
 //!
 //! Covered: ALU and ALU64 (all ops, byte swaps), JMP and JMP32 (all
 //! conditions, `ja`, `exit`, helper call 1 = `bpf_map_lookup_elem` on LPM
-//! tries), LDX/STX/ST MEM on the context, the 512-byte stack and map
+//! tries; the audit helpers with fixed answers: `bpf_ktime_get_ns`,
+//! `bpf_get_current_pid_tgid`, `bpf_get_current_comm`,
+//! `bpf_get_current_cgroup_id` ([`TASK`]) and `bpf_ringbuf_output`, whose
+//! records are collected), LDX/STX/ST MEM on the context, the 512-byte stack and map
 //! values, and `LD_IMM64` (plain and `BPF_PSEUDO_MAP_FD`). Anything else,
 //! and any out-of-bounds access, is an error, not a guess.
 
@@ -49,7 +52,27 @@ pub struct Outcome {
     pub r0: u64,
     /// Instructions executed (LD_IMM64 counts once).
     pub steps: usize,
+    /// What `bpf_ringbuf_output` sent, in order.
+    pub records: Vec<Vec<u8>>,
 }
+
+/// What the audit helpers answer: the acting task.
+pub struct Task;
+
+impl Task {
+    pub const CGROUP: u64 = 0x1234_5678;
+    pub const TIME: u64 = 42;
+    pub const TGID: u32 = 4242;
+    pub const PID: u32 = 4243;
+    pub const COMM: &'static [u8; 16] = b"interp-task\0\0\0\0\0";
+}
+
+/// The audit helpers' ids (include/uapi/linux/bpf.h).
+const KTIME_GET_NS: i32 = 5;
+const GET_CURRENT_PID_TGID: i32 = 14;
+const GET_CURRENT_COMM: i32 = 16;
+const GET_CURRENT_CGROUP_ID: i32 = 80;
+const RINGBUF_OUTPUT: i32 = 130;
 
 struct Mem<'a> {
     ctx: &'a mut [u8],
@@ -108,6 +131,7 @@ pub fn run(prog: &[u8], ctx: &mut [u8], maps: &BTreeMap<i32, Lpm>) -> Result<Out
     r[10] = STACK_BASE + STACK_SIZE;
     let mut pc = 0usize;
     let mut steps = 0usize;
+    let mut records = Vec::new();
     loop {
         steps += 1;
         if steps > 100_000 {
@@ -185,7 +209,36 @@ pub fn run(prog: &[u8], ctx: &mut [u8], maps: &BTreeMap<i32, Lpm>) -> Result<Out
                         pc = (pc as i64 + i64::from(off)) as usize;
                         continue;
                     }
-                    (0x05, 0x90) => return Ok(Outcome { r0: r[0], steps }),
+                    (0x05, 0x90) => return Ok(Outcome { r0: r[0], steps, records }),
+                    (0x05, 0x80) if src == 0 && imm != 1 => {
+                        r[0] = match imm {
+                            KTIME_GET_NS => Task::TIME,
+                            GET_CURRENT_PID_TGID => (u64::from(Task::TGID) << 32) | u64::from(Task::PID),
+                            GET_CURRENT_CGROUP_ID => Task::CGROUP,
+                            GET_CURRENT_COMM => {
+                                if r[2] != 16 {
+                                    return Err(format!("pc {}: comm buffer of {} bytes", pc - 1, r[2]));
+                                }
+                                for (i, &b) in Task::COMM.iter().enumerate() {
+                                    mem.store(r[1] + i as u64, 1, u64::from(b))?;
+                                }
+                                0
+                            }
+                            RINGBUF_OUTPUT => {
+                                r[1].checked_sub(MAP_BASE).ok_or("ringbuf_output: r1 is not a map")?;
+                                let rec: Vec<u8> = (0..r[3])
+                                    .map(|i| mem.load(r[2] + i, 1).map(|b| b as u8))
+                                    .collect::<Result<_, _>>()?;
+                                records.push(rec);
+                                0
+                            }
+                            _ => return Err(format!("pc {}: unsupported call (src {src}, imm {imm})", pc - 1)),
+                        };
+                        for reg in &mut r[1..=5] {
+                            *reg = 0xdead_beef_dead_beef;
+                        }
+                        continue;
+                    }
                     (0x05, 0x80) => {
                         if src != 0 || imm != 1 {
                             return Err(format!("pc {}: unsupported call (src {src}, imm {imm})", pc - 1));

@@ -290,8 +290,16 @@ impl Runnable {
 
     /// (verdict, instructions executed)
     pub fn run(&self, ctx: &mut [u8]) -> (bool, usize) {
+        let (verdict, steps, _) = self.run_recorded(ctx);
+        (verdict, steps)
+    }
+
+    /// [`Runnable::run`] and the audit records sent; a denial sends
+    /// exactly one, an allowed action none.
+    pub fn run_recorded(&self, ctx: &mut [u8]) -> (bool, usize, Vec<Vec<u8>>) {
         let out = run(&self.bytes, ctx, &self.maps).unwrap_or_else(|e| panic!("interpreter: {e}"));
         assert!(out.r0 <= 1, "return value {}", out.r0);
-        (out.r0 == 1, out.steps)
+        assert_eq!(out.records.len(), usize::from(out.r0 == 0), "records of a {} verdict", out.r0);
+        (out.r0 == 1, out.steps, out.records)
     }
 }
