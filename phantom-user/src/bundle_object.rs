@@ -17,7 +17,7 @@ use phantom_ebpf::bundle::{self, Bundle, Manifest, MapContents, ProgramInfo, MAN
 use phantom_ebpf::bundle::{CGROUP_MAPS, CGROUP_OBJECT, XDP_OBJECT};
 use phantom_ebpf::netprog::ProgKind;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 /// One eBPF object of a bundle, in memory.
@@ -250,8 +250,16 @@ pub fn for_sandboxes(obj: &BundleObject) -> Result<(LoadedPrograms, bool), Loade
     if let Some(programs) = crate::loader::pinned_programs(obj.hash(), &obj.sha256)? {
         return Ok((LoadedPrograms { programs }, true));
     }
-    let loaded = load(obj)?;
-    Ok((loaded.program_fds(obj)?, false))
+    let loaded = load_direct(obj)?;
+    let mut programs = Vec::new();
+    for (name, fd) in loaded.programs {
+        let info = obj.programs.iter().find(|p| p.name == name).expect("load_direct loads the manifest's programs");
+        let kind = kind_of(&info.section).ok_or_else(|| {
+            object_err(format!("program `{name}`"))(format!("{} is not a cgroup section", info.section))
+        })?;
+        programs.push((kind, fd));
+    }
+    Ok((LoadedPrograms { programs }, false))
 }
 
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -266,19 +274,115 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
 fn rejected(p: &ProgramInfo, e: aya::programs::ProgramError) -> LoaderError {
     match e {
         aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
-            let log = verifier_log.to_string();
-            let line_of = |i: usize| p.lines.iter().find(|(insn, _)| *insn == i).map(|(_, l)| *l);
-            let insn = crate::loader::last_insn_index(&log);
-            LoaderError::Rejected(Box::new(Rejection {
-                program: p.name.clone(),
-                section: p.section.clone(),
-                source: io_error,
-                insn,
-                line: insn.and_then(line_of),
-                annotated: crate::loader::annotate_log(&log, &p.lines),
-                log,
-            }))
+            rejection(p, io_error, verifier_log.to_string())
         }
         other => object_err(format!("loading program `{}` ({})", p.name, p.section))(format!("{other:#}")),
     }
+}
+
+/// The verifier refused `p`: its log with the manifest's lines applied.
+fn rejection(p: &ProgramInfo, source: io::Error, log: String) -> LoaderError {
+    let line_of = |i: usize| p.lines.iter().find(|(insn, _)| *insn == i).map(|(_, l)| *l);
+    let insn = crate::loader::last_insn_index(&log);
+    LoaderError::Rejected(Box::new(Rejection {
+        program: p.name.clone(),
+        section: p.section.clone(),
+        source,
+        insn,
+        line: insn.and_then(line_of),
+        annotated: crate::loader::annotate_log(&log, &p.lines),
+        log,
+    }))
+}
+
+/// An object loaded straight with `bpf(2)`: maps created from its `.maps`
+/// BTF and filled, programs loaded with their map fds bound. Same bytes
+/// and checks as [`load`], without aya, whose loader parses the running
+/// kernel's whole BTF first (~40 ms here, once per process: the cold
+/// `phantom run` path cannot afford it; the objects have no CO-RE
+/// relocations to resolve). The kernel gets no program BTF this way, so
+/// `bpftool prog dump xlated linum` shows lines only for pinned loads.
+#[derive(Debug)]
+pub struct DirectLoaded {
+    /// `(name, fd)` in manifest order.
+    pub programs: Vec<(String, OwnedFd)>,
+    pub maps: Vec<(String, OwnedFd)>,
+}
+
+impl DirectLoaded {
+    pub fn program(&self, name: &str) -> Option<&OwnedFd> {
+        self.programs.iter().find(|(n, _)| n == name).map(|(_, fd)| fd)
+    }
+}
+
+/// Program type and expected attach type of a section this runtime loads.
+fn prog_types(section: &str) -> Option<(u32, u32)> {
+    if section == phantom_ebpf::xdp::SECTION {
+        return Some((phantom_ebpf::xdp::BPF_PROG_TYPE_XDP, 0));
+    }
+    kind_of(section).map(|k| (k.prog_type(), k.attach_type()))
+}
+
+/// Loads `obj` with `bpf(2)` directly (see [`DirectLoaded`]).
+pub fn load_direct(obj: &BundleObject) -> Result<DirectLoaded, LoaderError> {
+    let parsed = phantom_ebpf::elf::read::read_object(&obj.object)
+        .map_err(|e| object_err(format!("reading {}", obj.name))(e.to_string()))?;
+    if let Some(c) = obj.contents.iter().find(|c| !parsed.maps.contains(&c.name)) {
+        return Err(object_err(&obj.name)(format!("map `{}` of its contents is not in it", c.name)));
+    }
+    let kernel = |what: String| move |e: sys::SysError| LoaderError::Kernel { what, source: io::Error::from(e) };
+    let mut maps = Vec::new();
+    for d in &parsed.map_defs {
+        let fd = sys::map_create(d.map_type, d.key_size, d.value_size, d.max_entries, d.flags, &d.name)
+            .map_err(kernel(format!("creating map `{}`", d.name)))?;
+        if let Some(c) = obj.contents.iter().find(|c| c.name == d.name) {
+            if (c.key_size, c.value_size) != (d.key_size, d.value_size) {
+                return Err(object_err(format!("map `{}`", d.name))("its contents have other key/value sizes".into()));
+            }
+            for (k, v) in &c.entries {
+                let (Some(k), Some(v)) = (unhex(k), unhex(v)) else {
+                    return Err(object_err(&obj.name)(format!("map `{}`: an entry is not hex", d.name)));
+                };
+                if k.len() != d.key_size as usize || v.len() != d.value_size as usize {
+                    return Err(object_err(&obj.name)(format!("map `{}`: an entry of the wrong size", d.name)));
+                }
+                sys::map_update(fd.as_fd(), &k, &v, sys::BPF_ANY)
+                    .map_err(kernel(format!("BPF_MAP_UPDATE_ELEM on `{}`", d.name)))?;
+            }
+        }
+        maps.push((d.name.clone(), fd));
+    }
+    if let Some(extra) = parsed.programs.iter().find(|p| !obj.programs.iter().any(|m| m.name == p.name)) {
+        return Err(object_err(&obj.name)(format!("program `{}` is not in the manifest", extra.name)));
+    }
+    let mut programs = Vec::new();
+    for info in &obj.programs {
+        let p = parsed.programs.iter().find(|p| p.name == info.name).ok_or_else(|| {
+            object_err(&obj.name)(format!("the manifest names program `{}`, the object lacks it", info.name))
+        })?;
+        let (prog_type, attach) = prog_types(&p.section)
+            .ok_or_else(|| object_err(format!("program `{}`", p.name))(format!("unknown section {}", p.section)))?;
+        let mut code = p.code.clone();
+        for r in p.code.map_relocs.iter().map(|r| r.map.clone()).collect::<std::collections::BTreeSet<_>>() {
+            let fd = maps.iter().find(|(n, _)| *n == r).map(|(_, fd)| fd.as_raw_fd()).ok_or_else(|| {
+                object_err(format!("program `{}`", p.name))(format!("references map `{r}`, which the object lacks"))
+            })?;
+            code.bind_map(&r, fd).map_err(|e| object_err(format!("program `{}`", p.name))(e.to_string()))?;
+        }
+        let bytes = code.to_bytes();
+        let load = sys::ProgLoad {
+            prog_type,
+            expected_attach_type: attach,
+            insns: &bytes,
+            license: c"GPL",
+            name: &p.name,
+            attach_btf_id: 0,
+        };
+        match sys::prog_load(&load, sys::INITIAL_LOG_SIZE) {
+            Ok((fd, _)) => programs.push((p.name.clone(), fd)),
+            Err(sys::SysError::Rejected { source, log }) => return Err(rejection(info, source, log.0)),
+            Err(e) => return Err(kernel(format!("loading `{}`", p.name))(e)),
+        }
+    }
+    Ok(DirectLoaded { programs, maps })
 }

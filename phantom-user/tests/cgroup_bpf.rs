@@ -66,7 +66,11 @@ fn load_policy(policy: &phantom_dsl::ir::Policy) -> LoadedPrograms {
     let obj = BundleObject::from_bundle(&b, phantom_ebpf::bundle::CGROUP_OBJECT, phantom_ebpf::bundle::CGROUP_MAPS)
         .unwrap()
         .expect("every bundle has a cgroup object");
-    bundle_object::load(&obj).and_then(|l| l.program_fds(&obj)).unwrap_or_else(|e| panic!("{e}"))
+    // What a sandbox of an unpinned bundle gets (bpf(2) directly); the
+    // aya path is exercised by the pinning loader's tests and below.
+    let (programs, pinned) = bundle_object::for_sandboxes(&obj).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!pinned);
+    programs
 }
 
 /// A cgroup v2 directory for one test; removed (and checked gone) by `remove`.
@@ -107,8 +111,9 @@ impl Drop for TestCgroup {
 struct TmpDir(PathBuf);
 
 impl TmpDir {
-    fn new() -> TmpDir {
-        let p = std::env::temp_dir().join(format!("phantom-cgbpf-{}", std::process::id()));
+    /// `tag` keeps concurrent tests of this binary apart.
+    fn new(tag: &str) -> TmpDir {
+        let p = std::env::temp_dir().join(format!("phantom-cgbpf-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir(&p).unwrap();
         TmpDir(p)
@@ -211,7 +216,7 @@ fn tcp_egress_bind_sock_create_and_devices_are_enforced() {
     let cg = TestCgroup::new("tcp");
     let att = loaded.attach(&cg.path).unwrap_or_else(|e| panic!("{e}"));
 
-    let tmp_guard = TmpDir::new();
+    let tmp_guard = TmpDir::new("tcp");
     let tmp = tmp_guard.0.clone();
     // Made outside the cgroup: a /dev/mem node (1:1) and a /dev/null node (1:3).
     mknod_char(&tmp.join("mem"), 1, 1).unwrap();
@@ -427,7 +432,7 @@ fn denials_are_recorded_in_the_ring_buffer() {
     let mut ring = aya::maps::RingBuf::try_from(ring).unwrap();
     let cg = TestCgroup::new("audit");
     let att = progs.attach(&cg.path).unwrap_or_else(|e| panic!("{e}"));
-    let tmp_guard = TmpDir::new();
+    let tmp_guard = TmpDir::new("audit");
     let mem = tmp_guard.0.join("mem");
     mknod_char(&mem, 1, 1).unwrap();
     in_cgroup(&cg.path, move || {

@@ -10,7 +10,9 @@
 //! strings and `.BTF.ext` line_info. Every offset is bounds-checked: a
 //! malformed file is an [`ElfError::BadElf`], never a panic.
 
-use super::{btf_ext, btf_read, ElfError};
+use super::btf::BtfType;
+use super::btf_read::ParsedBtf;
+use super::{btf_ext, btf_read, ElfError, MapDef};
 use crate::bpf::opcode::{RawInsn, INSN_SIZE};
 use crate::bpf::{Encoded, MapReloc, SourceLoc};
 use std::collections::BTreeMap;
@@ -46,6 +48,10 @@ pub struct ParsedObject {
     pub programs: Vec<ObjectProgram>,
     /// Symbols defined in `.maps`, in offset order.
     pub maps: Vec<String>,
+    /// Their definitions, from the `.maps` BTF (libbpf's `__uint(field,
+    /// value)` members, the form [`super::ObjectBuilder`] writes), in the
+    /// same order; empty when the object has no `.BTF`.
+    pub map_defs: Vec<MapDef>,
 }
 
 #[derive(Debug, Clone)]
@@ -187,10 +193,25 @@ pub fn read_object(d: &[u8]) -> Result<ParsedObject, ElfError> {
     let mut maps: Vec<&Sym> = syms.iter().filter(|s| Some(s.shndx) == maps_idx && !s.name.is_empty()).collect();
     maps.sort_by_key(|s| s.value);
 
+    let btf = secs.iter().find(|s| s.name == ".BTF").map(|b| btf_read::parse(data(d, b)?)).transpose()?;
+    let map_defs = match &btf {
+        Some(btf) => {
+            let defs = map_defs(btf)?;
+            maps.iter()
+                .map(|m| {
+                    defs.iter()
+                        .find(|d| d.name == m.name)
+                        .cloned()
+                        .ok_or_else(|| bad(format!("map `{}` has no BTF definition", m.name)))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        None => Vec::new(),
+    };
+
     // line_info, by section name: (byte offset, location, source text).
     let mut lines: BTreeMap<String, Vec<(u32, SourceLoc, String)>> = BTreeMap::new();
-    if let (Some(b), Some(e)) = (secs.iter().find(|s| s.name == ".BTF"), secs.iter().find(|s| s.name == ".BTF.ext")) {
-        let btf = btf_read::parse(data(d, b)?)?;
+    if let (Some(btf), Some(e)) = (&btf, secs.iter().find(|s| s.name == ".BTF.ext")) {
         let ext = btf_ext::parse(data(d, e)?)?;
         let mut files: BTreeMap<u32, Arc<str>> = BTreeMap::new();
         for sec in &ext.lines {
@@ -260,5 +281,47 @@ pub fn read_object(d: &[u8]) -> Result<ParsedObject, ElfError> {
             programs.push(ObjectProgram { section: sec.name.clone(), name: f.name.clone(), code, source_lines });
         }
     }
-    Ok(ParsedObject { license, programs, maps: maps.into_iter().map(|s| s.name.clone()).collect() })
+    Ok(ParsedObject { license, programs, maps: maps.into_iter().map(|s| s.name.clone()).collect(), map_defs })
+}
+
+/// The map definitions of the `.maps` data section: each variable is an
+/// anonymous struct whose members point to arrays whose element counts
+/// are the values (`type`, `key_size`, `value_size`, `max_entries`,
+/// `map_flags`; an absent size is 0, as ring buffers have).
+fn map_defs(btf: &ParsedBtf) -> Result<Vec<MapDef>, ElfError> {
+    let bad_btf = |what: String| ElfError::BadBtf(what);
+    let Some(BtfType::DataSec { vars, .. }) =
+        btf.types.iter().find(|t| matches!(t, BtfType::DataSec { name, .. } if name == ".maps"))
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for v in vars {
+        let Some(BtfType::Var { name, ty, .. }) = btf.type_by_id(v.var) else {
+            return Err(bad_btf(format!(".maps entry {} is not a variable", v.var)));
+        };
+        let Some(BtfType::Struct { members, .. }) = btf.type_by_id(*ty) else {
+            return Err(bad_btf(format!("map `{name}` is not a struct")));
+        };
+        let mut def = MapDef::new(name.clone(), 0, 0, 0, 0);
+        for m in members {
+            let value = match btf.type_by_id(m.ty) {
+                Some(BtfType::Ptr { to }) => match btf.type_by_id(*to) {
+                    Some(BtfType::Array { nelems, .. }) => *nelems,
+                    _ => return Err(bad_btf(format!("map `{name}`: `{}` is not __uint(field, value)", m.name))),
+                },
+                _ => return Err(bad_btf(format!("map `{name}`: `{}` is not a pointer", m.name))),
+            };
+            match m.name.as_str() {
+                "type" => def.map_type = value,
+                "key_size" => def.key_size = value,
+                "value_size" => def.value_size = value,
+                "max_entries" => def.max_entries = value,
+                "map_flags" => def.flags = value,
+                other => return Err(bad_btf(format!("map `{name}`: field `{other}` is not supported"))),
+            }
+        }
+        out.push(def);
+    }
+    Ok(out)
 }

@@ -227,3 +227,20 @@ fn reading_malformed_objects_is_an_error_not_a_panic() {
     }
     assert!(matches!(super::read::read_object(b"not elf"), Err(ElfError::BadElf(_))));
 }
+
+#[test]
+fn map_definitions_read_back_from_the_maps_btf() {
+    let mut lpm = MapDef::new("trie", 11, 8, 4, 65);
+    lpm.flags = 1;
+    let bytes = builder().map(lpm.clone()).build().unwrap();
+    let parsed = super::read::read_object(&bytes).unwrap();
+    assert_eq!(parsed.maps, ["hits", "events", "trie"]);
+    assert_eq!(
+        parsed.map_defs,
+        [
+            MapDef::new("hits", BPF_MAP_TYPE_ARRAY, 4, 8, 1),
+            MapDef::new("events", BPF_MAP_TYPE_RINGBUF, 0, 0, 4096),
+            lpm
+        ]
+    );
+}

@@ -1,6 +1,6 @@
 //! Loads a bundle's XDP object (`xdp.bpf.o`: [`phantom_ebpf::xdp`]'s two
 //! programs and their shared flow map) with aya, through the same checked
-//! path as the cgroup object ([`crate::bundle_object`]), so the kernel runs
+//! path as the cgroup object ([`crate::bundle_object`], without aya), so the kernel runs
 //! the bytes `phantom-policy inspect` shows.
 
 use super::NetError;
@@ -17,11 +17,20 @@ pub struct LoadedXdp {
     pub ingress: OwnedFd,
 }
 
-/// Loads the object: maps created (and filled, for the LPM-trie design),
-/// both programs verified; a rejection keeps the whole verifier log with
-/// its instructions mapped to policy lines.
+/// Loads the object ([`bundle_object::load_direct`]): maps created (and
+/// filled, for the LPM-trie design), both programs verified; a rejection
+/// keeps the whole verifier log with its instructions mapped to policy
+/// lines.
 pub fn load(obj: &BundleObject) -> Result<LoadedXdp, NetError> {
-    let loaded = bundle_object::load(obj).map_err(NetError::Object)?;
-    let fd = |d: Direction| loaded.program_fd(d.name()).map_err(NetError::Object);
-    Ok(LoadedXdp { egress: fd(Direction::Egress)?, ingress: fd(Direction::Ingress)? })
+    let mut loaded = bundle_object::load_direct(obj).map_err(NetError::Object)?;
+    let mut take = |d: Direction| {
+        let i = loaded.programs.iter().position(|(n, _)| n == d.name()).ok_or_else(|| {
+            NetError::Object(crate::loader::LoaderError::Object {
+                what: obj.name.clone(),
+                message: format!("no program `{}`", d.name()),
+            })
+        })?;
+        Ok::<_, NetError>(loaded.programs.remove(i).1)
+    };
+    Ok(LoadedXdp { egress: take(Direction::Egress)?, ingress: take(Direction::Ingress)? })
 }
