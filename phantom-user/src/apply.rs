@@ -6,6 +6,7 @@
 use crate::bundle_object::BundleObject;
 use crate::cgroup_bpf::LoadedPrograms;
 use crate::landlock::{LandlockError, LandlockReport};
+use crate::lsm::LoadedLsm;
 use crate::net::xdp::LoadedXdp;
 use crate::report::Enforcement;
 use crate::seccomp::SeccompInstallError;
@@ -82,7 +83,13 @@ pub struct LoadedBundle {
     /// use like the cgroup programs.
     xdp_object: Option<Arc<BundleObject>>,
     xdp: Arc<OnceLock<Result<Arc<LoadedXdp>, String>>>,
+    /// The BPF-LSM programs, compiled and loaded on first use, by the
+    /// command the exec allow-list must also let through (`None` when the
+    /// policy has no `exec` section).
+    lsm: Arc<std::sync::Mutex<LsmCache>>,
 }
+
+type LsmCache = std::collections::HashMap<Option<String>, Result<Arc<std::sync::Mutex<LoadedLsm>>, String>>;
 
 impl LoadedBundle {
     pub fn load(dir: &Path) -> Result<Self, ApplyError> {
@@ -115,6 +122,7 @@ impl LoadedBundle {
             cgroup_bpf: Arc::default(),
             xdp_object: xdp_object.map(Arc::new),
             xdp: Arc::default(),
+            lsm: Arc::default(),
         })
     }
 
@@ -139,6 +147,30 @@ impl LoadedBundle {
             .get_or_init(|| {
                 let obj = self.xdp_object.as_ref().ok_or("the bundle has no XDP object (not allowlist mode)")?;
                 crate::net::xdp::load(obj).map(Arc::new).map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+
+    /// The policy's BPF-LSM programs, loaded once per bundle (and per
+    /// `command` when the policy has an exec allow-list: the sandbox's own
+    /// command may always run, so it is compiled in); sandboxes attach them
+    /// to their cgroups. `policy` is the bundle's IR.
+    pub fn lsm_programs(
+        &self,
+        policy: &phantom_dsl::ir::Policy,
+        command: Option<&str>,
+    ) -> Result<Arc<std::sync::Mutex<LoadedLsm>>, String> {
+        let key = policy.exec.as_ref().and(command).map(str::to_string);
+        let mut cache = self.lsm.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let mut opts = phantom_ebpf::lsm::Options::default();
+                if let Some(c) = &key {
+                    opts = opts.exec_also(c.clone());
+                }
+                let programs = phantom_ebpf::lsm::compile(policy, &opts).map_err(|e| e.to_string())?;
+                LoadedLsm::load(&programs).map(|l| Arc::new(std::sync::Mutex::new(l))).map_err(|e| e.to_string())
             })
             .clone()
     }
@@ -171,6 +203,7 @@ impl LoadedBundle {
             cgroup_bpf: Arc::default(),
             xdp_object: xdp_object.map(Arc::new),
             xdp: Arc::default(),
+            lsm: Arc::default(),
         })
     }
 

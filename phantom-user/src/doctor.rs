@@ -54,6 +54,12 @@ const BPF_LSM_CGROUP: u32 = 43;
 /// LSM list is not enough: a kernel can list it and still refuse the
 /// programs (this project's CI host does, with EPERM).
 pub fn probe_bpf_lsm() -> Result<(), String> {
+    // Parsing the kernel's BTF takes tens of milliseconds: once per process.
+    static RESULT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    RESULT.get_or_init(probe_bpf_lsm_uncached).clone()
+}
+
+fn probe_bpf_lsm_uncached() -> Result<(), String> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF (/sys/kernel/btf/vmlinux): {e}"))?;
     let id = btf
         .id_by_type_name_kind("bpf_lsm_file_open", aya_obj::btf::BtfKind::Func)

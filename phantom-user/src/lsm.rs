@@ -208,6 +208,27 @@ impl LoadedLsm {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// Detaches what [`LoadedLsm::attach`] attached to `cgroup` (one
+    /// sandbox's cgroup; the attachments to other cgroups stay).
+    pub fn detach_cgroup(&mut self, cgroup: &Path) -> Result<(), LsmLoadError> {
+        let mut first_err = None;
+        let mut i = 0;
+        while i < self.links.len() {
+            if self.links[i].1 != cgroup {
+                i += 1;
+                continue;
+            }
+            let (hook, _, link) = self.links.remove(i);
+            let detached = lsm_prog(&mut self.ebpf, hook).and_then(|prog| {
+                prog.detach(link).map_err(|e| LsmLoadError::Detach { hook: hook.name(), detail: format!("{e:?}") })
+            });
+            if let Err(e) = detached {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
     fn detach_last(&mut self) -> Result<(), LsmLoadError> {
         let Some((hook, _, link)) = self.links.pop() else { return Ok(()) };
         let prog = lsm_prog(&mut self.ebpf, hook)?;

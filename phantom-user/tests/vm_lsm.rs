@@ -1240,3 +1240,45 @@ fn lsm_patched_offsets_enforce_like_co_re() {
     drop(lsm);
     remove_cgroups(vec![cgroup]);
 }
+
+// ------------------------------------------------- phantom run's sandboxes
+
+/// The spawner attaches the policy's BPF-LSM programs to each sandbox's
+/// cgroup after the sandbox's own mounts (the workspace included, which the
+/// `mount: deny` switch would refuse) and before exec: inside, the deny
+/// carve-out and the user-namespace switch refuse with EPERM while the
+/// allowed read works, and the enforcement report says bpf-lsm is full.
+#[test]
+fn sandboxes_get_the_bpf_lsm_programs_before_exec() {
+    in_vm();
+    let ws = TempTree::new("spawn-ws", &["ok", "secret"]);
+    std::fs::set_permissions(&ws.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    for f in ["ok", "secret"] {
+        std::fs::set_permissions(ws.0.join(f), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    let text = "profile: vm-spawn\nmode: sandbox\nrequire: [bpf-lsm]\nsecurity:\n  landlock:\n    paths:\n      - {path: /usr, access: read-only}\nfilesystem:\n  rules:\n    - deny: /workspace/secret\n      access: [read]\nkernel:\n  mount: deny\n  user_namespaces: deny\n";
+    let c = phantom_dsl::compile_str("vm-spawn.yaml", text);
+    assert!(!c.has_errors(), "{:#?}", c.diagnostics);
+    let policy = c.policy.unwrap();
+    let bundle =
+        phantom_user::apply::LoadedBundle::from_bundle(&phantom_ebpf::bundle::build(&policy).unwrap()).unwrap();
+    let req = phantom_user::spawn::SpawnRequest {
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "cat ok; cat secret || echo secret refused; unshare -U true || echo userns refused".into(),
+        ],
+        env: vec![],
+        workspace: Some(ws.0.clone()),
+        timeout: Some(std::time::Duration::from_secs(60)),
+        output_cap: 1 << 16,
+    };
+    let r = phantom_user::spawn::run(&policy, &bundle, &req).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.stdout, "witness\nsecret refused\nuserns refused\n", "{r:#?}");
+    assert!(r.stderr.contains("secret: Operation not permitted"), "EPERM from file_open: {r:#?}");
+    assert!(r.stderr.contains("Operation not permitted"), "{r:#?}");
+    let lsm = r.enforcement.iter().find(|l| l.layer == "bpf-lsm").unwrap_or_else(|| panic!("{r:#?}"));
+    assert_eq!(lsm.enforcement, phantom_user::report::Enforcement::Full, "{r:#?}");
+    // Outside the sandbox the file reads and nothing stays attached.
+    std::fs::read(ws.0.join("secret")).expect("outside, the secret reads");
+}

@@ -45,6 +45,10 @@ pub(super) struct ChildPlan {
     /// Write end: the first stage reports the command's exit here (an
     /// [`ExitReport`]) before it exits itself.
     pub exit_report: RawFd,
+    /// BPF-LSM: after its own mounts (the workspace), the command reports
+    /// `mounted` and waits for one byte on the control socket; in between
+    /// the supervisor attaches the programs, which deny mounts.
+    pub lsm_sync: bool,
 }
 
 /// The command's wait status and resource usage, as the first stage saw
@@ -283,6 +287,15 @@ fn finish(plan: &ChildPlan, req: &Handover) -> Result<std::convert::Infallible, 
         stage("workspace", sys::move_mount_to(tree, c"/workspace"))?;
     }
     stage("working directory", sys::chdir(&req.cwd))?;
+    if plan.lsm_sync {
+        write_status(plan.status, "mounted");
+        let mut byte = [0u8; 1];
+        // SAFETY: reads at most one byte into a live buffer from our socket.
+        let n = unsafe { libc::read(plan.control, byte.as_mut_ptr().cast(), 1) };
+        if n != 1 {
+            return Err(Fail("bpf-lsm", "the supervisor did not confirm the BPF-LSM attachment".into()));
+        }
+    }
     if plan.isolated {
         // No controlling terminal: a passed-through tty cannot be used to
         // inject input (TIOCSTI) into the caller's session.

@@ -71,6 +71,7 @@ pub struct Leftovers {
     /// The first stage, once it has reported the exit: reaped here.
     pub(super) first_stage: Option<libc::pid_t>,
     cgroup_bpf: Option<Attachment>,
+    lsm: Option<super::lsm_attach::LsmAttachment>,
     cgroup: Option<SandboxCgroup>,
     scratch: Option<Scratch>,
 }
@@ -80,6 +81,17 @@ impl Leftovers {
     /// something.
     pub fn memory(&self) -> (Option<u64>, bool) {
         self.cgroup.as_ref().map_or((None, false), |c| (c.memory_peak(), c.oom_killed()))
+    }
+
+    /// The sandbox's cgroup v2 directory, if it has one.
+    pub fn cgroup_v2(&self) -> Option<&Path> {
+        self.cgroup.as_ref().and_then(|c| c.v2.as_deref())
+    }
+
+    /// Keeps the BPF-LSM attachment until teardown (detached before the
+    /// cgroup is removed).
+    pub fn set_lsm(&mut self, a: super::lsm_attach::LsmAttachment) {
+        self.lsm = Some(a);
     }
 }
 
@@ -91,6 +103,7 @@ impl Drop for Leftovers {
         }
         drop(self.mount_ns.take());
         drop(self.cgroup_bpf.take()); // detach before the cgroup goes
+        drop(self.lsm.take());
         if let Some(mut c) = self.cgroup.take() {
             let _ = c.remove();
         }
@@ -138,6 +151,9 @@ impl Prepared {
             status: self.status.take().expect("status until taken over"),
             exit_report: self.exit_report.take().expect("exit report until taken over"),
             leftovers: self.leftovers.take().expect("leftovers until taken over"),
+            // A copy for the BPF-LSM confirmation (the sandbox reads one byte
+            // only when the spec has BPF-LSM programs).
+            control: self.control.try_clone().ok(),
         }
     }
 }
@@ -149,6 +165,7 @@ pub(super) struct TakenOver {
     pub status: std::io::BufReader<std::fs::File>,
     pub exit_report: OwnedFd,
     pub leftovers: Leftovers,
+    pub control: Option<OwnedFd>,
 }
 
 impl Drop for Prepared {
@@ -180,8 +197,14 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
     if spec.isolated {
         chown_tree(&workspace, SANDBOX_ID_BASE).map_err(SpawnError::io("chown workspace"))?;
     }
-    let mut leftovers =
-        Leftovers { mount_ns: None, first_stage: None, cgroup_bpf: None, cgroup: None, scratch: Some(scratch) };
+    let mut leftovers = Leftovers {
+        mount_ns: None,
+        first_stage: None,
+        cgroup_bpf: None,
+        lsm: None,
+        cgroup: None,
+        scratch: Some(scratch),
+    };
 
     let root = spec.isolated.then(|| RootPlan::new(&base.join("root"), spec.binds.clone(), &workspace, 64 << 20));
     if spec.isolated {
@@ -278,6 +301,7 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
         status: status_w.as_raw_fd(),
         control: control_child.as_raw_fd(),
         exit_report: exit_w.as_raw_fd(),
+        lsm_sync: spec.lsm,
     };
 
     // A glibc fork of the supervisor (safe with other threads running): the

@@ -36,6 +36,9 @@ pub(super) struct Spec {
     pub cgroup_bpf_required: bool,
     /// XDP must be enforced (required, or hardened mode with rules).
     pub xdp_required: bool,
+    /// The policy has BPF-LSM rules and this host runs them: sandboxes
+    /// attach the programs after their own setup, before exec.
+    pub lsm: bool,
 }
 
 impl Spec {
@@ -51,14 +54,14 @@ impl Spec {
         let present: Vec<Layer> = policy.layers().iter().map(|l| l.layer).collect();
         let mut unavailable_layers = Vec::new();
         for layer in &present {
-            if let Some(reason) = unavailable(*layer) {
+            if let Some(reason) = unavailable(*layer, isolated) {
                 if policy.require.contains(layer) || mode == Mode::Hardened {
-                    return Err(SpawnError::Required { layer: layer.name().into(), reason: reason.into() });
+                    return Err(SpawnError::Required { layer: layer.name().into(), reason });
                 }
                 unavailable_layers.push(LayerStatus {
                     layer: layer.name().into(),
                     enforcement: Enforcement::None,
-                    reason: Some(reason.into()),
+                    reason: Some(reason),
                 });
             }
         }
@@ -84,17 +87,18 @@ impl Spec {
                 || (mode == Mode::Hardened && present.contains(&Layer::CgroupBpf)),
             xdp_required: policy.require.contains(&Layer::Xdp)
                 || (mode == Mode::Hardened && present.contains(&Layer::Xdp)),
+            lsm: isolated && present.contains(&Layer::BpfLsm) && unavailable(Layer::BpfLsm, true).is_none(),
         })
     }
 }
 
-/// Layers the runtime cannot enforce yet, with the issue that brings them.
-fn unavailable(layer: Layer) -> Option<&'static str> {
+/// Why this host (or mode) cannot enforce `layer`, if it cannot.
+fn unavailable(layer: Layer, isolated: bool) -> Option<String> {
     match layer {
-        Layer::BpfLsm => Some(
-            "the BPF-LSM programs exist (proven in the VM tier), but `phantom run` does not attach them yet; \
-             they also need `bpf` in the kernel's lsm= list (see `phantom doctor`)",
-        ),
+        Layer::BpfLsm if !isolated => Some("mode: direct has no cgroup to attach BPF-LSM programs to".into()),
+        Layer::BpfLsm => crate::doctor::probe_bpf_lsm()
+            .err()
+            .map(|e| format!("this kernel does not run BPF-LSM programs ({e}); see `phantom doctor`")),
         Layer::Seccomp | Layer::Landlock | Layer::CgroupBpf | Layer::Xdp => None,
     }
 }

@@ -5,6 +5,7 @@
 //! enforcement report.
 
 use super::handover::Handover;
+use super::lsm_attach::LsmAttachment;
 use super::netns::NetnsPool;
 use super::prepare::{prepare, Leftovers, Prepared};
 use super::spec::Spec;
@@ -14,7 +15,7 @@ use crate::landlock::LandlockReport;
 use crate::report::Enforcement;
 use phantom_dsl::ir::{NetMode, Policy};
 use std::ffi::CString;
-use std::io::Read;
+use std::io::BufRead;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
@@ -166,6 +167,7 @@ pub(super) fn execute(
     let network_status = prepared.network_status.clone();
     let taken = prepared.take_over();
     let (pid, sandbox_pid, mut status, mut leftovers) = (taken.pid, taken.sandbox_pid, taken.status, taken.leftovers);
+    let control = taken.control;
     // Our copies of what the sandbox now holds.
     drop((devnull, tree));
     let (out_r, err_r) = match pipes {
@@ -178,20 +180,51 @@ pub(super) fn execute(
     let guard = KillOnDrop(pid, sandbox_pid);
 
     // Until exec, the sandbox reports on the status pipe (closed by exec).
-    let mut status_text = String::new();
-    let _ = status.read_to_string(&mut status_text);
     let mut landlock_report: Option<LandlockReport> = None;
-    for line in status_text.lines() {
-        let mut parts = line.splitn(3, '\t');
+    let mut lsm_status = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if matches!(status.read_line(&mut line), Ok(0) | Err(_)) {
+            break;
+        }
+        let mut parts = line.trim_end_matches('\n').splitn(3, '\t');
         match (parts.next(), parts.next(), parts.next()) {
             (Some("error"), Some(stage), Some(message)) => {
                 drop(guard);
                 return Err(failed(SpawnError::Child { stage: stage.into(), message: message.into() }));
             }
             (Some("landlock"), Some(json), _) => landlock_report = serde_json::from_str(json).ok(),
+            // The sandbox's own mounts are done: attach the BPF-LSM programs
+            // (they deny mounts), then let it go on to exec.
+            (Some("mounted"), _, _) => {
+                let attached = match leftovers.cgroup_v2() {
+                    None => Err("the sandbox has no cgroup v2 directory to attach to".to_string()),
+                    Some(cg) => LsmAttachment::attach(&spec.bundle, &spec.policy, &req.argv[0], cg),
+                };
+                let required = spec.policy.require.contains(&phantom_dsl::ir::Layer::BpfLsm)
+                    || spec.mode == phantom_dsl::ir::Mode::Hardened;
+                let (enforcement, reason) = match attached {
+                    Ok(a) => {
+                        leftovers.set_lsm(a);
+                        (Enforcement::Full, None)
+                    }
+                    Err(reason) if required => {
+                        drop(guard);
+                        return Err(failed(SpawnError::Required { layer: "bpf-lsm".into(), reason }));
+                    }
+                    Err(reason) => (Enforcement::None, Some(reason)),
+                };
+                lsm_status = Some(LayerStatus { layer: "bpf-lsm".into(), enforcement, reason });
+                if let Some(c) = &control {
+                    // SAFETY: writes one byte from a live buffer to our socket.
+                    unsafe { libc::write(c.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+                }
+            }
             _ => {}
         }
     }
+    drop(control);
 
     let io =
         super::supervisor_io::relay(pid, sandbox_pid, out_r, err_r, taken.exit_report, req.output_cap, req.timeout);
@@ -208,7 +241,8 @@ pub(super) fn execute(
     let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (memory_peak_bytes, oom_killed) = leftovers.memory();
 
-    let enforcement = report(spec, &limits, cgroup_bpf_status, network_status, landlock_report.as_ref());
+    let mut enforcement = report(spec, &limits, cgroup_bpf_status, network_status, landlock_report.as_ref());
+    enforcement.extend(lsm_status);
     let missing_paths =
         landlock_report.as_ref().map(|r| r.missing.iter().map(|m| m.pattern.clone()).collect()).unwrap_or_default();
     let signal = libc::WIFSIGNALED(wait_status).then(|| libc::WTERMSIG(wait_status));
