@@ -1,6 +1,7 @@
 //! `phantom audit [--follow] [--json] [--pin DIR]`: prints the audit
 //! records of loaded BPF-LSM programs from their pinned ring buffers
-//! (`/sys/fs/bpf/phantom/<hash>/lsm/audit`, layout in phantom-user's `lsm`
+//! (`/sys/fs/bpf/phantom/<hash>/lsm/audit`) and of cgroup-BPF programs
+//! pinned by `phantom load` (`<hash>/maps/phantom_audit`; layout in phantom-user's `lsm`
 //! module; record format in docs/audit.md).
 //!
 //! A ring buffer has one consumer position: records printed here are
@@ -32,10 +33,26 @@ pub fn find_pins(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The hook's name (`file_open`, ...) for a BPF-LSM record.
+/// The ring buffers of cgroup-BPF programs pinned by `phantom load`
+/// (`<root>/<hash>/maps/phantom_audit`), sorted.
+pub fn find_cgroup_rings(root: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("maps").join(phantom_ebpf::audit::RINGBUF_MAP))
+        .filter(|p| p.exists())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The hook's name (`file_open`, `cgroup/connect4`, ...) of a record.
 pub fn hook_name(r: &AuditRecord) -> String {
+    let cgroup = || phantom_ebpf::netprog::ProgKind::ALL.into_iter().find(|k| k.audit_id() == r.hook);
     match (Layer::from_code(r.layer), Hook::from_id(r.hook)) {
         (Some(Layer::BpfLsm), Some(h)) => h.name().to_string(),
+        (Some(Layer::CgroupBpf), _) if cgroup().is_some() => cgroup().expect("checked").section().to_string(),
         _ => format!("hook-{}", r.hook),
     }
 }
@@ -119,16 +136,17 @@ fn print_all(sources: &mut [Source], json: bool, out: &mut impl Write) -> Result
 /// The command: every pinned ring buffer under `root` (or the one pin
 /// directory `pin`), printed once, or followed until interrupted.
 pub fn run(root: &Path, pin: Option<&Path>, follow: bool, json: bool, out: &mut impl Write) -> Result<()> {
-    let dirs = match pin {
-        Some(p) => vec![p.to_path_buf()],
-        None => find_pins(root),
+    let (dirs, rings) = match pin {
+        Some(p) => (vec![p.to_path_buf()], Vec::new()),
+        None => (find_pins(root), find_cgroup_rings(root)),
     };
-    if dirs.is_empty() {
+    if dirs.is_empty() && rings.is_empty() {
         bail!(
-            "no BPF-LSM programs are loaded: no audit ring buffer under {}/*/lsm/{AUDIT_PIN}. \
-             Audit records come from BPF-LSM programs, which need a kernel booted with `bpf` in \
-             `lsm=` (see `phantom doctor`) and a loaded policy with BPF-LSM rules",
-            root.display()
+            "nothing is loaded that records denials: no audit ring buffer under {root}/*/lsm/{AUDIT_PIN} \
+             (BPF-LSM programs, which need a kernel booted with `bpf` in `lsm=`, see `phantom doctor`) \
+             or {root}/*/maps/{ring} (cgroup-BPF programs pinned by `phantom load`)",
+            root = root.display(),
+            ring = phantom_ebpf::audit::RINGBUF_MAP,
         );
     }
     let mut sources = Vec::new();
@@ -137,6 +155,11 @@ pub fn run(root: &Path, pin: Option<&Path>, follow: bool, json: bool, out: &mut 
             .with_context(|| format!("opening the audit ring buffer of {}", d.display()))?;
         let files = PinnedInfo::read(d).map(|i| i.files).unwrap_or_default();
         sources.push(Source { reader, files });
+    }
+    for r in &rings {
+        let reader =
+            AuditReader::open_pinned(r).with_context(|| format!("opening the audit ring buffer {}", r.display()))?;
+        sources.push(Source { reader, files: Vec::new() });
     }
     print_all(&mut sources, json, out)?;
     if !follow {
@@ -204,7 +227,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let err = run(&dir, None, false, false, &mut Vec::new()).unwrap_err().to_string();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(err.contains("no BPF-LSM programs are loaded"), "{err}");
+        assert!(err.contains("nothing is loaded that records denials"), "{err}");
         assert!(err.contains("lsm="), "{err}");
     }
 }
