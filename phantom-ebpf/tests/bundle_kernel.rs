@@ -10,12 +10,13 @@
 //! - a generated 1,000-CIDR policy (LPM trie map) loads through bpftool;
 //! - nothing leaks: the pin directory is removed and the pinned programs
 //!   are gone from the kernel afterwards.
+mod bpftool;
+use bpftool::bpftool;
 
 use phantom_dsl::extends::FileLoader;
 use phantom_ebpf::bundle::{self, Bundle, CGROUP_OBJECT};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const WEB_FETCHER: &str = "policies/web-fetcher.yaml";
@@ -58,21 +59,6 @@ fn generated_1000() -> String {
     }
     t += "]\n      ports: [443]\n      protocol: tcp\n";
     t
-}
-
-fn bpftool(args: &[&str]) -> String {
-    let out = Command::new("bpftool")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("bpftool must be installed for this test (Debian package bpftool): {e}"));
-    assert!(
-        out.status.success(),
-        "bpftool {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A file removed on drop.

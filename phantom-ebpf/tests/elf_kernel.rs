@@ -7,11 +7,12 @@
 //! XDP_PASS, and a cgroup/sock_create program returning 1, both annotated
 //! with lines of a small policy file; `bpftool prog dump xlated linum`
 //! must show those lines.
+mod bpftool;
+use bpftool::bpftool;
 
 use phantom_ebpf::bpf::{encode, Helper, Insn, Reg::*, SourceLoc};
 use phantom_ebpf::elf::{MapDef, ObjectBuilder, Program, BPF_MAP_TYPE_ARRAY};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const POLICY_PATH: &str = "policies/elf-test.yaml";
 const POLICY: &str = "\
@@ -51,21 +52,6 @@ fn object() -> Vec<u8> {
         .source(POLICY_PATH, POLICY)
         .build()
         .expect("object builds")
-}
-
-fn bpftool(args: &[&str]) -> String {
-    let out = Command::new("bpftool")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("bpftool must be installed for this test (Debian package bpftool): {e}"));
-    assert!(
-        out.status.success(),
-        "bpftool {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Removes the pin directory even when an assertion fails midway.

@@ -4,6 +4,8 @@
 //! with their maps, and the kernel's copy carries the policy lines. A
 //! program loaded through aya still judges frames as the reference does.
 //! Needs root and bpftool; a refusal fails the test (never a skip).
+mod bpftool;
+use bpftool::bpftool;
 
 mod xdp_common;
 
@@ -16,7 +18,6 @@ use phantom_ebpf::xdp::{
 };
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::process::Command;
 use xdp_common::*;
 
 const POLICY_PATH: &str = "policies/xdp-large.yaml";
@@ -30,21 +31,6 @@ fn compile(opts: &Options) -> (phantom_dsl::ir::NetworkPolicy, XdpPrograms) {
     let net = large_policy(1000, 100, 20);
     let set = compile_network(&net, &Locator::new(&[POLICY_PATH.into()]), opts).unwrap().unwrap();
     (net, set)
-}
-
-fn bpftool(args: &[&str]) -> String {
-    let out = Command::new("bpftool")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("bpftool must be installed for this test (Debian package bpftool): {e}"));
-    assert!(
-        out.status.success(),
-        "bpftool {args:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A pin directory and an object file, both removed on drop.

@@ -114,7 +114,18 @@ impl LoadedBundle {
             |name, maps| BundleObject::from_dir(dir, name, maps).map_err(|e| ApplyError::BundleObject(e.to_string()));
         let cgroup_object = object(CGROUP_OBJECT, CGROUP_MAPS)?;
         let xdp_object = object(XDP_OBJECT, XDP_MAPS)?;
-        Ok(LoadedBundle {
+        Ok(LoadedBundle::assemble(manifest, landlock, seccomp, cgroup_object, xdp_object))
+    }
+
+    /// The bundle from its read parts; kernel objects load on first use.
+    fn assemble(
+        manifest: Manifest,
+        landlock: Option<LandlockRuleset>,
+        seccomp: Option<Vec<u8>>,
+        cgroup_object: Option<BundleObject>,
+        xdp_object: Option<BundleObject>,
+    ) -> LoadedBundle {
+        LoadedBundle {
             manifest,
             landlock,
             seccomp,
@@ -123,7 +134,7 @@ impl LoadedBundle {
             xdp_object: xdp_object.map(Arc::new),
             xdp: Arc::default(),
             lsm: Arc::default(),
-        })
+        }
     }
 
     /// The bundle's cgroup-BPF programs: exactly its `cgroup.bpf.o` (the
@@ -195,16 +206,7 @@ impl LoadedBundle {
             |name, maps| BundleObject::from_bundle(b, name, maps).map_err(|e| ApplyError::BundleObject(e.to_string()));
         let cgroup_object = object(CGROUP_OBJECT, CGROUP_MAPS)?;
         let xdp_object = object(XDP_OBJECT, XDP_MAPS)?;
-        Ok(LoadedBundle {
-            manifest: b.manifest.clone(),
-            landlock,
-            seccomp,
-            cgroup_object: cgroup_object.map(Arc::new),
-            cgroup_bpf: Arc::default(),
-            xdp_object: xdp_object.map(Arc::new),
-            xdp: Arc::default(),
-            lsm: Arc::default(),
-        })
+        Ok(LoadedBundle::assemble(b.manifest.clone(), landlock, seccomp, cgroup_object, xdp_object))
     }
 
     /// The policy IR stored in a bundle directory.
