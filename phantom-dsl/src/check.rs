@@ -42,6 +42,20 @@ fn check_seccomp(p: &Policy, diags: &mut Diagnostics, complete: bool) {
     if !s.enabled {
         return;
     }
+    // `kernel.io_uring: deny` is enforced by seccomp (decode/switches.rs);
+    // an explicit allow of one of its syscalls contradicts it.
+    if p.kernel.io_uring == crate::ir::Toggle::Deny {
+        for r in s.rules.iter().filter(|r| {
+            crate::decode::switches::IO_URING_SYSCALLS.contains(&r.name.as_str())
+                && matches!(r.action, crate::values::Action::Allow | crate::values::Action::Log)
+        }) {
+            diags.push(
+                Diagnostic::error("P0201", r.origin.span, format!("`{}` is allowed, but io_uring is denied", r.name))
+                    .label("allowed here")
+                    .help("`kernel.io_uring: deny` (the default of `security.level: high`) refuses io_uring; remove this rule or set `kernel.io_uring: allow`"),
+            );
+        }
+    }
     let mut first: BTreeMap<&str, &SyscallRule> = BTreeMap::new();
     for r in s.rules.iter().filter(|r| r.conditions.is_empty()) {
         match first.get(r.name.as_str()) {

@@ -6,6 +6,7 @@
 mod fields;
 mod network;
 mod security;
+pub mod switches;
 mod top;
 
 pub(crate) use fields::Decoder;

@@ -94,6 +94,7 @@ pub(crate) fn decode_policy(d: &mut Decoder, root: &Node, sources: Vec<SourceInf
     let filesystem = super::security::decode_filesystem(d, sget("landlock"), get("filesystem"));
     let exec = get("exec").map(|n| super::security::decode_exec(d, n));
     let kernel = super::security::decode_kernel(d, get("kernel"), level);
+    let seccomp = super::switches::lower(seccomp, &kernel);
     let network = super::network::decode_network(d, get("network"));
     let devices = super::network::decode_devices(d, get("devices"));
     let resources = get("resources").map(|n| decode_resources(d, n)).unwrap_or_default();

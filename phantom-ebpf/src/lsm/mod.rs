@@ -33,12 +33,10 @@
 //! without a slot; the io_uring LSM hooks (`uring_override_creds`,
 //! `uring_sqpoll`, `uring_cmd`) only cover parts of io_uring, and module
 //! loading also needs `kernel_read_file` + `kernel_load_data` +
-//! `kernel_module_request` (three slots). **Gap:** the seccomp backend
-//! does not yet turn these two switches into rules (the IR's
-//! `SeccompPolicy` is built from `security.seccomp` only), so today they
-//! are enforced only by what the sandbox lacks anyway: module loading
+//! `kernel_module_request` (three slots). `io_uring: deny` becomes seccomp
+//! rules in the IR (phantom-dsl's `decode/switches.rs`); module loading
 //! needs `CAP_SYS_MODULE` in the initial user namespace, which a sandbox
-//! never has; io_uring is not restricted. Also outside the set:
+//! never has, so it takes no rule. Also outside the set:
 //! `remove` access (path_unlink/path_rename), sending on unconnected unix
 //! datagram sockets (`sendmsg` with an address; unix_may_send), and
 //! `PTRACE_TRACEME` (the tracer, outside, is not the acting task).
