@@ -378,7 +378,7 @@ pub fn load_direct(obj: &BundleObject) -> Result<DirectLoaded, LoaderError> {
             name: &p.name,
             attach_btf_id: 0,
         };
-        match sys::prog_load(&load, sys::INITIAL_LOG_SIZE) {
+        match sys::prog_load(&load, 0) {
             Ok((fd, _)) => programs.push((p.name.clone(), fd)),
             Err(sys::SysError::Rejected { source, log }) => return Err(rejection(info, source, log.0)),
             Err(e) => return Err(kernel(format!("loading `{}`", p.name))(e)),

@@ -43,7 +43,7 @@ fn probe_prog_btf(prog_type: u32, attach: u32, btf_id: u32, ret: i32) -> Result<
         name: "phantom_probe",
         attach_btf_id: btf_id,
     };
-    phantom_bpf_sys::prog_load(&load, phantom_bpf_sys::INITIAL_LOG_SIZE).map(drop).map_err(std::io::Error::from)
+    phantom_bpf_sys::prog_load(&load, 0).map(drop).map_err(std::io::Error::from)
 }
 
 const BPF_PROG_TYPE_LSM: u32 = 29;
@@ -54,10 +54,43 @@ const BPF_LSM_CGROUP: u32 = 43;
 /// LSM list is not enough: a kernel can list it and still refuse the
 /// programs (this project's CI host does, with EPERM).
 pub fn probe_bpf_lsm() -> Result<(), String> {
-    // Parsing the kernel's BTF takes tens of milliseconds: once per process.
+    // Parsing the kernel's BTF takes tens of milliseconds: once per process,
+    // and once per boot through a file only root can write (the answer
+    // cannot change before the kernel does).
     static RESULT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    RESULT.get_or_init(probe_bpf_lsm_uncached).clone()
+    RESULT
+        .get_or_init(|| {
+            let cache = read("/proc/sys/kernel/random/boot_id")
+                .map(|id| std::path::PathBuf::from(PROBE_CACHE_DIR).join(format!("bpf-lsm-{id}")));
+            if let Some(text) = cache.as_ref().and_then(|c| std::fs::read_to_string(c).ok()) {
+                if let Some(reason) = text.strip_prefix("no\t") {
+                    return Err(reason.trim_end().to_string());
+                }
+                if text.trim_end() == "ok" {
+                    return Ok(());
+                }
+            }
+            let r = probe_bpf_lsm_uncached();
+            if let Some(c) = &cache {
+                let text = match &r {
+                    Ok(()) => "ok\n".to_string(),
+                    Err(e) => format!("no\t{e}\n"),
+                };
+                let tmp = c.with_extension(format!("{}.tmp", std::process::id()));
+                let written = std::fs::create_dir_all(PROBE_CACHE_DIR)
+                    .and_then(|()| std::fs::write(&tmp, text))
+                    .and_then(|()| std::fs::rename(&tmp, c));
+                if written.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+            }
+            r
+        })
+        .clone()
 }
+
+/// Where [`probe_bpf_lsm`] keeps its answer for the current boot.
+pub const PROBE_CACHE_DIR: &str = "/run/phantom";
 
 fn probe_bpf_lsm_uncached() -> Result<(), String> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF (/sys/kernel/btf/vmlinux): {e}"))?;
