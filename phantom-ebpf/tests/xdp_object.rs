@@ -214,5 +214,100 @@ fn a_flow_the_map_lost_is_served_from_the_cache_for_a_bounded_number_of_packets(
     )
     .unwrap()
     .unwrap();
-    assert!(set.map(FLOW_CACHE_MAP).is_none() && set.maps.len() == 1);
+    let names: Vec<&str> = set.maps.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [FLOW_MAP, phantom_ebpf::xdp::REFUSALS_MAP, phantom_ebpf::audit::RINGBUF_MAP],
+        "no cache: the flow map, the refusal counter and the audit ring only"
+    );
+}
+
+/// Refused packets leave audit records in the object's ring buffer
+/// (docs/audit.md), sampled per CPU: the first refusal and every
+/// REFUSAL_RECORD_EVERY-th after it, each with layer xdp, the direction as
+/// hook, the peer's address and port and the protocol as detail; allowed
+/// packets and frames dropped by parsing leave none and are not counted.
+#[test]
+fn refusals_are_recorded_in_the_ring_buffer() {
+    use phantom_ebpf::audit::{AuditRecord, Layer, Object, Verdict, NO_RULE, RINGBUF_MAP};
+    use phantom_ebpf::xdp::REFUSAL_RECORD_EVERY;
+    pin_to_cpu0();
+    let net = allowlist(
+        vec![xdp_common::rule(
+            &["192.0.2.0/24", "2001:db8::/32"],
+            &[(443, 443)],
+            phantom_dsl::values::Protocol::Tcp,
+            3,
+        )],
+        vec![],
+    );
+    let set = compile_network(&net, &Locator::new(&[POLICY_PATH.into()]), &Options::default()).unwrap().unwrap();
+    let mut ebpf = aya::Ebpf::load(&object(&set, &[]).unwrap()).unwrap();
+    for d in [Direction::Egress, Direction::Ingress] {
+        let xdp: &mut aya::programs::Xdp = ebpf.program_mut(d.name()).unwrap().try_into().unwrap();
+        xdp.load().unwrap_or_else(|e| panic!("{}: {e:?}", d.name()));
+    }
+    let mut ring = aya::maps::RingBuf::try_from(ebpf.take_map(RINGBUF_MAP).expect("the audit ring")).unwrap();
+    let run = |ebpf: &aya::Ebpf, d: Direction, frame: &[u8], repeat: u32| -> u32 {
+        let xdp: &aya::programs::Xdp = ebpf.program(d.name()).unwrap().try_into().unwrap();
+        sys::prog_test_run_repeat(xdp.fd().unwrap().as_fd(), frame, repeat).unwrap().retval
+    };
+    let pkt = |dst: &str, dport: u16| Pkt {
+        src: if dst.contains(':') { "fd70:6861:6e74::2".parse().unwrap() } else { "10.200.0.2".parse().unwrap() },
+        dst: dst.parse().unwrap(),
+        proto: 6,
+        sport: 40000,
+        dport,
+        icmp_type: 0,
+        icmp_id: 0,
+        frag: Frag::None,
+        ihl: 5,
+        ext: Vec::new(),
+        tcp_flags: 0x02,
+    };
+    let mut records = || {
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            out.push(AuditRecord::decode(&item).unwrap());
+        }
+        out
+    };
+    assert_eq!(run(&ebpf, Direction::Egress, &frame(&pkt("192.0.2.9", 443)), 1), XDP_PASS);
+    let mut other = vec![0u8; 12];
+    other.extend([0x12, 0x34]); // an EtherType the programs do not pass
+    other.extend([0u8; 46]);
+    assert_eq!(run(&ebpf, Direction::Egress, &other, 1), XDP_DROP);
+    assert!(records().is_empty(), "neither an allowed packet nor a parse drop is recorded");
+
+    let rest = (REFUSAL_RECORD_EVERY - 1) as u32;
+    let wrong_port = frame(&pkt("192.0.2.9", 444));
+    // Refusal 0 is recorded, 1 ..= 63 are only counted.
+    assert_eq!(run(&ebpf, Direction::Egress, &frame(&pkt("198.51.100.7", 443)), 1), XDP_DROP);
+    assert_eq!(run(&ebpf, Direction::Egress, &wrong_port, rest), XDP_DROP);
+    // Refusal 64 (IPv6) is recorded; then 63 more are not.
+    assert_eq!(run(&ebpf, Direction::Egress, &frame(&pkt("2001:db9::1", 443)), 1), XDP_DROP);
+    assert_eq!(run(&ebpf, Direction::Egress, &wrong_port, rest), XDP_DROP);
+    // Refusal 128: an unsolicited packet into the sandbox (the counter is
+    // shared by both programs).
+    let mut inbound = pkt("10.200.0.2", 8080);
+    inbound.src = "203.0.113.5".parse().unwrap();
+    inbound.sport = 5555;
+    assert_eq!(run(&ebpf, Direction::Ingress, &frame(&inbound), 1), XDP_DROP);
+    let r = records();
+    let got: Vec<(u16, Object, u32)> = r.iter().map(|r| (r.hook, r.object.clone(), r.detail)).collect();
+    assert_eq!(
+        got,
+        [
+            (1, Object::Inet4 { addr: [198, 51, 100, 7], port: 443 }, 6),
+            (1, Object::Inet6 { addr: "2001:db9::1".parse::<std::net::Ipv6Addr>().unwrap().octets(), port: 443 }, 6),
+            (2, Object::Inet4 { addr: [203, 0, 113, 5], port: 5555 }, 6),
+        ]
+    );
+    for r in &r {
+        assert_eq!(
+            (r.layer, r.verdict, r.rule, r.sandbox, r.pid),
+            (Layer::Xdp.code(), Verdict::Deny.code(), NO_RULE, 0, 0)
+        );
+        assert!(r.time_ns > 0);
+    }
 }

@@ -128,15 +128,20 @@ fn rule_instructions_carry_their_policy_line() {
 #[test]
 fn large_sets_use_compiled_searches_and_small_ones_do_not() {
     use AddrStrategy::*;
+    // The flow map, its per-CPU cache, the refusal counter and the audit
+    // ring: no map of addresses.
+    let mut no_tables =
+        vec![FLOW_CACHE_MAP, FLOW_MAP, phantom_ebpf::xdp::REFUSALS_MAP, phantom_ebpf::audit::RINGBUF_MAP];
+    no_tables.sort_unstable();
     let set = compile(&small(), &Options::default());
     assert_eq!(set.egress.strategy, [StraightLine, StraightLine]);
-    assert_eq!(set.egress.maps(), vec![FLOW_CACHE_MAP, FLOW_MAP]);
+    assert_eq!(set.egress.maps(), no_tables);
     let set = compile(&large_policy(1000, 100, 20), &Options::default());
     assert_eq!(set.egress.strategy, [Search, Search]);
     assert_eq!(set.ingress.strategy, [Search, Search], "100 ingress CIDRs: 75 IPv4, 25 IPv6");
-    // No map but the flow map and its per-CPU cache: the search is code.
-    assert_eq!(set.egress.maps(), vec![FLOW_CACHE_MAP, FLOW_MAP]);
-    assert_eq!(set.maps.len(), 2);
+    // No map of addresses: the search is code.
+    assert_eq!(set.egress.maps(), no_tables);
+    assert_eq!(set.maps.len(), 4);
 }
 
 #[test]

@@ -38,6 +38,8 @@ const PASS: &str = "pass";
 const RECORD: &str = "record";
 const ANSWER: &str = "answer";
 const DROP: &str = "drop";
+/// The rules refused the packet and no flow answers it: audit record, drop.
+const REFUSED: &str = "refused";
 
 // Stack layout (offsets from r10).
 const FLOW_KEY: i16 = -(FLOW_KEY_SIZE as i16);
@@ -47,6 +49,12 @@ const LPM_KEY: i16 = -72;
 const FAMILY_SLOT: i16 = -80;
 /// The flow cache's slot index (u32).
 const CACHE_INDEX: i16 = -88;
+/// The audit record of a refusal (header + an inet6 object: 82 bytes).
+const RECORD_AT: i16 = -176;
+/// The key (0) of the per-CPU refusal counter.
+const REFUSALS_KEY: i16 = -184;
+/// One refusal in this many, per CPU, is recorded (the first included).
+pub(crate) const RECORD_EVERY: i32 = 64;
 
 /// The registers holding the address words (host order) in straight-line mode.
 const ADDR_REGS: [Reg; 4] = [R2, R3, R4, R5];
@@ -661,18 +669,96 @@ fn record_tail(g: &mut Gen, dir: Direction, cache_slots: u32) {
 }
 
 /// After the rules refused a packet: pass it if it answers a known flow
-/// (the key is built per family, the rest is [`answer_tail`]).
+/// (the key is built per family, the rest is [`answer_tail`]); otherwise
+/// [`refused_tail`]. A packet without ports (another protocol, or ICMP
+/// other than an echo reply) gets ports 0 in its key, which no flow has.
 fn deny_tail(g: &mut Gen, fam: Fam, dir: Direction, lookup: bool) {
     g.bind(format!("deny{}", fam.tag()));
-    if !lookup {
-        g.emit(Insn::ja(DROP));
-        return;
-    }
     let key = g.fresh("look");
-    flow_ports(g, fam, dir, fam.echo_reply(), DROP, &key, false);
+    let noports = g.fresh("noports");
+    flow_ports(g, fam, dir, fam.echo_reply(), &noports, &key, false);
+    g.bind(noports);
+    g.emit(Insn::mov64_imm(R0, 0));
     g.bind(key);
     build_key(g, fam, dir);
-    g.emit(Insn::ja(ANSWER));
+    g.emit(Insn::ja(if lookup { ANSWER } else { REFUSED }));
+}
+
+/// The refusal's audit record (docs/audit.md), built from the flow key on
+/// the stack: layer xdp, hook 1 (egress) or 2 (ingress), the peer's
+/// address and port as the object, the IP protocol as `detail`; no task
+/// (XDP runs in no process's context: sandbox, pid and comm are 0). Then
+/// drop. Records are sampled: a per-CPU counter of refusals lets the
+/// first and every [`RECORD_EVERY`]th through, so a flood of refused
+/// packets costs a counter increment each (a record costs ~60 ns here)
+/// and cannot flood the ring. Frames dropped by parsing (malformed,
+/// fragments, other EtherTypes) carry no trustworthy address and are not
+/// recorded.
+fn refused_tail(g: &mut Gen, dir: Direction) {
+    use crate::audit::{self, off, Layer, ObjectKind, Verdict, RINGBUF_MAP};
+    let v6 = g.fresh("rec6");
+    let send = g.fresh("send");
+    g.bind(REFUSED);
+    g.emit(Insn::st_w(R10, REFUSALS_KEY, 0));
+    g.emit(Insn::ld_map(R1, super::REFUSALS_MAP));
+    g.emit(Insn::mov64_reg(R2, R10));
+    g.emit(Insn::add64_imm(R2, i32::from(REFUSALS_KEY)));
+    g.emit(Insn::call(Helper::MapLookupElem));
+    g.emit(Insn::jeq_imm(R0, 0, DROP));
+    g.emit(Insn::ldx_dw(R1, R0, 0));
+    g.emit(Insn::mov64_reg(R2, R1));
+    g.emit(Insn::add64_imm(R2, 1));
+    g.emit(Insn::stx_dw(R0, 0, R2));
+    g.emit(Insn::and64_imm(R1, RECORD_EVERY - 1));
+    g.emit(Insn::jne_imm(R1, 0, DROP));
+    let hook = match dir {
+        Direction::Egress => 1,
+        Direction::Ingress => 2,
+    };
+    let head =
+        u32::from(audit::RECORD_VERSION) | u32::from(Layer::Xdp.code()) << 16 | u32::from(Verdict::Deny.code()) << 24;
+    g.emit(Insn::mov64_reg(R9, R10));
+    g.emit(Insn::add64_imm(R9, i32::from(RECORD_AT)));
+    g.emit(Insn::st_w(R9, off::VERSION, head as i32));
+    g.emit(Insn::st_h(R9, off::HOOK, hook));
+    g.emit(Insn::st_h(R9, off::FILE, i32::from(audit::NO_FILE)));
+    g.emit(Insn::st_w(R9, off::RULE, audit::NO_RULE as i32));
+    g.emit(Insn::st_w(R9, off::LINE, 0));
+    for at in [off::SANDBOX, off::PID, off::COMM, off::COMM + 8] {
+        g.emit(Insn::st_dw(R9, at, 0));
+    }
+    g.emit(Insn::ldx_b(R1, R10, FLOW_KEY + 1)); // the protocol
+    g.emit(Insn::stx_w(R9, off::DETAIL, R1));
+    // The peer's port: the key's second port, in network order.
+    g.emit(Insn::ldx_h(R1, R10, FLOW_KEY + 6));
+    g.emit(Insn::to_be(R1, 16));
+    g.emit(Insn::ldx_b(R4, R10, FLOW_KEY)); // the family: 4 or 6
+    g.emit(Insn::jne_imm(R4, 4, v6.as_str()));
+    g.emit(Insn::ldx_w(R2, R10, FLOW_KEY + 24));
+    g.emit(Insn::stx_w(R9, off::OBJECT, R2));
+    g.emit(Insn::stx_h(R9, off::OBJECT + 4, R1));
+    g.emit(Insn::st_h(R9, off::OBJECT_KIND, i32::from(ObjectKind::Inet4.code())));
+    g.emit(Insn::st_h(R9, off::OBJECT_LEN, 6));
+    g.emit(Insn::mov64_imm(R8, audit::HEADER_LEN as i32 + 6));
+    g.emit(Insn::ja(send.as_str()));
+    g.bind(v6);
+    for k in 0..2 {
+        g.emit(Insn::ldx_dw(R2, R10, FLOW_KEY + 24 + 8 * k));
+        g.emit(Insn::stx_dw(R9, off::OBJECT + 8 * k, R2));
+    }
+    g.emit(Insn::stx_h(R9, off::OBJECT + 16, R1));
+    g.emit(Insn::st_h(R9, off::OBJECT_KIND, i32::from(ObjectKind::Inet6.code())));
+    g.emit(Insn::st_h(R9, off::OBJECT_LEN, 18));
+    g.emit(Insn::mov64_imm(R8, audit::HEADER_LEN as i32 + 18));
+    g.bind(send);
+    g.emit(Insn::call(Helper::KtimeGetNs));
+    g.emit(Insn::stx_dw(R9, off::TIME, R0));
+    g.emit(Insn::ld_map(R1, RINGBUF_MAP));
+    g.emit(Insn::mov64_reg(R2, R9));
+    g.emit(Insn::mov64_reg(R3, R8));
+    g.emit(Insn::mov64_imm(R4, 0));
+    g.emit(Insn::call(Helper::RingbufOutput));
+    g.emit(Insn::ja(DROP));
 }
 
 /// Passes the packet whose flow key is on the stack if the flow is known
@@ -686,10 +772,10 @@ fn answer_tail(g: &mut Gen, cache_slots: u32) {
         g.emit(Insn::jeq_imm(R0, 0, stale.as_str()));
         cache_fill(g, PASS);
         g.bind(stale);
-        cache_clear(g, DROP);
+        cache_clear(g, REFUSED);
     } else {
         flow_lookup(g);
-        g.emit(Insn::jeq_imm(R0, 0, DROP));
+        g.emit(Insn::jeq_imm(R0, 0, REFUSED));
         g.emit(Insn::ja(PASS));
     }
 }
@@ -857,6 +943,7 @@ fn program(
     if lookup {
         answer_tail(&mut g, cache_slots);
     }
+    refused_tail(&mut g, dir);
     g.finish()
 }
 
@@ -937,6 +1024,25 @@ pub(super) fn programs(net: &NetworkPolicy, locator: &Locator, opts: &Options) -
             entries: Vec::new(),
         });
     }
+    // Refusals are counted per CPU and sampled into the ring (docs/audit.md).
+    maps.push(MapSpec {
+        name: super::REFUSALS_MAP.to_string(),
+        map_type: super::BPF_MAP_TYPE_PERCPU_ARRAY,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 1,
+        flags: 0,
+        entries: Vec::new(),
+    });
+    maps.push(MapSpec {
+        name: crate::audit::RINGBUF_MAP.to_string(),
+        map_type: crate::netprog::BPF_MAP_TYPE_RINGBUF,
+        key_size: 0,
+        value_size: 0,
+        max_entries: crate::audit::RINGBUF_SIZE,
+        flags: 0,
+        entries: Vec::new(),
+    });
     // Without ingress rules the flow map only holds egress-opened flows,
     // whose packets the egress rules pass anyway: no lookup on egress.
     let egress = direction(Direction::Egress, &net.egress, !net.ingress.is_empty(), locator, opts, &mut maps)?;

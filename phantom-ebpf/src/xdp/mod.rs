@@ -189,6 +189,11 @@ pub const XDP_PASS: u32 = 2;
 
 /// The flow map's symbol.
 pub const FLOW_MAP: &str = "xdp_flows";
+/// The per-CPU count of refused packets (one u64; one in
+/// [`REFUSAL_RECORD_EVERY`] gets an audit record).
+pub const REFUSALS_MAP: &str = "xdp_refusals";
+/// Sampling of refusal records: the first and every this-many-th per CPU.
+pub const REFUSAL_RECORD_EVERY: u64 = codegen::RECORD_EVERY as u64;
 /// Size of a flow key.
 pub const FLOW_KEY_SIZE: usize = 40;
 /// Flow value: who opened the flow.
