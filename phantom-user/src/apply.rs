@@ -3,6 +3,7 @@
 //! between it and exec). Fail closed: a layer in `require` that cannot be
 //! enforced is an error and nothing after it is applied.
 
+use crate::audit_events::{AuditCollector, AuditEvent};
 use crate::bundle_object::BundleObject;
 use crate::cgroup_bpf::LoadedPrograms;
 use crate::landlock::{LandlockError, LandlockReport};
@@ -87,6 +88,8 @@ pub struct LoadedBundle {
     /// command the exec allow-list must also let through (`None` when the
     /// policy has no `exec` section).
     lsm: Arc<std::sync::Mutex<LsmCache>>,
+    /// The ring buffers of the loaded programs, drained per run.
+    audit: Arc<std::sync::Mutex<AuditCollector>>,
 }
 
 type LsmCache = std::collections::HashMap<Option<String>, Result<Arc<std::sync::Mutex<LoadedLsm>>, String>>;
@@ -134,6 +137,7 @@ impl LoadedBundle {
             xdp_object: xdp_object.map(Arc::new),
             xdp: Arc::default(),
             lsm: Arc::default(),
+            audit: Arc::default(),
         }
     }
 
@@ -145,7 +149,11 @@ impl LoadedBundle {
         self.cgroup_bpf
             .get_or_init(|| {
                 let obj = self.cgroup_object.as_ref().ok_or("the bundle has no cgroup-BPF object")?;
-                crate::bundle_object::for_sandboxes(obj).map(|(p, _pinned)| Arc::new(p)).map_err(|e| e.to_string())
+                let s = crate::bundle_object::for_sandboxes(obj).map_err(|e| e.to_string())?;
+                if let Some(reader) = s.audit {
+                    self.audit.lock().unwrap_or_else(|e| e.into_inner()).add(reader);
+                }
+                Ok(Arc::new(s.programs))
             })
             .clone()
     }
@@ -181,9 +189,19 @@ impl LoadedBundle {
                     opts = opts.exec_also(c.clone());
                 }
                 let programs = phantom_ebpf::lsm::compile(policy, &opts).map_err(|e| e.to_string())?;
-                LoadedLsm::load(&programs).map(|l| Arc::new(std::sync::Mutex::new(l))).map_err(|e| e.to_string())
+                let mut lsm = LoadedLsm::load(&programs).map_err(|e| e.to_string())?;
+                if let Ok(reader) = lsm.audit() {
+                    self.audit.lock().unwrap_or_else(|e| e.into_inner()).add(reader);
+                }
+                Ok(Arc::new(std::sync::Mutex::new(lsm)))
             })
             .clone()
+    }
+
+    /// The audit records the programs of this bundle wrote for the sandbox
+    /// whose cgroup id is `sandbox` (see [`crate::audit_events`]).
+    pub fn audit_events(&self, sandbox: u64) -> Vec<AuditEvent> {
+        self.audit.lock().unwrap_or_else(|e| e.into_inner()).take(sandbox)
     }
 
     /// From a bundle built in memory (no files involved).

@@ -243,14 +243,31 @@ impl Loaded {
     }
 }
 
+/// What sandboxes of a bundle attach, and where their denials go.
+#[derive(Debug)]
+pub struct SandboxPrograms {
+    pub programs: LoadedPrograms,
+    /// True when these are the pins of `phantom load`.
+    pub pinned: bool,
+    /// The object's audit ring buffer (`phantom_audit`), when it has one.
+    pub audit: Option<crate::lsm::AuditReader>,
+}
+
 /// The programs sandboxes of this bundle attach: the pinned ones when
 /// `phantom load` pinned the bundle (shared, loaded once for the host),
-/// else the object loaded for this process. The bool is true when pinned.
-pub fn for_sandboxes(obj: &BundleObject) -> Result<(LoadedPrograms, bool), LoaderError> {
+/// else the object loaded for this process.
+pub fn for_sandboxes(obj: &BundleObject) -> Result<SandboxPrograms, LoaderError> {
+    let ring = phantom_ebpf::audit::RINGBUF_MAP;
     if let Some(programs) = crate::loader::pinned_programs(obj.hash(), &obj.sha256)? {
-        return Ok((LoadedPrograms { programs }, true));
+        let pin = crate::loader::pin_dir(obj.hash()).join("maps").join(ring);
+        let audit = crate::lsm::AuditReader::open_pinned(&pin).ok();
+        return Ok(SandboxPrograms { programs: LoadedPrograms { programs }, pinned: true, audit });
     }
-    let loaded = load_direct(obj)?;
+    let mut loaded = load_direct(obj)?;
+    let audit = match loaded.maps.iter().position(|(n, _)| n == ring) {
+        Some(i) => crate::lsm::AuditReader::from_fd(loaded.maps.remove(i).1).ok(),
+        None => None,
+    };
     let mut programs = Vec::new();
     for (name, fd) in loaded.programs {
         let info = obj.programs.iter().find(|p| p.name == name).expect("load_direct loads the manifest's programs");
@@ -259,7 +276,7 @@ pub fn for_sandboxes(obj: &BundleObject) -> Result<(LoadedPrograms, bool), Loade
         })?;
         programs.push((kind, fd));
     }
-    Ok((LoadedPrograms { programs }, false))
+    Ok(SandboxPrograms { programs: LoadedPrograms { programs }, pinned: false, audit })
 }
 
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {

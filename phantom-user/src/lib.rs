@@ -6,6 +6,7 @@
 //! children.
 
 pub mod apply;
+pub mod audit_events;
 pub mod bundle_object;
 pub mod cgroup_bpf;
 pub mod doctor;

@@ -68,9 +68,9 @@ fn load_policy(policy: &phantom_dsl::ir::Policy) -> LoadedPrograms {
         .expect("every bundle has a cgroup object");
     // What a sandbox of an unpinned bundle gets (bpf(2) directly); the
     // aya path is exercised by the pinning loader's tests and below.
-    let (programs, pinned) = bundle_object::for_sandboxes(&obj).unwrap_or_else(|e| panic!("{e}"));
-    assert!(!pinned);
-    programs
+    let s = bundle_object::for_sandboxes(&obj).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!s.pinned);
+    s.programs
 }
 
 /// A cgroup v2 directory for one test; removed (and checked gone) by `remove`.

@@ -461,14 +461,18 @@ fn sandboxes_attach_the_pinned_programs_once_the_bundle_is_loaded() {
     assert_eq!(obj.hash(), w.hash);
 
     // Not loaded: the sandbox gets its own copy of the same object.
-    let (own, pinned) = for_sandboxes(&obj).unwrap_or_else(|e| panic!("{e}"));
+    let s = for_sandboxes(&obj).unwrap_or_else(|e| panic!("{e}"));
+    let (own, pinned) = (s.programs, s.pinned);
+    assert!(s.audit.is_some(), "the object's audit ring comes along");
     assert!(!pinned);
     let own_ids = prog_ids(&own);
     assert_eq!(own.programs.len(), ProgKind::ALL.len(), "every program of the object");
 
     // Loaded: the pinned programs themselves, no new load.
     let report = loader::load(&w.dir).unwrap_or_else(|e| panic!("{e}"));
-    let (shared, pinned) = for_sandboxes(&obj).unwrap_or_else(|e| panic!("{e}"));
+    let s = for_sandboxes(&obj).unwrap_or_else(|e| panic!("{e}"));
+    let (shared, pinned) = (s.programs, s.pinned);
+    assert!(s.audit.is_some(), "the pinned audit ring opens");
     assert!(pinned);
     let pinned_ids: Vec<u32> = report.programs.iter().map(|p| p.id).collect();
     assert_eq!(prog_ids(&shared), pinned_ids, "the sandbox's programs are the pinned ones");

@@ -171,6 +171,17 @@ fn cgroup_bpf_rules_apply_inside_the_sandbox() {
     };
     let r = run(&p, &b, &req).unwrap();
     assert_eq!(r.stdout, "tcp ok\nudp EPERM\nurandom read ok\nurandom write EPERM\nnull ok\n", "{r:?}");
+    // Both denials are in the run's audit events, from cgroup-BPF.
+    let events: Vec<(&str, &str, &str)> =
+        r.audit.iter().map(|e| (e.layer.as_str(), e.hook.as_str(), e.verdict.as_str())).collect();
+    assert_eq!(
+        events,
+        [("cgroup-bpf", "cgroup/sock_create", "deny"), ("cgroup-bpf", "cgroup/dev", "deny")],
+        "{:#?}",
+        r.audit
+    );
+    assert_eq!(r.audit[0].object, "socket(family 2, type 2, protocol 17)", "{:#?}", r.audit);
+    assert_eq!(r.audit[1].object, "char 1:9 write", "{:#?}", r.audit);
     assert!(
         r.enforcement
             .iter()

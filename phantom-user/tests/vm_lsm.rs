@@ -1279,6 +1279,14 @@ fn sandboxes_get_the_bpf_lsm_programs_before_exec() {
     assert!(r.stderr.contains("Operation not permitted"), "{r:#?}");
     let lsm = r.enforcement.iter().find(|l| l.layer == "bpf-lsm").unwrap_or_else(|| panic!("{r:#?}"));
     assert_eq!(lsm.enforcement, phantom_user::report::Enforcement::Full, "{r:#?}");
+    // The run's audit events carry both denials, from BPF-LSM.
+    let has = |hook: &str, object: &str| {
+        r.audit
+            .iter()
+            .any(|e| e.layer == "bpf-lsm" && e.hook == hook && e.verdict == "deny" && e.object.contains(object))
+    };
+    assert!(has("file_open", "/workspace/secret"), "{:#?}", r.audit);
+    assert!(has("userns_create", ""), "{:#?}", r.audit);
     // Outside the sandbox the file reads and nothing stays attached.
     std::fs::read(ws.0.join("secret")).expect("outside, the secret reads");
 }

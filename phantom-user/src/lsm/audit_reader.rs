@@ -46,6 +46,12 @@ impl AuditReader {
         Ok(AuditReader { ring })
     }
 
+    /// A ring buffer from its fd (a program set this process loaded).
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<AuditReader, LsmLoadError> {
+        let data = MapData::from_fd(fd).map_err(|e| LsmLoadError::Audit(format!("{e}")))?;
+        AuditReader::from_map(Map::from_map_data(data).map_err(|e| LsmLoadError::Audit(format!("{e}")))?)
+    }
+
     /// Opens a pinned ring buffer (`<pin dir>/audit`).
     pub fn open_pinned(path: &Path) -> Result<AuditReader, LsmLoadError> {
         let not = |detail: String| LsmLoadError::NotPinned { path: path.into(), detail };

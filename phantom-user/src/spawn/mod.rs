@@ -100,4 +100,8 @@ pub struct RunResult {
     pub enforcement: Vec<LayerStatus>,
     /// Landlock patterns that matched no path in the sandbox.
     pub missing_paths: Vec<String>,
+    /// What the kernel-side programs (cgroup-BPF, BPF-LSM) recorded for
+    /// this sandbox: its denials (and complain-mode events).
+    #[serde(default)]
+    pub audit: Vec<crate::audit_events::AuditEvent>,
 }

@@ -240,6 +240,12 @@ pub(super) fn execute(
     };
     let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (memory_peak_bytes, oom_killed) = leftovers.memory();
+    // The programs wrote their records synchronously: they are in the rings.
+    let audit = leftovers
+        .cgroup_v2()
+        .and_then(|cg| std::fs::metadata(cg).ok())
+        .map(|m| spec.bundle.audit_events(std::os::unix::fs::MetadataExt::ino(&m)))
+        .unwrap_or_default();
 
     let mut enforcement = report(spec, &limits, cgroup_bpf_status, network_status, landlock_report.as_ref());
     enforcement.extend(lsm_status);
@@ -265,6 +271,7 @@ pub(super) fn execute(
         mode: format!("{:?}", spec.mode).to_lowercase(),
         enforcement,
         missing_paths,
+        audit,
     };
     Ok((result, leftovers))
 }
