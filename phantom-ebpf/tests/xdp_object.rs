@@ -95,19 +95,7 @@ fn aya_loads_both_programs_and_they_judge_as_the_reference() {
     }
     // Rule 0 (line 10): tcp/443 to 10.0.0.0/24 ... 10.0.18.0/24 among others.
     let mut reference = Reference::new(&net);
-    let pkt = |dst: &str, dport: u16| Pkt {
-        src: "10.200.0.2".parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        proto: 6,
-        sport: 40000,
-        dport,
-        icmp_type: 0,
-        icmp_id: 0,
-        frag: Frag::None,
-        ihl: 5,
-        ext: Vec::new(),
-        tcp_flags: TCP_SYN,
-    };
+    let pkt = |dst: &str, dport: u16| Pkt::tcp("10.200.0.2", dst, 40000, dport, TCP_SYN);
     let cases = [(pkt("10.0.2.9", 443), Direction::Egress), (pkt("10.0.2.9", 444), Direction::Egress)];
     let mut verdicts = Vec::new();
     for (p, d) in &cases {
@@ -252,18 +240,8 @@ fn refusals_are_recorded_in_the_ring_buffer() {
         let xdp: &aya::programs::Xdp = ebpf.program(d.name()).unwrap().try_into().unwrap();
         sys::prog_test_run_repeat(xdp.fd().unwrap().as_fd(), frame, repeat).unwrap().retval
     };
-    let pkt = |dst: &str, dport: u16| Pkt {
-        src: if dst.contains(':') { "fd70:6861:6e74::2".parse().unwrap() } else { "10.200.0.2".parse().unwrap() },
-        dst: dst.parse().unwrap(),
-        proto: 6,
-        sport: 40000,
-        dport,
-        icmp_type: 0,
-        icmp_id: 0,
-        frag: Frag::None,
-        ihl: 5,
-        ext: Vec::new(),
-        tcp_flags: 0x02,
+    let pkt = |dst: &str, dport: u16| {
+        Pkt::tcp(if dst.contains(':') { "fd70:6861:6e74::2" } else { "10.200.0.2" }, dst, 40000, dport, TCP_SYN)
     };
     let mut records = || {
         let mut out = Vec::new();

@@ -186,6 +186,23 @@ pub struct Pkt {
 }
 
 impl Pkt {
+    /// A plain TCP packet (no options, no fragment, no extension header).
+    pub fn tcp(src: &str, dst: &str, sport: u16, dport: u16, tcp_flags: u8) -> Pkt {
+        Pkt {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto: 6,
+            sport,
+            dport,
+            icmp_type: 0,
+            icmp_id: 0,
+            frag: Frag::None,
+            ihl: 5,
+            ext: Vec::new(),
+            tcp_flags,
+        }
+    }
+
     pub fn v6(&self) -> bool {
         self.src.is_ipv6()
     }
