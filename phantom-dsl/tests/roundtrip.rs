@@ -185,3 +185,13 @@ proptest! {
         }
     }
 }
+
+/// A blank line between a key and its first list item is not printed, so
+/// it must not keep the list in block form (found by the noise proptest:
+/// the second pass printed `[a]`).
+#[test]
+fn a_blank_line_before_the_first_item_does_not_block_the_flow_form() {
+    let once = phantom_dsl::format_source("n.yaml", "network:\n\n  - a").unwrap();
+    assert_eq!(once, "network: [a]\n");
+    assert_eq!(phantom_dsl::format_source("n.yaml", &once).unwrap(), once);
+}

@@ -120,9 +120,16 @@ fn print_items(out: &mut String, items: &[Item], indent: usize) {
 /// without comments.
 fn flow_parts(items: &[Item]) -> Option<Vec<String>> {
     let mut parts = Vec::with_capacity(items.len());
-    for it in items {
+    for (n, it) in items.iter().enumerate() {
         let s = it.value.as_scalar()?;
-        if it.trivia != Trivia::default() {
+        // A blank line before the first item is never printed (the item
+        // follows its key), so it must not keep the list in block form:
+        // the next pass would not see it and print `[...]`.
+        let mut t = it.trivia.clone();
+        if n == 0 {
+            t.blank_before = false;
+        }
+        if t != Trivia::default() {
             return None;
         }
         parts.push(flow_scalar(s));
