@@ -139,7 +139,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             run_command(&policy, workspace, timeout.as_deref(), &opts, command)
         }
         Command::Serve { policy, socket, idle_timeout } => {
-            let (p, bundle, key) = load(&policy)?;
+            let compiled = compile(&policy)?;
+            let key = compiled.key.clone();
+            let (p, bundle) = compiled.bundle()?;
             let idle = parse_duration(&idle_timeout, "--idle-timeout")?;
             let path = socket.unwrap_or_else(|| zygote::socket_path(&p.profile, &key));
             eprintln!("phantom: serving {} on {} (idle timeout {idle_timeout})", p.profile, path.display());
@@ -180,28 +182,63 @@ fn parse_duration(text: &str, what: &str) -> Result<std::time::Duration> {
     Ok(std::time::Duration::from_millis(d.0))
 }
 
-/// A policy file compiled on the fly, or a bundle directory; with the
-/// bundle's key (the hash of its manifest), which names its zygote.
-fn load(path: &Path) -> Result<(phantom_dsl::ir::Policy, LoadedBundle, String)> {
+/// A policy file compiled on the fly (its bundle built only when needed),
+/// or a bundle directory; with the key that names its zygote.
+struct Compiled {
+    policy: phantom_dsl::ir::Policy,
+    /// The bundle of a directory; a file's is built by [`Compiled::bundle`].
+    bundle: Option<LoadedBundle>,
+    /// The policy's source texts (a file's), for the bundle's line_info.
+    texts: Vec<(String, String)>,
+    key: String,
+}
+
+impl Compiled {
+    /// The bundle: a directory's as read, a file's built now (as
+    /// `phantom-policy compile` builds it).
+    fn bundle(self) -> Result<(phantom_dsl::ir::Policy, LoadedBundle)> {
+        match self.bundle {
+            Some(b) => Ok((self.policy, b)),
+            None => {
+                let built = phantom_ebpf::bundle::build_with_sources(&self.policy, &self.texts)?;
+                let b = LoadedBundle::from_bundle(&built)?;
+                Ok((self.policy, b))
+            }
+        }
+    }
+}
+
+/// A bundle directory's key is its manifest's hash. A policy file's is the
+/// hash of the compiler version, this executable's identity and every
+/// source file's sha256: the same inputs give the same bundle, so a warm
+/// `phantom run` finds its zygote without building the bundle first (the
+/// executable is part of it so that a rebuilt `phantom` starts a new one).
+fn compile(path: &Path) -> Result<Compiled> {
     if path.is_dir() {
         let bundle = LoadedBundle::load(path)?;
         let policy = LoadedBundle::read_policy(path)?;
         let key = phantom_dsl::source::sha256_hex(&std::fs::read(path.join(phantom_ebpf::bundle::MANIFEST))?);
-        return Ok((policy, bundle, key));
+        return Ok(Compiled { policy, bundle: Some(bundle), texts: Vec::new(), key });
     }
     let c = phantom_dsl::compile_file(path).with_context(|| format!("cannot read {}", path.display()))?;
     let Some(policy) = c.policy else {
         eprint!("{}", phantom_cli::render::render_all(&c.sources, &c.diagnostics));
         bail!("{}: the policy has errors", path.display());
     };
-    // With the source texts, as `phantom-policy compile` builds it: the same
-    // bundle, so the same key as `phantom load` gives.
     let texts: Vec<(String, String)> = c.sources.files().map(|(_, f)| (f.name.clone(), f.text.clone())).collect();
-    let built = phantom_ebpf::bundle::build_with_sources(&policy, &texts)?;
-    let manifest =
-        built.files.iter().find(|(n, _)| n == phantom_ebpf::bundle::MANIFEST).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
-    let key = phantom_dsl::source::sha256_hex(manifest);
-    Ok((policy, LoadedBundle::from_bundle(&built)?, key))
+    let exe = std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            format!("{} {} {}.{}", m.ino(), m.len(), m.mtime(), m.mtime_nsec())
+        })
+        .unwrap_or_default();
+    let mut id = format!("{}\n{exe}\n", phantom_ebpf::bundle::COMPILER);
+    for s in &policy.sources {
+        id.push_str(&format!("{} {}\n", s.sha256, s.path));
+    }
+    let key = phantom_dsl::source::sha256_hex(id.as_bytes());
+    Ok(Compiled { policy, bundle: None, texts, key })
 }
 
 fn run_command(
@@ -211,7 +248,8 @@ fn run_command(
     opts: &RunOpts,
     command: Vec<String>,
 ) -> Result<ExitCode> {
-    let (policy, bundle, key) = load(policy_path)?;
+    let compiled = compile(policy_path)?;
+    let (policy, key) = (compiled.policy.clone(), compiled.key.clone());
     let timeout = match timeout {
         Some(t) => Some(parse_duration(t, "--timeout")?),
         None => policy.resources.wall_time.map(|d| std::time::Duration::from_millis(d.0)),
@@ -236,12 +274,16 @@ fn run_command(
     };
     let result: RunResult = match via_zygote {
         Some(r) => r,
-        None if pass => {
-            let (out, err) = (std::io::stdout(), std::io::stderr());
-            let stdio = spawn::Stdio::Pass { stdout: out.as_fd(), stderr: err.as_fd() };
-            spawn::run_stdio(&policy, &bundle, &req, stdio)?
+        None => {
+            let (policy, bundle) = compiled.bundle()?;
+            if pass {
+                let (out, err) = (std::io::stdout(), std::io::stderr());
+                let stdio = spawn::Stdio::Pass { stdout: out.as_fd(), stderr: err.as_fd() };
+                spawn::run_stdio(&policy, &bundle, &req, stdio)?
+            } else {
+                spawn::run(&policy, &bundle, &req)?
+            }
         }
-        None => spawn::run(&policy, &bundle, &req)?,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&result)?);
