@@ -61,7 +61,7 @@ enum Command {
     Serve {
         #[arg(long)]
         policy: PathBuf,
-        /// Socket path (default: /run/phantom/zygote/<profile>-<bundle hash>.sock).
+        /// Socket path (default: /run/phantom/zygote/<profile>-<key>.sock; see docs/runtime.md).
         #[arg(long)]
         socket: Option<PathBuf>,
         /// Exit after this long without a request.
