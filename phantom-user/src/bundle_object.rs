@@ -380,11 +380,11 @@ pub fn load_direct(obj: &BundleObject) -> Result<DirectLoaded, LoaderError> {
         let (prog_type, attach) = prog_types(&p.section)
             .ok_or_else(|| object_err(format!("program `{}`", p.name))(format!("unknown section {}", p.section)))?;
         let mut code = p.code.clone();
-        for r in p.code.map_relocs.iter().map(|r| r.map.clone()).collect::<std::collections::BTreeSet<_>>() {
-            let fd = maps.iter().find(|(n, _)| *n == r).map(|(_, fd)| fd.as_raw_fd()).ok_or_else(|| {
+        for r in p.code.map_names() {
+            let fd = maps.iter().find(|(n, _)| n == r).map(|(_, fd)| fd.as_raw_fd()).ok_or_else(|| {
                 object_err(format!("program `{}`", p.name))(format!("references map `{r}`, which the object lacks"))
             })?;
-            code.bind_map(&r, fd).map_err(|e| object_err(format!("program `{}`", p.name))(e.to_string()))?;
+            code.bind_map(r, fd).map_err(|e| object_err(format!("program `{}`", p.name))(e.to_string()))?;
         }
         let bytes = code.to_bytes();
         let load = sys::ProgLoad {

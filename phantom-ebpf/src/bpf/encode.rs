@@ -42,6 +42,20 @@ pub struct Encoded {
 }
 
 impl Encoded {
+    /// Names of the maps the program references, sorted, once each.
+    pub fn map_names(&self) -> Vec<&str> {
+        let mut m: Vec<&str> = self.map_relocs.iter().map(|r| r.map.as_str()).collect();
+        m.sort_unstable();
+        m.dedup();
+        m
+    }
+
+    /// The policy position of slot `slot`, or of the nearest slot before it
+    /// that has one (what a verifier message at `slot` is about).
+    pub fn loc_of_slot(&self, slot: usize) -> Option<&SourceLoc> {
+        self.lines.range(..=slot).next_back().map(|(_, l)| l)
+    }
+
     /// The program as `BPF_PROG_LOAD` and ELF sections take it.
     pub fn to_bytes(&self) -> Vec<u8> {
         oc::to_bytes(&self.insns)

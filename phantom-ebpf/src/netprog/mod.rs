@@ -197,18 +197,14 @@ impl CgroupProgram {
         self.encoded.to_bytes()
     }
 
-    /// Names of the maps the program references.
+    /// Names of the maps the program references ([`Encoded::map_names`]).
     pub fn maps(&self) -> Vec<&str> {
-        let mut m: Vec<&str> = self.encoded.map_relocs.iter().map(|r| r.map.as_str()).collect();
-        m.sort_unstable();
-        m.dedup();
-        m
+        self.encoded.map_names()
     }
 
-    /// The policy position of slot `slot`, or of the nearest slot before it
-    /// that has one (what a verifier message at `slot` is about).
+    /// See [`Encoded::loc_of_slot`].
     pub fn loc_of_slot(&self, slot: usize) -> Option<&SourceLoc> {
-        self.encoded.lines.range(..=slot).next_back().map(|(_, l)| l)
+        self.encoded.loc_of_slot(slot)
     }
 }
 

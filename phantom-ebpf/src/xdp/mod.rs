@@ -279,17 +279,14 @@ impl XdpProgram {
         self.encoded.to_bytes()
     }
 
-    /// Names of the maps the program references.
+    /// Names of the maps the program references ([`Encoded::map_names`]).
     pub fn maps(&self) -> Vec<&str> {
-        let mut m: Vec<&str> = self.encoded.map_relocs.iter().map(|r| r.map.as_str()).collect();
-        m.sort_unstable();
-        m.dedup();
-        m
+        self.encoded.map_names()
     }
 
-    /// The policy position of `slot` or the nearest slot before it.
+    /// See [`Encoded::loc_of_slot`].
     pub fn loc_of_slot(&self, slot: usize) -> Option<&SourceLoc> {
-        self.encoded.lines.range(..=slot).next_back().map(|(_, l)| l)
+        self.encoded.loc_of_slot(slot)
     }
 }
 
