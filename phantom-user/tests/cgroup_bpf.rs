@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::in_cgroup;
+use common::{in_cgroup, TestCgroup};
 use phantom_dsl::ir::{
     BindRule, DeviceAccess, DevicePolicy, DeviceRule, DeviceType, NetMode, NetRule, NetworkPolicy, Origin,
 };
@@ -22,8 +22,6 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-const CGROUP2: &str = "/sys/fs/cgroup/unified";
 
 fn origin(line: u32) -> Origin {
     Origin { file: FileId(0), line, col: 5, span: Span { file: FileId(0), start: 0, end: 0 } }
@@ -71,40 +69,6 @@ fn load_policy(policy: &phantom_dsl::ir::Policy) -> LoadedPrograms {
     let s = bundle_object::for_sandboxes(&obj).unwrap_or_else(|e| panic!("{e}"));
     assert!(!s.pinned);
     s.programs
-}
-
-/// A cgroup v2 directory for one test; removed (and checked gone) by `remove`.
-struct TestCgroup {
-    path: PathBuf,
-}
-
-impl TestCgroup {
-    fn new(name: &str) -> TestCgroup {
-        let root = Path::new(CGROUP2);
-        assert!(
-            root.join("cgroup.procs").exists(),
-            "cgroup v2 is not mounted at {CGROUP2}: these tests need it (and root)"
-        );
-        let path = root.join(format!("phantom-test-{}-{name}", std::process::id()));
-        if path.exists() {
-            std::fs::remove_dir(&path).unwrap();
-        }
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e} (root needed)", path.display()));
-        TestCgroup { path }
-    }
-
-    /// rmdir, and the leak check: the directory is gone.
-    fn remove(self) {
-        std::fs::remove_dir(&self.path).unwrap_or_else(|e| panic!("rmdir {}: {e}", self.path.display()));
-        assert!(!self.path.exists(), "{} still exists", self.path.display());
-    }
-}
-
-impl Drop for TestCgroup {
-    /// On a failed test: best-effort removal (the attachment detaches on drop).
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.path);
-    }
 }
 
 /// A scratch directory for device nodes, removed on drop (also on failure).

@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::in_cgroup;
+use common::{in_cgroup, TestCgroup};
 use phantom_dsl::extends::FileLoader;
 use phantom_ebpf::bpf::{encode, Insn, Reg::*, SourceLoc};
 use phantom_ebpf::bundle::{self, Bundle, ProgramInfo, CGROUP_MAPS, CGROUP_OBJECT, MANIFEST};
@@ -30,7 +30,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const CGROUP2: &str = "/sys/fs/cgroup/unified";
 const WEB_FETCHER: &str = "policies/web-fetcher.yaml";
 
 struct RootLoader(PathBuf);
@@ -92,32 +91,6 @@ impl Drop for Written {
             let _ = loader::unload(&BundleRef::Hash(self.hash.clone()));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A cgroup v2 directory; `remove` removes it and checks it is gone.
-struct TestCgroup {
-    path: PathBuf,
-}
-
-impl TestCgroup {
-    fn new(name: &str) -> TestCgroup {
-        assert!(Path::new(CGROUP2).join("cgroup.procs").exists(), "cgroup v2 is not mounted at {CGROUP2}");
-        let path = Path::new(CGROUP2).join(format!("phantom-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir(&path);
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e} (root needed)", path.display()));
-        TestCgroup { path }
-    }
-
-    fn remove(self) {
-        std::fs::remove_dir(&self.path).unwrap_or_else(|e| panic!("rmdir {}: {e}", self.path.display()));
-        assert!(!self.path.exists(), "{} still exists", self.path.display());
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.path);
     }
 }
 

@@ -100,3 +100,33 @@ pub fn no_children_left() -> bool {
     let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
     r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
 }
+
+/// A cgroup v2 directory for one test (`phantom-test-<pid>-<name>` under
+/// the cgroup2 mount); `remove` removes it and checks it is gone, a failed
+/// test's drop removes it best-effort.
+pub struct TestCgroup {
+    pub path: std::path::PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> TestCgroup {
+        let root =
+            phantom_user::loader::cgroup2_mount().expect("cgroup v2 is not mounted: these tests need it (and root)");
+        let path = root.join(format!("phantom-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir(&path);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e} (root needed)", path.display()));
+        TestCgroup { path }
+    }
+
+    /// rmdir, and the leak check: the directory is gone.
+    pub fn remove(self) {
+        std::fs::remove_dir(&self.path).unwrap_or_else(|e| panic!("rmdir {}: {e}", self.path.display()));
+        assert!(!self.path.exists(), "{} still exists", self.path.display());
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
