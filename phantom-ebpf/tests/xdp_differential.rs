@@ -215,7 +215,7 @@ impl Gen<'_> {
             .flat_map(|p| [p.start, p.end, p.start.wrapping_sub(1), p.end.wrapping_add(1)])
             .collect();
         if !edges.is_empty() && self.rng.chance(70) {
-            self.rng.pick(&edges)
+            *self.rng.pick(&edges)
         } else {
             pick!(self.rng, [0, self.rng.next() as u16, 443, 53, 8080, 40000 + self.rng.below(100) as u16])
         }

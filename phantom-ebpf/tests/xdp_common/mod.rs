@@ -3,8 +3,7 @@
 // Reason: each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use phantom_dsl::ir::{NetMode, NetRule, NetworkPolicy, Origin};
-use phantom_dsl::source::{FileId, Span};
+use phantom_dsl::ir::{NetMode, NetRule, NetworkPolicy};
 use phantom_dsl::values::{Cidr, PortRange, Protocol};
 use phantom_ebpf::bpf::sys::{self, LoadedProg};
 use phantom_ebpf::xdp::{Direction, XdpPrograms, BPF_PROG_TYPE_XDP};
@@ -12,52 +11,10 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-/// Picks from an array whose elements may themselves draw from the rng.
-#[macro_export]
-macro_rules! pick {
-    ($rng:expr, $arr:expr) => {{
-        let a = $arr;
-        $rng.pick(&a)
-    }};
-}
-
-/// xorshift64*: deterministic, no dependency.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    pub fn chance(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
-
-pub fn origin(line: u32) -> Origin {
-    Origin { file: FileId(0), line, col: 5, span: Span { file: FileId(0), start: 0, end: 0 } }
-}
-
-pub fn cidr(s: &str) -> Cidr {
-    s.parse().unwrap()
-}
-
-pub fn rule(cidrs: &[&str], ports: &[(u16, u16)], protocol: Protocol, line: u32) -> NetRule {
-    NetRule {
-        cidrs: cidrs.iter().map(|c| cidr(c)).collect(),
-        ports: ports.iter().map(|&(start, end)| PortRange { start, end }).collect(),
-        protocol,
-        origin: origin(line),
-    }
-}
+#[macro_use]
+#[path = "../gen/mod.rs"]
+mod gen;
+pub use gen::*;
 
 pub fn allowlist(egress: Vec<NetRule>, ingress: Vec<NetRule>) -> NetworkPolicy {
     NetworkPolicy { mode: NetMode::Allowlist, egress, ingress, bind: Vec::new() }
