@@ -109,6 +109,11 @@ impl SourceMap {
     pub fn files(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {
         self.files.iter().enumerate().map(|(i, f)| (FileId(i as u16), f))
     }
+    /// `(name, text)` of every file, in id order: what
+    /// `phantom_ebpf::bundle::build_with_sources` takes for line_info.
+    pub fn texts(&self) -> Vec<(String, String)> {
+        self.files.iter().map(|f| (f.name.clone(), f.text.clone())).collect()
+    }
     pub fn len(&self) -> usize {
         self.files.len()
     }

@@ -38,7 +38,7 @@ fn root() -> PathBuf {
 fn bundle_of(name: &str, text: &str) -> Bundle {
     let c = phantom_dsl::compile_source(name, text, &RootLoader(root()));
     let policy = c.policy.unwrap_or_else(|| panic!("{name}: {:#?}", c.diagnostics.items));
-    let texts: Vec<(String, String)> = c.sources.files().map(|(_, f)| (f.name.clone(), f.text.clone())).collect();
+    let texts: Vec<(String, String)> = c.sources.texts();
     bundle::build_with_sources(&policy, &texts).expect("the bundle builds")
 }
 

@@ -45,7 +45,7 @@ fn cgroup_programs_match_their_golden_listing() {
             assert!(name.ends_with("base.yaml"), "{name}: {:#?}", c.diagnostics.items);
             continue;
         };
-        let texts: Vec<(String, String)> = c.sources.files().map(|(_, f)| (f.name.clone(), f.text.clone())).collect();
+        let texts: Vec<(String, String)> = c.sources.texts();
         let (object, _) = bundle::cgroup_object(&policy, &texts).unwrap();
         let obj = read_object(&object).unwrap();
         let n = obj.programs.len();

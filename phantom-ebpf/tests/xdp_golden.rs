@@ -53,7 +53,7 @@ fn listing(name: &str, text: &str, root: &Path) -> Option<(String, String, [Addr
     let c = phantom_dsl::compile_source(name, text, &RootLoader(root.to_path_buf()));
     let policy = c.policy.unwrap_or_else(|| panic!("{name}: {:#?}", c.diagnostics.items));
     let set = xdp::compile(&policy).unwrap()?;
-    let texts: Vec<(String, String)> = c.sources.files().map(|(_, f)| (f.name.clone(), f.text.clone())).collect();
+    let texts: Vec<(String, String)> = c.sources.texts();
     let obj = read_object(&xdp::object(&set, &texts).unwrap()).unwrap();
     let mut out = format!("# {} ({name}): XDP object, {} programs\n", policy.profile, obj.programs.len());
     writeln!(out, "# maps: {}", obj.maps.join(", ")).unwrap();

@@ -205,7 +205,7 @@ fn compile(file: &std::path::Path, out: &std::path::Path, format: Format) -> Res
     };
     // The texts the front end read become the source lines of the eBPF
     // object's line_info (the compiler itself reads no files).
-    let texts: Vec<(String, String)> = c.sources.files().map(|(_, f)| (f.name.clone(), f.text.clone())).collect();
+    let texts: Vec<(String, String)> = c.sources.texts();
     let built = match bundle::build_with_sources(policy, &texts) {
         Ok(b) => b,
         Err(e) => {

@@ -225,7 +225,7 @@ fn compile(path: &Path) -> Result<Compiled> {
         eprint!("{}", phantom_cli::render::render_all(&c.sources, &c.diagnostics));
         bail!("{}: the policy has errors", path.display());
     };
-    let texts: Vec<(String, String)> = c.sources.files().map(|(_, f)| (f.name.clone(), f.text.clone())).collect();
+    let texts: Vec<(String, String)> = c.sources.texts();
     let exe = std::env::current_exe()
         .and_then(std::fs::metadata)
         .map(|m| {
@@ -400,7 +400,7 @@ fn bundle_dir_of(target: &Path) -> Result<PathBuf> {
         eprint!("{}", phantom_cli::render::render_all(&c.sources, &c.diagnostics));
         bail!("{}: the policy has errors", target.display());
     };
-    let texts: Vec<(String, String)> = c.sources.files().map(|(_, f)| (f.name.clone(), f.text.clone())).collect();
+    let texts: Vec<(String, String)> = c.sources.texts();
     let built = phantom_ebpf::bundle::build_with_sources(policy, &texts)
         .with_context(|| format!("{}: not compiled", target.display()))?;
     let manifest = built

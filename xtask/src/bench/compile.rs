@@ -88,7 +88,7 @@ fn compile_policy(name: &str, text: &str) -> Result<(Policy, Vec<(String, String
     let Some(policy) = c.policy.clone().filter(|_| !c.has_errors()) else {
         bail!("{name} does not compile:\n{}", phantom_cli::render::render_all(&c.sources, &c.diagnostics));
     };
-    let texts = c.sources.files().map(|(_, f)| (f.name.clone(), f.text.clone())).collect();
+    let texts = c.sources.texts();
     Ok((policy, texts))
 }
 
