@@ -92,6 +92,9 @@ pub struct LoadedBundle {
     audit: Arc<std::sync::Mutex<AuditCollector>>,
 }
 
+/// Program sets kept per bundle (see [`LoadedBundle::lsm_programs`]).
+const LSM_CACHE_CAP: usize = 16;
+
 type LsmCache = std::collections::HashMap<Option<String>, Result<Arc<std::sync::Mutex<LoadedLsm>>, String>>;
 
 impl LoadedBundle {
@@ -181,6 +184,14 @@ impl LoadedBundle {
     ) -> Result<Arc<std::sync::Mutex<LoadedLsm>>, String> {
         let key = policy.exec.as_ref().and(command).map(str::to_string);
         let mut cache = self.lsm.lock().unwrap_or_else(|e| e.into_inner());
+        // One program set per command (exec allow-list): bounded, so a
+        // zygote serving many commands does not keep every one loaded
+        // (attached sandboxes hold their own reference).
+        if !cache.contains_key(&key) && cache.len() >= LSM_CACHE_CAP {
+            if let Some(old) = cache.keys().find(|k| k.is_some()).cloned() {
+                cache.remove(&old);
+            }
+        }
         cache
             .entry(key.clone())
             .or_insert_with(|| {

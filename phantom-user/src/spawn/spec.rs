@@ -74,6 +74,9 @@ impl Spec {
         if let Some(lib) = isolated.then(|| preload(policy, &bind_list)).flatten() {
             base_env.push(format!("LD_PRELOAD={lib}"));
         }
+        let lsm = isolated
+            && present.contains(&Layer::BpfLsm)
+            && !unavailable_layers.iter().any(|l| l.layer == Layer::BpfLsm.name());
         Ok(Spec {
             policy: policy.clone(),
             bundle: bundle.clone(),
@@ -87,7 +90,7 @@ impl Spec {
                 || (mode == Mode::Hardened && present.contains(&Layer::CgroupBpf)),
             xdp_required: policy.require.contains(&Layer::Xdp)
                 || (mode == Mode::Hardened && present.contains(&Layer::Xdp)),
-            lsm: isolated && present.contains(&Layer::BpfLsm) && unavailable(Layer::BpfLsm, true).is_none(),
+            lsm,
         })
     }
 }
