@@ -6,6 +6,8 @@
 //! shows up as a reviewable diff; bless intended changes with
 //! `PHANTOM_BLESS=1`.
 
+mod golden;
+
 use phantom_dsl::extends::FileLoader;
 use phantom_ebpf::bpf::disasm;
 use phantom_ebpf::bundle;
@@ -26,15 +28,9 @@ impl FileLoader for RootLoader {
 #[test]
 fn cgroup_programs_match_their_golden_listing() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let golden = root.join("tests/golden/ebpf");
-    let bless = std::env::var_os("PHANTOM_BLESS").is_some();
-    if bless {
-        std::fs::create_dir_all(&golden).unwrap();
-    }
+    let mut golden = golden::Goldens::new("ebpf");
     let mut policies: Vec<_> = std::fs::read_dir(root.join("policies")).unwrap().map(|e| e.unwrap().path()).collect();
     policies.sort();
-    let mut failures = Vec::new();
-    let mut checked = 0;
     let mut programs = 0;
     for p in policies.iter().filter(|p| p.extension().is_some_and(|x| x == "yaml")) {
         let name = format!("policies/{}", p.file_name().unwrap().to_string_lossy());
@@ -59,15 +55,10 @@ fn cgroup_programs_match_their_golden_listing() {
             out += &disasm::disassemble(&prog.code).unwrap();
             programs += 1;
         }
-        let file = golden.join(format!("{}.txt", policy.profile));
-        checked += 1;
-        if bless {
-            std::fs::write(&file, &out).unwrap();
-        } else if std::fs::read_to_string(&file).ok().as_deref() != Some(out.as_str()) {
-            failures.push(format!("{} differs (PHANTOM_BLESS=1 to accept):\n{out}", file.display()));
-        }
+        golden.check(&format!("{}.txt", policy.profile), &out);
     }
+    let checked = golden.checked;
     assert!(checked >= 7, "only {checked} policies checked");
     assert!(programs >= checked + 7, "only {programs} programs listed: no policy in allowlist mode?");
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    golden.finish();
 }

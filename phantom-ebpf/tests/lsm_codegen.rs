@@ -2,6 +2,8 @@
 //! programs are enforced and witnessed in the VM tier
 //! (phantom-user/tests/vm_lsm.rs).
 
+mod golden;
+
 use phantom_dsl::ir::Policy;
 use phantom_ebpf::audit::{self, Verdict};
 use phantom_ebpf::bpf::{disasm, Insn, Op};
@@ -304,13 +306,9 @@ fn every_hook_matches_its_golden_listing() {
         out += &format!("-- {} {} ({} instructions)\n", prog.hook.section(), prog.hook.prog_name(), insns.len());
         out += &listing(&insns);
     }
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/ebpf-lsm/lsm-all.txt");
-    if std::env::var_os("PHANTOM_BLESS").is_some() {
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(&file, &out).unwrap();
-    }
-    let golden = std::fs::read_to_string(&file).unwrap_or_default();
-    assert!(golden == out, "{} differs (PHANTOM_BLESS=1 to accept):\n{out}", file.display());
+    let mut golden = golden::Goldens::new("ebpf-lsm");
+    golden.check("lsm-all.txt", &out);
+    golden.finish();
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //! back from its bytes, in bpftool syntax with the policy line of every
 //! instruction. Bless intended changes with `PHANTOM_BLESS=1`.
 
+mod golden;
+
 use phantom_dsl::extends::FileLoader;
 use phantom_ebpf::bpf::disasm;
 use phantom_ebpf::elf::read::read_object;
@@ -78,8 +80,6 @@ fn listing(name: &str, text: &str, root: &Path) -> Option<(String, String, [Addr
 #[test]
 fn xdp_programs_match_their_golden_listing() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let golden = root.join("tests/golden/ebpf");
-    let bless = std::env::var_os("PHANTOM_BLESS").is_some();
     let mut policies: Vec<_> = std::fs::read_dir(root.join("policies")).unwrap().map(|e| e.unwrap().path()).collect();
     policies.sort();
     let mut listings = Vec::new();
@@ -94,14 +94,9 @@ fn xdp_programs_match_their_golden_listing() {
     let search = listing("xdp-search.yaml", SEARCH_POLICY, &root).expect("allowlist");
     assert_eq!(search.2, [AddrStrategy::Search, AddrStrategy::Search], "the search policy takes the search");
     listings.push(search);
-    let mut failures = Vec::new();
+    let mut golden = golden::Goldens::new("ebpf");
     for (profile, out, _) in &listings {
-        let file = golden.join(format!("{profile}.xdp.txt"));
-        if bless {
-            std::fs::write(&file, out).unwrap();
-        } else if std::fs::read_to_string(&file).ok().as_deref() != Some(out.as_str()) {
-            failures.push(format!("{} differs (PHANTOM_BLESS=1 to accept):\n{out}", file.display()));
-        }
+        golden.check(&format!("{profile}.xdp.txt"), out);
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    golden.finish();
 }
