@@ -11,7 +11,10 @@ pub const BPF_PROG_DETACH: u32 = 9;
 pub const BPF_PROG_TEST_RUN: u32 = 10;
 pub const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 pub const BPF_PROG_QUERY: u32 = 16;
+pub const BPF_LINK_CREATE: u32 = 28;
+pub const BPF_LINK_UPDATE: u32 = 29;
 pub const BPF_F_ALLOW_MULTI: u32 = 1 << 1;
+pub const BPF_F_REPLACE: u32 = 1 << 2;
 
 /// `BPF_MAP_CREATE`, up to `map_name`.
 #[repr(C)]
@@ -75,6 +78,26 @@ pub struct Attach {
     pub attach_type: u32,
     pub attach_flags: u32,
     pub replace_bpf_fd: u32,
+}
+
+/// `BPF_LINK_CREATE`, up to `flags` (cgroup links need nothing more).
+#[repr(C)]
+#[derive(Default)]
+pub struct LinkCreate {
+    pub prog_fd: u32,
+    pub target_fd: u32,
+    pub attach_type: u32,
+    pub flags: u32,
+}
+
+/// `BPF_LINK_UPDATE`.
+#[repr(C)]
+#[derive(Default)]
+pub struct LinkUpdate {
+    pub link_fd: u32,
+    pub new_prog_fd: u32,
+    pub flags: u32,
+    pub old_prog_fd: u32,
 }
 
 /// `BPF_PROG_QUERY`, up to `prog_cnt`.

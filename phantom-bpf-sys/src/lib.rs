@@ -10,8 +10,11 @@
 //! [`MAX_LOG_SIZE`].
 
 mod attr;
+mod link;
 mod map;
 mod prog;
+
+pub use link::{link_create, link_update, prog_replace};
 
 pub use map::{map_contains, map_create, map_keys, map_lookup, map_update};
 pub use prog::{
@@ -25,6 +28,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 pub const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
 pub const BPF_PROG_TYPE_XDP: u32 = 6;
+/// Attach type of `lsm_cgroup` programs (`BPF_LSM_CGROUP`).
+pub const BPF_LSM_CGROUP: u32 = 43;
 pub const BPF_MAP_TYPE_HASH: u32 = 1;
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;

@@ -47,7 +47,7 @@ fn probe_prog_btf(prog_type: u32, attach: u32, btf_id: u32, ret: i32) -> Result<
 }
 
 const BPF_PROG_TYPE_LSM: u32 = 29;
-const BPF_LSM_CGROUP: u32 = 43;
+use phantom_bpf_sys::BPF_LSM_CGROUP;
 
 /// Whether this kernel runs lsm_cgroup programs: it loads one on
 /// `file_open` (returning 1, allow; never attached). `bpf` in the active

@@ -37,12 +37,13 @@ mod audit_reader;
 
 pub use audit_reader::{AuditReader, PinnedInfo, AUDIT_PIN, INFO_PIN};
 
-use aya::programs::lsm_cgroup::LsmLinkId;
 use aya::programs::LsmCgroup;
 use aya::{Btf, Ebpf};
+use phantom_bpf_sys as sys;
 use phantom_ebpf::audit;
 use phantom_ebpf::lsm::{Hook, KernelField, KernelLayout, LsmError, LsmPrograms};
 use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// Where the running kernel publishes its BTF.
@@ -99,12 +100,19 @@ pub fn layout_from_btf(bytes: &[u8]) -> Result<KernelLayout, LsmLoadError> {
 pub struct LoadedLsm {
     ebpf: Ebpf,
     hooks: Vec<Hook>,
-    links: Vec<(Hook, PathBuf, LsmLinkId)>,
+    links: Vec<Attached>,
+}
+
+/// One program attached to one cgroup; closing the link detaches it.
+struct Attached {
+    hook: Hook,
+    cgroup: PathBuf,
+    link: OwnedFd,
 }
 
 impl std::fmt::Debug for LoadedLsm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let links: Vec<_> = self.links.iter().map(|(h, p, _)| (h.name(), p)).collect();
+        let links: Vec<_> = self.links.iter().map(|a| (a.hook.name(), &a.cgroup)).collect();
         f.debug_struct("LoadedLsm").field("hooks", &self.hooks).field("links", &links).finish()
     }
 }
@@ -171,25 +179,17 @@ impl LoadedLsm {
         Ok(())
     }
 
-    /// Attaches every program to the cgroup v2 directory `cgroup`. On an
-    /// error, the programs attached by this call are detached again.
+    /// Attaches every program to the cgroup v2 directory `cgroup`, each
+    /// through a bpf link this object owns. On an error, the programs
+    /// attached by this call are detached again.
     pub fn attach(&mut self, cgroup: &Path) -> Result<(), LsmLoadError> {
-        let dir = File::open(cgroup).map_err(|source| LsmLoadError::Cgroup { path: cgroup.into(), source })?;
+        let dir = open_cgroup(cgroup)?;
         let before = self.links.len();
         for hook in self.hooks.clone() {
-            let attached = lsm_prog(&mut self.ebpf, hook).and_then(|p| {
-                p.attach(&dir).map_err(|e| LsmLoadError::Attach {
-                    hook: hook.name(),
-                    path: cgroup.into(),
-                    detail: format!("{e:?}"),
-                })
-            });
-            match attached {
-                Ok(link) => self.links.push((hook, cgroup.into(), link)),
+            match self.link(hook, &dir, cgroup) {
+                Ok(link) => self.links.push(Attached { hook, cgroup: cgroup.into(), link }),
                 Err(e) => {
-                    while self.links.len() > before {
-                        let _ = self.detach_last();
-                    }
+                    self.links.truncate(before);
                     return Err(e);
                 }
             }
@@ -197,50 +197,124 @@ impl LoadedLsm {
         Ok(())
     }
 
-    /// Detaches every attachment (to every cgroup); the programs stay loaded.
-    pub fn detach_all(&mut self) -> Result<(), LsmLoadError> {
-        let mut first_err = None;
-        while !self.links.is_empty() {
-            if let Err(e) = self.detach_last() {
-                first_err.get_or_insert(e);
+    fn link(&mut self, hook: Hook, dir: &File, cgroup: &Path) -> Result<OwnedFd, LsmLoadError> {
+        let prog = self.prog_fd(hook)?;
+        sys::link_create(prog, dir.as_fd(), sys::BPF_LSM_CGROUP).map_err(|e| LsmLoadError::Attach {
+            hook: hook.name(),
+            path: cgroup.into(),
+            detail: e.to_string(),
+        })
+    }
+
+    fn prog_fd(&self, hook: Hook) -> Result<BorrowedFd<'_>, LsmLoadError> {
+        let missing = |e: String| LsmLoadError::Parse(format!("{}: {e}", hook.prog_name()));
+        let prog = self.ebpf.program(hook.prog_name()).ok_or_else(|| missing("no such program".into()))?;
+        Ok(prog.fd().map_err(|e| missing(format!("{e:?}")))?.as_fd())
+    }
+
+    /// Moves `old`'s attachments to `cgroup` over to these programs without
+    /// a gap (the policy update of a running sandbox): a hook both have
+    /// switches program in place (`BPF_LINK_UPDATE`, one store in the
+    /// cgroup's program array); a hook only these programs have is
+    /// attached; then `old`'s hooks that these programs lack are detached.
+    /// At every moment each hook runs the old or the new program (for a
+    /// moment both, where the new version adds a hook), never neither. On
+    /// an error the swapped links are switched back and the attachments
+    /// this call made are removed, so `old` keeps enforcing.
+    pub fn take_over(&mut self, old: &mut LoadedLsm, cgroup: &Path) -> Result<TakeOver, LsmLoadError> {
+        let dir = open_cgroup(cgroup)?;
+        let before = self.links.len();
+        let mut report = TakeOver::default();
+        for hook in self.hooks.clone() {
+            let step = match old.links.iter().position(|a| a.hook == hook && a.cgroup == cgroup) {
+                Some(i) => self.swap_in(old, i).map(|()| report.swapped.push(hook)),
+                None => self.link(hook, &dir, cgroup).map(|link| {
+                    self.links.push(Attached { hook, cgroup: cgroup.into(), link });
+                    report.added.push(hook);
+                }),
+            };
+            if let Err(e) = step {
+                self.give_back(old, before, &report.swapped);
+                return Err(e);
             }
         }
-        first_err.map_or(Ok(()), Err)
+        let before_detach = old.links.len();
+        old.links.retain(|a| a.cgroup != cgroup);
+        report.removed = before_detach - old.links.len();
+        Ok(report)
+    }
+
+    /// Switches `old.links[i]` to this object's program for its hook and
+    /// takes the link.
+    fn swap_in(&mut self, old: &mut LoadedLsm, i: usize) -> Result<(), LsmLoadError> {
+        let hook = old.links[i].hook;
+        let detail = |e: sys::SysError| LsmLoadError::Attach {
+            hook: hook.name(),
+            path: old.links[i].cgroup.clone(),
+            detail: format!("replacing the program of the link: {e}"),
+        };
+        sys::link_update(old.links[i].link.as_fd(), self.prog_fd(hook)?, old.prog_fd(hook)?).map_err(detail)?;
+        self.links.push(old.links.remove(i));
+        Ok(())
+    }
+
+    /// Undoes a failed [`LoadedLsm::take_over`]: links taken from `old`
+    /// go back and run `old`'s programs again (if even that fails, the link
+    /// keeps the new program, which holds itself alive: the hook still
+    /// enforces a version); attachments this call added go.
+    fn give_back(&mut self, old: &mut LoadedLsm, before: usize, swapped: &[Hook]) {
+        for a in self.links.drain(before..).collect::<Vec<_>>() {
+            if !swapped.contains(&a.hook) {
+                continue;
+            }
+            if let (Ok(o), Ok(n)) = (old.prog_fd(a.hook), self.prog_fd(a.hook)) {
+                let _ = sys::link_update(a.link.as_fd(), o, n);
+            }
+            old.links.push(a);
+        }
+    }
+
+    /// Detaches every attachment (to every cgroup); the programs stay loaded.
+    pub fn detach_all(&mut self) -> Result<(), LsmLoadError> {
+        self.links.clear();
+        Ok(())
     }
 
     /// Detaches what [`LoadedLsm::attach`] attached to `cgroup` (one
     /// sandbox's cgroup; the attachments to other cgroups stay).
     pub fn detach_cgroup(&mut self, cgroup: &Path) -> Result<(), LsmLoadError> {
-        let mut first_err = None;
-        let mut i = 0;
-        while i < self.links.len() {
-            if self.links[i].1 != cgroup {
-                i += 1;
-                continue;
-            }
-            let (hook, _, link) = self.links.remove(i);
-            let detached = lsm_prog(&mut self.ebpf, hook).and_then(|prog| {
-                prog.detach(link).map_err(|e| LsmLoadError::Detach { hook: hook.name(), detail: format!("{e:?}") })
-            });
-            if let Err(e) = detached {
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        self.links.retain(|a| a.cgroup != cgroup);
+        Ok(())
     }
 
-    fn detach_last(&mut self) -> Result<(), LsmLoadError> {
-        let Some((hook, _, link)) = self.links.pop() else { return Ok(()) };
-        let prog = lsm_prog(&mut self.ebpf, hook)?;
-        prog.detach(link).map_err(|e| LsmLoadError::Detach { hook: hook.name(), detail: format!("{e:?}") })
+    /// The cgroups this object's programs are attached to.
+    pub fn attached_cgroups(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self.links.iter().map(|a| a.cgroup.clone()).collect();
+        v.dedup();
+        v
     }
+}
+
+/// What [`LoadedLsm::take_over`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TakeOver {
+    /// Hooks whose link now runs the new program.
+    pub swapped: Vec<Hook>,
+    /// Hooks the new version adds.
+    pub added: Vec<Hook>,
+    /// Old attachments detached (hooks the new version no longer has).
+    pub removed: usize,
+}
+
+fn open_cgroup(cgroup: &Path) -> Result<File, LsmLoadError> {
+    File::open(cgroup).map_err(|source| LsmLoadError::Cgroup { path: cgroup.into(), source })
 }
 
 impl Drop for LoadedLsm {
     fn drop(&mut self) {
-        // Errors cannot be reported here; dropping `ebpf` afterwards closes
-        // the program fds, which releases any link still held.
-        let _ = self.detach_all();
+        // Links first (each detaches as its fd closes), then `ebpf` closes
+        // the program fds.
+        self.links.clear();
     }
 }
 

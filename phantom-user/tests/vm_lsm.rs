@@ -1290,3 +1290,131 @@ fn sandboxes_get_the_bpf_lsm_programs_before_exec() {
     // Outside the sandbox the file reads and nothing stays attached.
     std::fs::read(ws.0.join("secret")).expect("outside, the secret reads");
 }
+
+// ------------------------------------------------- policy update, no gap
+
+/// A page shared with forked children: `[iterations, leaks, stop]`.
+struct Shared(*mut std::sync::atomic::AtomicU64);
+
+// SAFETY: the page is only accessed through atomics.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn new() -> Shared {
+        // SAFETY: a fresh anonymous shared mapping, zero-filled; unmapped on drop.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap");
+        Shared(p.cast())
+    }
+
+    fn at(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!(i < 3);
+        // SAFETY: inside the 4096-byte mapping, 8-byte aligned, alive while self is.
+        unsafe { &*self.0.add(i) }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`.
+        unsafe { libc::munmap(self.0.cast(), 4096) };
+    }
+}
+
+#[test]
+fn lsm_policy_update_swaps_the_programs_of_a_running_cgroup_without_a_gap() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::{Duration, Instant};
+    in_vm();
+    let tree = TempTree::new("reload", &["both", "v1-only", "v2-only"]);
+    let (both, v1_only, v2_only) = (tree.0.join("both"), tree.0.join("v1-only"), tree.0.join("v2-only"));
+    let rules = |a: &Path, b: &Path| {
+        format!("filesystem:\n  rules:\n    - deny: {}\n    - deny: {}\n", a.display(), b.display())
+    };
+    // Version 2 also denies bpf(2): the update adds a hook, the way back removes it.
+    let mut v1 = load_policy("reload-v1", &format!("{}{}", switches(&[]), rules(&both, &v1_only)));
+    let mut v2 = load_policy("reload-v2", &format!("{}{}", switches(&["bpf"]), rules(&both, &v2_only)));
+    assert_eq!(v2.hooks(), [Hook::FileOpen, Hook::Bpf]);
+    let cgroup = TestCgroup::new("reload");
+    v1.attach(&cgroup.0).unwrap_or_else(|e| panic!("attach v1: {e}"));
+
+    // A process in the sandbox's cgroup opens the file both versions deny,
+    // as fast as it can, while the versions are swapped under it.
+    let shared = std::sync::Arc::new(Shared::new());
+    let (s, cg, path) = (shared.clone(), cgroup.0.clone(), both.clone());
+    let opener = std::thread::spawn(move || {
+        child_result(Some(&cg), no_setup, move || {
+            // Copies of the link fds inherited from this process would keep
+            // a detached version alive: a gap would go unseen.
+            // SAFETY: closes fds this child does not use (std's own are not kept).
+            unsafe { libc::close_range(3, u32::MAX, 0) };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while s.at(2).load(SeqCst) == 0 && Instant::now() < deadline {
+                if try_open(&path, libc::O_RDONLY) == 0 {
+                    s.at(1).fetch_add(1, SeqCst);
+                }
+                s.at(0).fetch_add(1, SeqCst);
+            }
+            0
+        })
+    });
+    let wait_for = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while shared.at(0).load(SeqCst) < n {
+            assert!(Instant::now() < deadline, "the opener made no progress");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    wait_for(100);
+    let (mut swaps, mut during) = (0, 0);
+    for round in 0..20 {
+        let before = shared.at(0).load(SeqCst);
+        let (to, from) = if round % 2 == 0 { (&mut v2, &mut v1) } else { (&mut v1, &mut v2) };
+        let report = to.take_over(from, &cgroup.0).unwrap_or_else(|e| panic!("update {round}: {e}"));
+        assert_eq!(report.swapped, [Hook::FileOpen], "{report:?}");
+        if round % 2 == 0 {
+            assert_eq!((report.added.as_slice(), report.removed), ([Hook::Bpf].as_slice(), 0), "{report:?}");
+        } else {
+            assert_eq!((report.added.len(), report.removed), (0, 1), "v1 has no bpf hook: {report:?}");
+        }
+        swaps += 1;
+        // Let the opener run between swaps, so every swap lands mid-loop.
+        wait_for(shared.at(0).load(SeqCst) + 50);
+        during += shared.at(0).load(SeqCst) - before;
+    }
+    shared.at(2).store(1, SeqCst);
+    assert_eq!(opener.join().expect("opener thread"), Ok(()), "the opener ran to its end");
+    let (opens, leaks) = (shared.at(0).load(SeqCst), shared.at(1).load(SeqCst));
+    assert_eq!(leaks, 0, "{leaks} of {opens} opens of a file both versions deny succeeded during {swaps} swaps");
+    assert!(during >= 20 * 50, "the opener ran through the swaps ({during} opens)");
+
+    // After an even number of swaps v1 enforces again; one more: v2.
+    let inside = |path: &Path| {
+        let path = path.to_path_buf();
+        child_result(Some(&cgroup.0), no_setup, move || try_open(&path, libc::O_RDONLY))
+    };
+    assert_eq!(inside(&v1_only), Err(libc::EPERM), "v1 is back");
+    assert_eq!(child_result(Some(&cgroup.0), no_setup, create_map), Ok(()), "v1 allows bpf(2)");
+    v2.take_over(&mut v1, &cgroup.0).unwrap_or_else(|e| panic!("update: {e}"));
+    assert_eq!(inside(&v1_only), Ok(()), "v1's rule is gone with v1");
+    assert_eq!(inside(&v2_only), Err(libc::EPERM), "v2's rule enforces");
+    assert_eq!(inside(&both), Err(libc::EPERM), "the common rule enforces");
+    assert_eq!(child_result(Some(&cgroup.0), no_setup, create_map), Err(libc::EPERM), "v2's added hook enforces");
+    assert!(v1.attached_cgroups().is_empty(), "v1 holds no attachment");
+    // The old version can be unloaded without touching the sandbox.
+    drop(v1);
+    assert_eq!(inside(&v2_only), Err(libc::EPERM), "dropping v1 leaves v2 attached");
+    drop(v2);
+    assert_eq!(after_detach(|| inside(&both)), Ok(()), "detached with v2");
+    remove_cgroups(vec![cgroup]);
+}
