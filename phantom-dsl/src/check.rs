@@ -17,6 +17,7 @@ pub fn check(p: &Policy, diags: &mut Diagnostics) {
     check_filesystem(p, diags);
     check_network(p, diags);
     check_require(p, diags);
+    check_exec(p, diags);
 }
 
 /// Syscalls that execve and the dynamic loader of a glibc program need
@@ -216,6 +217,43 @@ fn check_require(p: &Policy, diags: &mut Diagnostics) {
             )
             .label("required here")
             .help("remove it from `require`, or add the rules that this layer enforces"),
+        );
+    }
+}
+
+/// Where glibc and musl systems keep the dynamic loader (`PT_INTERP`), by
+/// the real path the kernel opens (symlinks resolved): Debian and Ubuntu,
+/// Fedora, Arch, Alpine; x86_64 and aarch64.
+pub const DYNAMIC_LOADERS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+    "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+    "/usr/lib64/ld-linux-x86-64.so.2",
+    "/lib64/ld-linux-x86-64.so.2",
+    "/usr/lib/ld-linux-x86-64.so.2",
+    "/usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1",
+    "/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1",
+    "/usr/lib/ld-linux-aarch64.so.1",
+    "/lib/ld-linux-aarch64.so.1",
+    "/lib/ld-musl-x86_64.so.1",
+    "/lib/ld-musl-aarch64.so.1",
+];
+
+/// An exec allow-list with no dynamic loader: the kernel opens a
+/// dynamically linked program's loader for exec too, so every such
+/// program, the sandbox's own command included, fails with EPERM.
+fn check_exec(p: &Policy, diags: &mut Diagnostics) {
+    let Some(exec) = &p.exec else { return };
+    let Some((_, first)) = exec.allow.first() else { return };
+    let covered = DYNAMIC_LOADERS.iter().any(|l| exec.allow.iter().any(|(pat, _)| pat.matches(l)));
+    if !covered {
+        diags.push(
+            Diagnostic::warning("P0210", first.span, "the exec allow-list has no dynamic loader")
+                .label("dynamically linked programs, the sandbox's command included, cannot start")
+                .help(
+                    "add the host's loader by its real path, e.g. /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 \
+                     (Debian, Ubuntu), /usr/lib64/ld-linux-x86-64.so.2 (Fedora); `readelf -l PROGRAM | grep \
+                     interpreter` names it. Statically linked programs need none",
+                ),
         );
     }
 }
