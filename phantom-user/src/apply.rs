@@ -199,6 +199,9 @@ impl LoadedBundle {
                 if let Some(c) = &key {
                     opts = opts.exec_also(c.clone());
                 }
+                for target in policy.exec.as_ref().map(exec_symlink_targets).unwrap_or_default() {
+                    opts = opts.exec_also(target);
+                }
                 let programs = phantom_ebpf::lsm::compile(policy, &opts).map_err(|e| e.to_string())?;
                 let mut lsm = LoadedLsm::load(&programs).map_err(|e| e.to_string())?;
                 if let Ok(reader) = lsm.audit() {
@@ -267,4 +270,53 @@ impl LoadedBundle {
 /// Loads the bundle in `dir` and applies it. Irreversible.
 pub fn apply_bundle(dir: &Path) -> Result<AppliedReport, ApplyError> {
     LoadedBundle::load(dir)?.apply()
+}
+
+/// The real paths of `exec.allow` entries that are symlinks on this host
+/// (`/usr/bin/sh` -> `/usr/bin/dash`, `/usr/bin/python3` ->
+/// `/usr/bin/python3.11`): the kernel names the file it opens for exec by
+/// its real path, so the entry alone would never match. The sandbox binds
+/// host paths at the same places, so the host's view is the sandbox's;
+/// entries under the sandbox's own directories (`/workspace`, `/tmp`),
+/// whose host paths are different files, are left alone.
+fn exec_symlink_targets(exec: &phantom_dsl::ir::ExecPolicy) -> Vec<String> {
+    exec.allow
+        .iter()
+        .filter(|(p, _)| !p.prefix_glob && !["/workspace", "/tmp"].iter().any(|d| p.matches(d) || under(&p.path, d)))
+        .filter_map(|(p, _)| {
+            let real = std::fs::canonicalize(&p.path).ok()?.display().to_string();
+            (real != p.path).then_some(real)
+        })
+        .collect()
+}
+
+fn under(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod exec_target_tests {
+    use super::*;
+
+    #[test]
+    fn symlinked_exec_entries_add_their_real_paths() {
+        // Not under /tmp: entries there are the sandbox's own files.
+        let dir = std::path::PathBuf::from(format!("/var/tmp/phantom-exec-targets-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("real"), b"").unwrap();
+        std::os::unix::fs::symlink("real", dir.join("link")).unwrap();
+        let text = format!(
+            "profile: t\nexec:\n  allow: [{d}/link, {d}/real, {d}/missing, /workspace/tool, /tmp]\n",
+            d = dir.display()
+        );
+        let c = phantom_dsl::compile_str("t.yaml", &text);
+        let exec = c.policy.unwrap().exec.unwrap();
+        let real = dir.canonicalize().unwrap().join("real").display().to_string();
+        let targets = exec_symlink_targets(&exec);
+        let _ = std::fs::remove_dir_all(&dir);
+        // The link adds its target; the real file, a missing path and the
+        // sandbox's own directories add nothing.
+        assert_eq!(targets, [real]);
+    }
 }
