@@ -111,8 +111,11 @@ fn file_open_reads_patched_offsets_and_compares_whole_components() {
     assert!(text.contains("call bpf_d_path"), "{text}");
     // The path starts 64 bytes into the record (r9 = r6 + 64).
     assert!(text.contains("r9 += 64"), "{text}");
-    // The boundary check after `/workspace/.git/hooks`: byte 21 is NUL or '/'.
-    assert!(text.contains("*(u8 *)(r9 +21)"), "{text}");
+    // The boundary after `/workspace/.git/hooks`: the path's key has a '/'
+    // at its end (over the NUL), so byte 21 must be '/'; it is compared in
+    // the last chunk of the edge under `/workspace/` ("s/" at 20).
+    assert!(text.contains("*(u16 *)(r9 +20)") && text.contains("if r1 != 0x2f73 goto"), "{text}");
+    assert!(text.contains("*(u16 *)(r7 -1) = 47"), "the key's '/' and NUL: {text}");
     // The glob has no boundary check.
     assert!(!text.contains("*(u8 *)(r9 +16)"), "{text}");
     // Every denial is recorded.
@@ -210,7 +213,8 @@ fn the_exec_allow_list_checks_fmode_exec_and_the_runtime_command() {
     let p = compile(ALL_HOOKS);
     let text = listing(&p.get(Hook::FileOpen).unwrap().patched(&LAYOUT).unwrap());
     assert!(text.contains("&= 32"), "the FMODE_EXEC test: {text}");
-    // `/usr/bin/python3` = 8 + 8 bytes, then the boundary byte 16.
+    // `/usr/bin/python3`, then the key's boundary byte 16 (the last byte of
+    // the edge after the dispatch on byte 5).
     assert!(text.contains("*(u8 *)(r9 +16)"), "{text}");
     let with_cmd =
         lsm::compile(&policy(ALL_HOOKS), &Options::default().source(PATH, ALL_HOOKS).exec_also("/opt/tool/run"))

@@ -1,6 +1,6 @@
 //! The instruction emitter every LSM program uses: policy positions on
 //! every instruction, kernel-field placeholders, labels on the next
-//! instruction, path compares, and the audit-record tail shared by all
+//! instruction, byte compares, and the audit-record tail shared by all
 //! decision sites of a program.
 //!
 //! Register convention of every program: r6 = the record scratch buffer
@@ -142,22 +142,6 @@ impl Emitter {
                 self.push(Insn::jne_imm(R1, i32::from(pattern[i]), miss));
                 i += 1;
             }
-        }
-    }
-
-    /// Path match with component-boundary semantics on the NUL-terminated
-    /// path at `base + off`: the pattern's bytes, then (unless
-    /// `prefix_glob`) `/` or NUL. The pattern `/` matches everything.
-    /// Falls through on a match, jumps to `miss` otherwise.
-    pub fn match_path(&mut self, base: Reg, off: usize, pattern: &[u8], prefix_glob: bool, miss: &str, hit: &str) {
-        if pattern == b"/" {
-            return;
-        }
-        self.compare_bytes(base, off, pattern, miss);
-        if !prefix_glob {
-            self.push(Insn::ldx_b(R1, base, (off + pattern.len()) as i16));
-            self.push(Insn::jeq_imm(R1, 0, hit));
-            self.push(Insn::jne_imm(R1, i32::from(b'/'), miss));
         }
     }
 

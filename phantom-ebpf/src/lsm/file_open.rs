@@ -1,10 +1,18 @@
 //! `lsm_cgroup/file_open`: the deny carve-outs of the filesystem rules and
 //! the exec allow-list (semantics in the module docs of [`super`]).
 //!
-//! Registers: r6 = the record buffer, r7 = `struct file *`, r8 = `f_mode`,
-//! r9 = the path (the record's object part); r1-r5 are scratch.
+//! The path is matched by a compiled byte trie (`path_trie.rs` builds it,
+//! `path_walk.rs` emits its walk); this file has the prologue, the key,
+//! the denials and the layout.
+//!
+//! Registers: r6 = the record buffer, r7 = `struct file *` until
+//! bpf_d_path, then the key's end (`&path[len]`), r8 = the access bits
+//! (`f_mode`, `__FMODE_EXEC`), r9 = the path (the record's object part);
+//! r1-r5 are scratch.
 
 use super::emit::Emitter;
+use super::path_trie::{self, Entry, Target};
+use super::path_walk::{self, Locs};
 use super::{Hook, KernelField, LsmError, LsmProgram};
 use crate::audit::{self, ObjectKind, Site, Verdict};
 use crate::bpf::{Helper, Insn, Reg::*};
@@ -46,13 +54,6 @@ pub(super) fn site(o: &Origin, rule: u32) -> Site {
     Site { file: o.file.0, rule, line: o.line }
 }
 
-/// One path the program compares: the rule's pattern, its position.
-#[derive(Clone, Copy)]
-struct Pattern<'a> {
-    path: &'a PathPattern,
-    origin: &'a Origin,
-}
-
 /// `None` when no deny rule restricts anything an open can do and there is
 /// no exec allow-list.
 pub(super) fn program(
@@ -71,14 +72,30 @@ pub(super) fn program(
     if rules.is_empty() && exec.is_none() {
         return Ok(None);
     }
-    let exec_list: Vec<Pattern> =
-        exec.map(|e| e.allow.iter().map(|(path, origin)| Pattern { path, origin }).collect()).unwrap_or_default();
-    for p in rules.iter().map(|(_, r)| Pattern { path: &r.path, origin: &r.origin }).chain(exec_list.iter().copied()) {
-        check_len(&p)?;
+    let exec_list: Vec<(&PathPattern, &Origin)> =
+        exec.map(|e| e.allow.iter().map(|(p, o)| (p, o)).collect()).unwrap_or_default();
+    // Entries in policy order (deny rules, exec list, the runtime's
+    // command): the order of the lines trie nodes carry.
+    let mut entries = Vec::new();
+    let mut entry_locs = Vec::new();
+    for (n, (_, r)) in rules.iter().enumerate() {
+        entries.push(entry(&r.path, &r.origin, Target::Deny(n))?);
+        entry_locs.push(locator.loc(&r.origin));
     }
-    let exec_origin = exec_list.first().map(|p| p.origin);
+    if exec.is_some() {
+        let extra = exec_extra.iter().map(|p| (p, &Origin::NONE));
+        for (p, o) in exec_list.iter().copied().chain(extra) {
+            entries.push(entry(p, o, Target::Exec)?);
+            entry_locs.push(locator.loc(o));
+        }
+    }
+    let masks: Vec<u32> = rules.iter().map(|(_, r)| access_mask(r.access.iter().copied())).collect();
+    let tree = path_trie::build(&entries, &masks, exec.is_some());
+
+    let exec_origin = exec_list.first().map(|p| p.1);
     let first_origin = rules.first().map(|(_, r)| &r.origin).or(exec_origin).unwrap_or(&Origin::NONE);
-    let mut e = Emitter::new(Hook::FileOpen, locator.loc(first_origin));
+    let default_loc = locator.loc(first_origin);
+    let mut e = Emitter::new(Hook::FileOpen, default_loc.clone());
 
     // Prologue: the file, its mode, the record, the path.
     e.push(Insn::ldx_dw(R7, R1, 0)); // r7 = ctx[0] = struct file *
@@ -100,45 +117,45 @@ pub(super) fn program(
     e.push(Insn::mov64_imm(R3, PATH_BUF as i32));
     e.push(Insn::call(Helper::DPath));
     // Length limit: a path bpf_d_path cannot write (longer than the buffer)
-    // is denied, never allowed.
-    e.push(Insn::jslt_imm(R0, 0, "too_long"));
+    // is denied, never allowed. r0 = len, its NUL included.
+    e.push(Insn::jslt_imm(R0, 1, "too_long"));
     e.push(Insn::stx_h(R6, audit::off::OBJECT_LEN, R0));
+    // The key: '/' over the NUL, a NUL after it (r7 = the key's end). The
+    // bounds are the verifier's (bpf_d_path never exceeds its size): a
+    // path that fills the buffer has no byte after it, and no pattern's
+    // key reaches its last byte.
+    e.push(Insn::jlt_imm(R0, PATH_BUF as i32, "key_short"));
+    e.push(Insn::jgt_imm(R0, PATH_BUF as i32, "too_long"));
+    e.push(Insn::mov64_reg(R7, R9));
+    e.push(Insn::add64_reg(R7, R0));
+    e.push(Insn::st_b(R7, -1, i32::from(b'/')));
+    e.push(Insn::ja("walk"));
+    e.label("key_short");
+    e.push(Insn::mov64_reg(R7, R9));
+    e.push(Insn::add64_reg(R7, R0));
+    e.push(Insn::st_h(R7, -1, i32::from(b'/'))); // '/', then NUL
+    e.label("walk");
 
-    for (n, (index, rule)) in rules.iter().enumerate() {
-        e.loc = locator.loc(&rule.origin);
-        let next = format!("rule{}", n + 1);
-        let hit = format!("rule{n}_hit");
-        e.label(format!("rule{n}"));
-        e.push(Insn::mov64_reg(R1, R8));
-        e.push(Insn::and64_imm(R1, access_mask(rule.access.iter().copied()) as i32));
-        e.push(Insn::jeq_imm(R1, 0, next.as_str()));
-        e.match_path(R9, 0, rule.path.path.as_bytes(), rule.path.prefix_glob, &next, &hit);
-        e.label(hit);
-        e.deny_at(site(&rule.origin, *index as u32));
+    let rule_locs: Vec<_> = rules.iter().map(|(_, r)| locator.loc(&r.origin)).collect();
+    let exec_loc = exec_origin.and_then(|o| locator.loc(o));
+    let locs = Locs { entries: &entry_locs, rules: &rule_locs, exec: exec_loc.clone(), default: default_loc.clone() };
+    let used = path_walk::emit(&mut e, &tree, &masks, &locs);
+
+    for n in used.rules {
+        let (index, rule) = rules[n];
+        e.loc = locator.loc(&rule.origin).or(default_loc.clone());
+        e.label(format!("deny{n}"));
+        e.extend(audit::store_site(R6, site(&rule.origin, index as u32)));
+        e.push(Insn::ja("path_deny"));
     }
-    e.label(format!("rule{}", rules.len()));
-
-    if exec.is_some() {
-        // Exec allow-list: an open with FMODE_EXEC must match an entry.
-        e.loc = exec_origin.and_then(|o| locator.loc(o)).or(e.loc.take());
-        e.push(Insn::mov64_reg(R1, R8));
-        e.push(Insn::and64_imm(R1, FMODE_EXEC as i32));
-        e.push(Insn::jeq_imm(R1, 0, "allow"));
-        let extra = exec_extra.iter().map(|path| Pattern { path, origin: &Origin::NONE });
-        for (j, p) in exec_list.iter().copied().chain(extra).enumerate() {
-            if let Some(l) = locator.loc(p.origin) {
-                e.loc = Some(l);
-            }
-            let miss = format!("exec{j}_miss");
-            e.match_path(R9, 0, p.path.path.as_bytes(), p.path.prefix_glob, &miss, "allow");
-            e.push(Insn::ja("allow"));
-            e.label(miss);
-        }
-        e.loc = exec_origin.and_then(|o| locator.loc(o)).or(e.loc.take());
-        e.deny_at(exec_origin.map_or(Site::NONE, |o| site(o, audit::NO_RULE)));
+    if used.exec {
+        e.loc = exec_loc.or(default_loc.clone());
+        e.label("exec_deny");
+        e.extend(audit::store_site(R6, exec_origin.map_or(Site::NONE, |o| site(o, audit::NO_RULE))));
+        e.push(Insn::ja("path_deny"));
     }
 
-    e.loc = locator.loc(first_origin);
+    e.loc = default_loc;
     e.label("allow");
     e.allow();
     e.label("too_long");
@@ -146,17 +163,27 @@ pub(super) fn program(
     e.deny_at(site(first_origin, audit::NO_RULE));
     e.label("nobuf");
     e.ret(verdict);
+    // A denial by path: the record carries the real path (NUL restored).
+    e.label("path_deny");
+    e.push(Insn::st_b(R7, -1, 0));
     e.record_tail(verdict);
     Ok(Some(e.finish()))
 }
 
-/// The prefix and the boundary byte must lie inside the buffer, before its
-/// last byte (bpf_d_path always leaves a NUL).
-fn check_len(p: &Pattern) -> Result<(), LsmError> {
+/// A pattern's trie entry, after the length check.
+fn entry(p: &PathPattern, o: &Origin, target: Target) -> Result<Entry, LsmError> {
+    check_len(p, o)?;
+    let (key, strict) = path_trie::key_of(p);
+    Ok(Entry { key, strict, target })
+}
+
+/// The pattern's key (with its `/`) must end before the buffer's last
+/// byte, so that compares never reach past any path's key.
+fn check_len(p: &PathPattern, o: &Origin) -> Result<(), LsmError> {
     let max = PATH_BUF as usize - 2;
-    let len = p.path.path.len();
+    let len = p.path.len();
     if len > max {
-        return Err(LsmError::PatternTooLong { pattern: p.path.to_string(), line: p.origin.line, len, max });
+        return Err(LsmError::PatternTooLong { pattern: p.to_string(), line: o.line, len, max });
     }
     Ok(())
 }

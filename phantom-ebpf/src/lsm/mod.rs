@@ -68,34 +68,57 @@
 //!    the record's object part ([`PATH_BUF`] = 4096 = `PATH_MAX` bytes);
 //!    the path is relative to the opener's root, so sandbox paths are what
 //!    the rules name;
-//! 4. **length limit**: when `bpf_d_path` fails (a path longer than the
-//!    buffer gives `-ENAMETOOLONG`) the open is **denied, never allowed**
-//!    (recorded with an empty object): a path the program cannot read
-//!    might be under a deny rule or off the exec list;
-//! 5. tests each deny rule whose access set intersects the open's access:
-//!    the pattern's bytes are compared in 8-, 4-, 2- and 1-byte chunks at
-//!    constant offsets (no loops, no variable indexing), then the byte
-//!    after them must be `/` or NUL (component boundary: `/tmp` never
-//!    matches `/tmpx`). A prefix glob (`/usr/lib/python3*`) skips the
-//!    boundary check; the pattern `/` matches everything. Stale bytes past
-//!    the NUL never matter: a shorter path differs from the pattern at its
-//!    NUL. Chunk loads are unaligned, which the verifier allows for map
-//!    values on x86_64 and aarch64;
-//! 6. **exec allow-list** (when the policy has `exec`): an open with
-//!    `__FMODE_EXEC` must match an `exec.allow` entry (same matching) or
-//!    [`Options::exec_extra`] (the sandbox's own command, which the
-//!    runtime passes); otherwise it is denied (rule: none; line: the
-//!    list's first entry). Every file the kernel opens for exec counts:
-//!    the program, a script's `#!` interpreter **and an ELF program's
-//!    dynamic loader** (`PT_INTERP`, e.g.
-//!    `/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2`), by real path
-//!    (bpf_d_path resolves symlinks). Shared libraries are mapped, not
-//!    exec-opened, and are not checked. Why file_open and not
-//!    bprm_check_security: it costs no extra hook slot, it sees the
-//!    dynamic loader and `uselib` too (bprm_check sees only the program
-//!    and script interpreters), and the path buffer and matcher are
-//!    already there;
-//! 7. returns 0 at the first matching deny rule, 1 after the last.
+//! 4. **length limit**: when `bpf_d_path` fails (a path of more than 4095
+//!    bytes does not fit with its NUL: `-ENAMETOOLONG`) the open is
+//!    **denied, never allowed** (recorded with an empty object): a path the
+//!    program cannot read might be under a deny rule or off the exec list;
+//! 5. makes the path a **key**: `/` over its NUL at `[len-1]`, a NUL at
+//!    `[len]` (variable-offset stores after bounds checks the verifier
+//!    sees; a path that fills the buffer gets only the `/`, and no pattern
+//!    key is long enough to reach its end). Component boundaries become
+//!    byte prefixes: the pattern `/tmp` is the key prefix `/tmp/` (so
+//!    `/tmp` and `/tmp/x` match, `/tmpx` does not), the prefix glob
+//!    `/usr/lib/python3*` is `/usr/lib/python3`, and `/` is the empty
+//!    prefix (everything, paths without a leading `/` such as `pipe:[..]`
+//!    included). The NUL keeps stale bytes of an earlier, longer path in
+//!    the reused buffer from matching; patterns contain no NUL
+//!    (`lsm/path_trie.rs` has the details, and the one odd case of a glob
+//!    ending in `/`);
+//! 6. **walks a compiled byte trie** (radix tree, `lsm/path_walk.rs`) over the
+//!    key prefixes of all deny rules whose access set an open can show,
+//!    the `exec.allow` entries and [`Options::exec_extra`]: straight-line
+//!    code, no map, no loop, loads at constant offsets only. A node with
+//!    one child compares its edge in 8-, 4-, 2- and 1-byte chunks; a node
+//!    with several loads the byte at its depth and dispatches (a `jeq`
+//!    chain up to 4 children, else a binary search on the byte), then
+//!    compares the rest of the edge. A mismatch jumps to the decision of
+//!    the deepest pattern node passed (known statically). The cost of an
+//!    open grows with the key's length and the tree's fan-out, not with
+//!    the number of rules. Chunk loads are unaligned, which the verifier
+//!    allows for map values on x86_64 and aarch64;
+//! 7. **decides** at that node from every pattern that is a byte prefix of
+//!    it (ancestors included): the deny rules among them in policy order,
+//!    each a `jset` of its access bits on the open's, so the first rule
+//!    whose access set meets the open's denies and is the one recorded
+//!    (as the linear scan did; rules whose bits earlier ones cover are
+//!    left out: they could never be first); then, when the policy has
+//!    `exec`, an open with `__FMODE_EXEC` is allowed only where an exec
+//!    entry applies, else denied (rule: none; line: the list's first
+//!    entry); everything else is allowed. Nodes with the same decision
+//!    share one block. No pattern passed is the root's decision (deny exec
+//!    opens when there is an exec list, allow otherwise). Before a path
+//!    denial is recorded the NUL is put back at `[len-1]`, so the record
+//!    carries the path itself.
+//!
+//! The exec allow-list counts every file the kernel opens for exec: the
+//! program, a script's `#!` interpreter **and an ELF program's dynamic
+//! loader** (`PT_INTERP`, e.g.
+//! `/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2`), by real path
+//! (bpf_d_path resolves symlinks). Shared libraries are mapped, not
+//! exec-opened, and are not checked. Why file_open and not
+//! bprm_check_security: it costs no extra hook slot, it sees the dynamic
+//! loader and `uselib` too (bprm_check sees only the program and script
+//! interpreters), and the path buffer and matcher are already there.
 //!
 //! # Kernel struct offsets
 //! The programs read kernel struct fields ([`KernelField`]: `struct file`
@@ -112,9 +135,15 @@
 //! the kernel's BTF by the loader, for loaders without CO-RE.
 //!
 //! # Policy lines
-//! Every instruction of a rule carries that rule's line. The prologue,
-//! the length-limit denial and the final allow of file_open carry the first
-//! deny rule's line (the program exists for it). `KernelPolicy` has no
+//! Every instruction of a rule carries that rule's line. In file_open, the
+//! trie code of a node (its dispatch and edge compares) carries the line
+//! of the first pattern under it in policy order (deny rules, then the
+//! exec list; the runtime's command has no line), so a node only one
+//! pattern goes through carries that pattern's line; each `jset` of a
+//! decision block and each rule's denial carry the rule's line, the exec
+//! test and denial the exec list's first line. The prologue, the
+//! length-limit denial and the final allow carry the first deny rule's
+//! line (the program exists for it). `KernelPolicy` has no
 //! origins in the IR: the kernel-hook programs get their line from the
 //! policy text ([`Options::source`]: the `kernel:` key that sets the
 //! switch, else the `level:` line whose default it is); without the text
@@ -123,6 +152,8 @@
 mod emit;
 mod file_open;
 mod locate;
+mod path_trie;
+mod path_walk;
 mod socket;
 mod task;
 
