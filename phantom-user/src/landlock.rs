@@ -8,9 +8,9 @@
 use crate::report::Enforcement;
 use landlock::{
     Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
-use phantom_ebpf::landlock::{FsRight, LandlockRuleset, ScopeKind};
+use phantom_ebpf::landlock::{FsRight, FsRuleSpec, LandlockRuleset, ScopeKind};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -81,6 +81,30 @@ pub fn expand(path: &str, prefix_glob: bool) -> Vec<PathBuf> {
 /// Restricts the calling process. Irreversible: call it in the sandbox
 /// child (or a forked test child), never in a supervisor.
 pub fn apply(spec: &LandlockRuleset) -> Result<LandlockReport, LandlockError> {
+    prepare(spec, |_| false)?.restrict_self()
+}
+
+/// A ruleset built (its rules' paths opened and added) but not yet
+/// enforced: a prepared sandbox builds it ahead of its request, so the
+/// request only pays for the deferred rules and `landlock_restrict_self`.
+pub struct PreparedRuleset {
+    created: RulesetCreated,
+    report: LandlockReport,
+    /// Filesystem rules left for [`PreparedRuleset::restrict_self`] (their
+    /// paths change before it, e.g. a workspace mounted over `/workspace`).
+    deferred: Vec<FsRuleSpec>,
+    required: bool,
+}
+
+impl std::fmt::Debug for PreparedRuleset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedRuleset").field("report", &self.report).field("deferred", &self.deferred).finish()
+    }
+}
+
+/// Builds the ruleset of `spec`, adding every filesystem rule whose path
+/// `defer` refuses later, in [`PreparedRuleset::restrict_self`].
+pub fn prepare(spec: &LandlockRuleset, defer: impl Fn(&str) -> bool) -> Result<PreparedRuleset, LandlockError> {
     let level = if spec.required { CompatLevel::HardRequirement } else { CompatLevel::BestEffort };
     let mut ruleset = Ruleset::default().set_compatibility(level);
     if spec.fs.is_some() {
@@ -111,23 +135,13 @@ pub fn apply(spec: &LandlockRuleset) -> Result<LandlockReport, LandlockError> {
 
     let mut report =
         LandlockReport { enforcement: Enforcement::Full, reason: None, paths: Vec::new(), missing: Vec::new() };
+    let mut deferred = Vec::new();
     for rule in spec.fs.iter().flatten() {
-        let access: BitFlags<AccessFs> = rule.rights.iter().map(|r| access_fs(*r)).collect();
-        let paths = expand(&rule.path, rule.prefix_glob);
-        if paths.is_empty() {
-            let pattern = format!("{}{}", rule.path, if rule.prefix_glob { "*" } else { "" });
-            report.missing.push(MissingPath { pattern, line: rule.line });
+        if defer(&rule.path) {
+            deferred.push(rule.clone());
+            continue;
         }
-        for p in paths {
-            // The path may vanish between expansion and open: report it.
-            match PathFd::new(&p) {
-                Ok(fd) => {
-                    created = created.add_rule(PathBeneath::new(fd, access))?;
-                    report.paths.push(p);
-                }
-                Err(_) => report.missing.push(MissingPath { pattern: p.display().to_string(), line: rule.line }),
-            }
-        }
+        created = add_fs_rule(created, rule, &mut report)?;
     }
     for port in spec.bind_tcp.iter().flatten() {
         created = created.add_rule(NetPort::new(*port, AccessNet::BindTcp))?;
@@ -135,6 +149,52 @@ pub fn apply(spec: &LandlockRuleset) -> Result<LandlockReport, LandlockError> {
     for port in spec.connect_tcp.iter().flatten() {
         created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp))?;
     }
+    Ok(PreparedRuleset { created, report, deferred, required: spec.required })
+}
+
+/// Adds one filesystem rule (its glob expanded now); paths that match
+/// nothing go to the report.
+fn add_fs_rule(
+    mut created: RulesetCreated,
+    rule: &FsRuleSpec,
+    report: &mut LandlockReport,
+) -> Result<RulesetCreated, LandlockError> {
+    let access: BitFlags<AccessFs> = rule.rights.iter().map(|r| access_fs(*r)).collect();
+    let paths = expand(&rule.path, rule.prefix_glob);
+    if paths.is_empty() {
+        let pattern = format!("{}{}", rule.path, if rule.prefix_glob { "*" } else { "" });
+        report.missing.push(MissingPath { pattern, line: rule.line });
+    }
+    for p in paths {
+        // The path may vanish between expansion and open: report it.
+        match PathFd::new(&p) {
+            Ok(fd) => {
+                created = created.add_rule(PathBeneath::new(fd, access))?;
+                report.paths.push(p);
+            }
+            Err(_) => report.missing.push(MissingPath { pattern: p.display().to_string(), line: rule.line }),
+        }
+    }
+    Ok(created)
+}
+
+impl PreparedRuleset {
+    /// Adds the deferred rules and restricts the calling process.
+    /// Irreversible, like [`apply`].
+    pub fn restrict_self(self) -> Result<LandlockReport, LandlockError> {
+        let PreparedRuleset { mut created, mut report, deferred, required } = self;
+        for rule in &deferred {
+            created = add_fs_rule(created, rule, &mut report)?;
+        }
+        finish(created, report, required)
+    }
+}
+
+fn finish(
+    created: RulesetCreated,
+    mut report: LandlockReport,
+    required: bool,
+) -> Result<LandlockReport, LandlockError> {
     let status = created.restrict_self()?;
     let (enforcement, reason) = match status.ruleset {
         RulesetStatus::FullyEnforced => (Enforcement::Full, None),
@@ -146,7 +206,7 @@ pub fn apply(spec: &LandlockRuleset) -> Result<LandlockReport, LandlockError> {
             (Enforcement::None, Some(format!("Landlock is not available: {:?}", status.landlock)))
         }
     };
-    if spec.required && enforcement != Enforcement::Full {
+    if required && enforcement != Enforcement::Full {
         return Err(LandlockError::NotEnforced(enforcement, reason.unwrap_or_default()));
     }
     report.enforcement = enforcement;

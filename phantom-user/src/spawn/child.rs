@@ -14,6 +14,7 @@ use super::handover::Handover;
 use super::rootfs::RootPlan;
 use super::spec::SANDBOX_PATH;
 use super::sys;
+use crate::landlock::PreparedRuleset;
 use phantom_ebpf::landlock::LandlockRuleset;
 use std::ffi::CString;
 use std::io::Write;
@@ -42,54 +43,10 @@ pub(super) struct ChildPlan {
     pub status: RawFd,
     /// The sandbox's end of the control socket: one [`Handover`] arrives here.
     pub control: RawFd,
-    /// Write end: the first stage reports the command's exit here (an
-    /// [`ExitReport`]) before it exits itself.
-    pub exit_report: RawFd,
     /// BPF-LSM: after its own mounts (the workspace), the command reports
     /// `mounted` and waits for one byte on the control socket; in between
     /// the supervisor attaches the programs, which deny mounts.
     pub lsm_sync: bool,
-}
-
-/// The command's wait status and resource usage, as the first stage saw
-/// them: 8 native-endian i64s.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct ExitReport {
-    pub status: i32,
-    pub rusage: libc::rusage,
-}
-
-impl ExitReport {
-    pub const LEN: usize = 64;
-
-    fn encode(&self) -> [u8; Self::LEN] {
-        let r = &self.rusage;
-        let v = [
-            i64::from(self.status),
-            r.ru_maxrss,
-            r.ru_utime.tv_sec,
-            r.ru_utime.tv_usec,
-            r.ru_stime.tv_sec,
-            r.ru_stime.tv_usec,
-            0,
-            0,
-        ];
-        let mut out = [0u8; Self::LEN];
-        for (i, x) in v.iter().enumerate() {
-            out[i * 8..i * 8 + 8].copy_from_slice(&x.to_ne_bytes());
-        }
-        out
-    }
-
-    pub fn decode(b: &[u8; Self::LEN]) -> ExitReport {
-        let v = |i: usize| i64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        // SAFETY: an all-zero rusage is valid.
-        let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-        rusage.ru_maxrss = v(1);
-        rusage.ru_utime = libc::timeval { tv_sec: v(2), tv_usec: v(3) };
-        rusage.ru_stime = libc::timeval { tv_sec: v(4), tv_usec: v(5) };
-        ExitReport { status: v(0) as i32, rusage }
-    }
 }
 
 struct Fail(&'static str, String);
@@ -109,10 +66,10 @@ fn write_status(fd: RawFd, line: &str) {
 
 /// The first stage, forked by the supervisor (a glibc fork, safe in a
 /// threaded host): single-threaded and still host root, it clone3s the
-/// command into every new namespace and straight into the sandbox's cgroup
-/// v2 directory (no slow cgroup migration), writes the command's uid/gid
-/// maps and v1 cgroup placement, releases it, then waits for it and exits
-/// the same way. Never returns.
+/// command (as the supervisor's child) into every new namespace and
+/// straight into the sandbox's cgroup v2 directory (no slow cgroup
+/// migration), writes the command's uid/gid maps and v1 cgroup placement,
+/// releases it and exits. Never returns.
 pub(super) fn stage1_main(plan: &ChildPlan) -> ! {
     let Err(Fail(stage, msg)) = stage1(plan);
     write_status(plan.status, &format!("error\t{stage}\t{}", msg.replace(['\n', '\t'], " ")));
@@ -146,9 +103,14 @@ fn stage1(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
             return Err(Fail("join the network namespace", std::io::Error::last_os_error().to_string()));
         }
     }
-    // clone3 is safe here: this process is single-threaded.
-    let pid = stage("clone3", sys::clone_into(plan.clone_flags, plan.cgroup_fd))?;
+    // clone3 is safe here: this process is single-threaded. CLONE_PARENT:
+    // the command is the supervisor's child, so the supervisor reaps it
+    // itself (one wakeup on its exit, not two through this process).
+    let pid = stage("clone3", sys::clone_into(plan.clone_flags | libc::CLONE_PARENT as u64, plan.cgroup_fd))?;
     if pid == 0 {
+        // Only the first stage holds the write end: its death is EOF here.
+        // SAFETY: closing our copy of a pipe end.
+        unsafe { libc::close(go[1]) };
         wait_byte(go[0]).unwrap_or_else(|Fail(s, m)| {
             write_status(plan.status, &format!("error\t{s}\t{m}"));
             // SAFETY: exit without unwinding.
@@ -156,13 +118,14 @@ fn stage1(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
         });
         child_main(plan);
     }
+    // First, so the supervisor can reap it whatever fails below; it kills
+    // this pid (pid 1 of the sandbox) on timeout.
+    write_status(plan.status, &format!("pid\t{pid}"));
     if plan.isolated {
         let map = format!("0 {} {}\n", super::SANDBOX_ID_BASE, super::SANDBOX_ID_COUNT);
         write_file(std::path::Path::new(&format!("/proc/{pid}/uid_map")), &map)?;
         write_file(std::path::Path::new(&format!("/proc/{pid}/gid_map")), &map)?;
     }
-    // The supervisor kills this pid (pid 1 of the sandbox) on timeout.
-    write_status(plan.status, &format!("pid\t{pid}"));
     for dir in &plan.cgroup_v1 {
         write_file(&dir.join("cgroup.procs"), &pid.to_string())?;
     }
@@ -170,39 +133,10 @@ fn stage1(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
     if unsafe { libc::write(go[1], [1u8].as_ptr().cast(), 1) } != 1 {
         return Err(Fail("release", std::io::Error::last_os_error().to_string()));
     }
-    // Keep nothing open but the exit report: the supervisor sees EOF on the
-    // status pipe when the command execs.
-    sys::close_fds_from(0, &[plan.exit_report]);
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid out-buffer.
-    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: waiting for our own child with valid out-pointers.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
-        if r == pid || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break;
-        }
-    }
-    // The supervisor answers from this; our own exit (tearing down a copy
-    // of its address space) is off its path.
-    let report = ExitReport { status, rusage }.encode();
-    // SAFETY: writing a local buffer to our pipe (smaller than PIPE_BUF: atomic).
-    unsafe { libc::write(plan.exit_report, report.as_ptr().cast(), report.len()) };
-    if libc::WIFSIGNALED(status) {
-        let sig = libc::WTERMSIG(status);
-        // Die the same way, so the supervisor sees the signal.
-        // SAFETY: resetting a handler, unblocking and raising a signal on ourselves.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, sig);
-            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-            libc::kill(libc::getpid(), sig);
-        }
-    }
+    // Done: the command is the supervisor's child (CLONE_PARENT), which
+    // waits for it directly.
     // SAFETY: exit without unwinding.
-    unsafe { libc::_exit(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 }) }
+    unsafe { libc::_exit(0) }
 }
 
 /// The command's process (pid 1 of the sandbox): builds the root and applies
@@ -215,7 +149,7 @@ fn child_main(plan: &ChildPlan) -> ! {
 }
 
 fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
-    prepare(plan)?;
+    let landlock = prepare(plan)?;
     write_status(plan.status, "ready");
     let req = match Handover::recv(plan.control) {
         Ok(Some(r)) => r,
@@ -224,11 +158,12 @@ fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
         Ok(None) => unsafe { libc::_exit(0) },
         Err(e) => return Err(Fail("handover", e.to_string())),
     };
-    finish(plan, &req)
+    finish(plan, &req, landlock)
 }
 
-/// The first half: everything that does not depend on the request.
-fn prepare(plan: &ChildPlan) -> Result<(), Fail> {
+/// The first half: everything that does not depend on the request, the
+/// Landlock ruleset included (built here, enforced in [`finish`]).
+fn prepare(plan: &ChildPlan) -> Result<Option<PreparedRuleset>, Fail> {
     if plan.isolated {
         // Our kernel uid is still host root, unmapped in the new user
         // namespace; switch to the mapped uid/gid 0.
@@ -262,22 +197,38 @@ fn prepare(plan: &ChildPlan) -> Result<(), Fail> {
     // sandboxes' pipes and sockets included): only the status pipe and
     // the control socket.
     sys::close_fds_from(0, &[plan.status, plan.control]);
-    Ok(())
+    // stdin, stdout and stderr are /dev/null until the handover replaces
+    // them, so the ruleset's descriptor (and the handover's) lands above 2.
+    // SAFETY: opening a NUL-terminated path.
+    let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+    if null < 0 {
+        return Err(Fail("stdio", std::io::Error::last_os_error().to_string()));
+    }
+    for fd in (0..3).filter(|fd| ![null, plan.status, plan.control].contains(fd)) {
+        // SAFETY: dup2 of a descriptor we own onto a free slot.
+        if unsafe { libc::dup2(null, fd) } < 0 {
+            return Err(Fail("stdio", std::io::Error::last_os_error().to_string()));
+        }
+    }
+    if null > 2 {
+        // SAFETY: closing our own copy.
+        unsafe { libc::close(null) };
+    }
+    // Rules under /workspace wait for the handover: a request's workspace
+    // is mounted over it then.
+    let under_workspace = |p: &str| p == "/workspace" || p.starts_with("/workspace/");
+    plan.landlock.as_ref().map(|spec| stage("landlock", crate::landlock::prepare(spec, under_workspace))).transpose()
 }
 
 /// The second half: the request's stdio and workspace, then every layer
 /// that restricts the process, seccomp last, and exec.
-fn finish(plan: &ChildPlan, req: &Handover) -> Result<std::convert::Infallible, Fail> {
-    // Received descriptors may have landed on 0..2 (closed while waiting):
-    // lift them first, so no dup2 below is a no-op or clobbers another.
-    let mut stdio = req.stdio;
-    for fd in &mut stdio {
-        if *fd < 3 {
-            // SAFETY: duplicating a descriptor we own.
-            *fd = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3) };
-        }
-    }
-    for (from, to) in stdio.iter().zip(0..) {
+fn finish(
+    plan: &ChildPlan,
+    req: &Handover,
+    landlock: Option<PreparedRuleset>,
+) -> Result<std::convert::Infallible, Fail> {
+    // Received descriptors are above 2 (0..2 hold /dev/null while waiting).
+    for (from, to) in req.stdio.iter().zip(0..) {
         // SAFETY: dup2 on fds we received (dup2 clears close-on-exec on the copy).
         if *from < 0 || unsafe { libc::dup2(*from, to) } < 0 {
             return Err(Fail("stdio", std::io::Error::last_os_error().to_string()));
@@ -305,8 +256,8 @@ fn finish(plan: &ChildPlan, req: &Handover) -> Result<std::convert::Infallible, 
     for (res, v) in &plan.rlimits {
         stage("rlimit", sys::set_rlimit(*res, *v))?;
     }
-    if let Some(spec) = &plan.landlock {
-        let report = stage("landlock", crate::landlock::apply(spec))?;
+    if let Some(ruleset) = landlock {
+        let report = stage("landlock", ruleset.restrict_self())?;
         let json = serde_json::to_string(&report).unwrap_or_default();
         write_status(plan.status, &format!("landlock\t{json}"));
     }

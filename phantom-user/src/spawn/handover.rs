@@ -1,6 +1,6 @@
 //! The request a prepared sandbox waits for: the supervisor hands it over
-//! on the sandbox's control socket as one message (an 8-byte header with
-//! the descriptors attached by SCM_RIGHTS, then the payload). A sandbox
+//! on the sandbox's control socket as one message (an 8-byte header, then
+//! the payload, with the descriptors attached by SCM_RIGHTS). A sandbox
 //! reads exactly one handover, then execs or exits: it is used once.
 //!
 //! Payload: NUL-terminated strings: the working directory, the argument
@@ -42,11 +42,12 @@ impl Handover {
         let mut fds: Vec<RawFd> = self.stdio.to_vec();
         fds.extend(self.workspace);
         let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("the request is larger than 4 GiB"))?;
-        let mut header = [0u8; 8];
-        header[..4].copy_from_slice(&len.to_ne_bytes());
-        header[4..].copy_from_slice(&(fds.len() as u32).to_ne_bytes());
-        sys::send_with_fds(sock, &header, &fds)?;
-        sys::write_all(sock, &payload)
+        let mut message = Vec::with_capacity(8 + payload.len());
+        message.extend_from_slice(&len.to_ne_bytes());
+        message.extend_from_slice(&(fds.len() as u32).to_ne_bytes());
+        message.extend_from_slice(&payload);
+        // One send: the sandbox wakes once, with the whole request there.
+        sys::send_with_fds(sock, &message, &fds)
     }
 
     /// Waits for the handover. `Ok(None)`: the supervisor closed the socket

@@ -68,8 +68,6 @@ pub struct Leftovers {
     /// not in the exit of the sandbox's last process, before its parent
     /// can see the exit.
     mount_ns: Option<OwnedFd>,
-    /// The first stage, once it has reported the exit: reaped here.
-    pub(super) first_stage: Option<libc::pid_t>,
     cgroup_bpf: Option<Attachment>,
     lsm: Option<super::lsm_attach::LsmAttachment>,
     cgroup: Option<SandboxCgroup>,
@@ -97,10 +95,6 @@ impl Leftovers {
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
-        if let Some(pid) = self.first_stage.take() {
-            // SAFETY: reaping our own child, which exits right after its report.
-            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-        }
         drop(self.mount_ns.take());
         drop(self.cgroup_bpf.take()); // detach before the cgroup goes
         drop(self.lsm.take());
@@ -113,16 +107,18 @@ impl Drop for Leftovers {
 
 /// A sandbox waiting for its request.
 pub(super) struct Prepared {
-    /// The first stage (our child); it exits as the command does.
-    pub pid: libc::pid_t,
-    /// Pid 1 of the sandbox (host pid), killed on timeout.
-    pub sandbox_pid: Option<libc::pid_t>,
+    /// The first stage (our child) until reaped: it exits once it has
+    /// released the command.
+    first_stage: Option<libc::pid_t>,
+    /// Pid 1 of the sandbox (host pid): our child too (CLONE_PARENT),
+    /// killed on timeout.
+    sandbox_pid: Option<libc::pid_t>,
+    /// Readable when the sandbox's pid 1 has exited; reaped through it.
+    pidfd: Option<OwnedFd>,
     /// The supervisor's end of the control socket.
     pub control: OwnedFd,
     /// The status pipe, read up to `ready`; the rest comes after handover.
     status: Option<std::io::BufReader<std::fs::File>>,
-    /// Read end of the first stage's exit report.
-    exit_report: Option<OwnedFd>,
     pub limits: LimitsReport,
     /// cgroup-BPF's line of the enforcement report (sandbox modes).
     pub cgroup_bpf_status: Option<LayerStatus>,
@@ -146,10 +142,9 @@ impl Prepared {
         self.armed = false;
         // The control socket closes with `self`: the sandbox has its request.
         TakenOver {
-            pid: self.pid,
-            sandbox_pid: self.sandbox_pid,
+            sandbox_pid: self.sandbox_pid.expect("a ready sandbox has a pid"),
+            pidfd: self.pidfd.take().expect("a ready sandbox has a pidfd"),
             status: self.status.take().expect("status until taken over"),
-            exit_report: self.exit_report.take().expect("exit report until taken over"),
             leftovers: self.leftovers.take().expect("leftovers until taken over"),
             // A copy for the BPF-LSM confirmation (the sandbox reads one byte
             // only when the spec has BPF-LSM programs).
@@ -160,25 +155,22 @@ impl Prepared {
 
 /// A sandbox that has its request: what the run needs to follow it.
 pub(super) struct TakenOver {
-    pub pid: libc::pid_t,
-    pub sandbox_pid: Option<libc::pid_t>,
+    /// Pid 1 of the sandbox, our child: the caller reaps it.
+    pub sandbox_pid: libc::pid_t,
+    pub pidfd: OwnedFd,
     pub status: std::io::BufReader<std::fs::File>,
-    pub exit_report: OwnedFd,
     pub leftovers: Leftovers,
     pub control: Option<OwnedFd>,
 }
 
 impl Drop for Prepared {
     fn drop(&mut self) {
-        if self.armed {
-            // SAFETY: signalling our own child and the sandbox's pid 1, then
-            // reaping our child.
+        let sandbox = self.sandbox_pid.filter(|_| self.armed);
+        for pid in sandbox.into_iter().chain(self.first_stage) {
+            // SAFETY: killing and reaping our own unreaped children.
             unsafe {
-                if let Some(p) = self.sandbox_pid {
-                    libc::kill(p, libc::SIGKILL);
-                }
-                libc::kill(self.pid, libc::SIGKILL);
-                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
             }
         }
     }
@@ -197,14 +189,7 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
     if spec.isolated {
         chown_tree(&workspace, SANDBOX_ID_BASE).map_err(SpawnError::io("chown workspace"))?;
     }
-    let mut leftovers = Leftovers {
-        mount_ns: None,
-        first_stage: None,
-        cgroup_bpf: None,
-        lsm: None,
-        cgroup: None,
-        scratch: Some(scratch),
-    };
+    let mut leftovers = Leftovers { mount_ns: None, cgroup_bpf: None, lsm: None, cgroup: None, scratch: Some(scratch) };
 
     let root = spec.isolated.then(|| RootPlan::new(&base.join("root"), spec.binds.clone(), &workspace, 64 << 20));
     if spec.isolated {
@@ -250,7 +235,6 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
     }
 
     let (status_r, status_w) = pipe()?;
-    let (exit_r, exit_w) = pipe()?;
     let (control, control_child) = sys::socketpair().map_err(SpawnError::io("socketpair"))?;
     let kind = if spec.policy.network.mode == NetMode::None { NetKind::Empty } else { NetKind::Loopback };
     let mut pooled_netns = if spec.isolated { pool.and_then(|p| p.take(kind)) } else { None };
@@ -300,7 +284,6 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
         seccomp: spec.bundle.seccomp.clone(),
         status: status_w.as_raw_fd(),
         control: control_child.as_raw_fd(),
-        exit_report: exit_w.as_raw_fd(),
         lsm_sync: spec.lsm,
     };
 
@@ -314,13 +297,13 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
     if pid == 0 {
         stage1_main(&plan);
     }
-    drop((status_w, exit_w, control_child, cg_fd, pooled_netns));
+    drop((status_w, control_child, cg_fd, pooled_netns));
     let mut prepared = Prepared {
-        pid,
+        first_stage: Some(pid),
         sandbox_pid: None,
+        pidfd: None,
         control,
         status: None,
-        exit_report: Some(exit_r),
         limits,
         cgroup_bpf_status,
         network_status,
@@ -341,13 +324,25 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
         let mut parts = line.trim_end_matches('\n').splitn(3, '\t');
         match (parts.next(), parts.next(), parts.next()) {
             (Some("ready"), _, _) => {
-                if let (Some(pid), true, Some(l)) = (prepared.sandbox_pid, spec.isolated, prepared.leftovers.as_mut()) {
+                let Some(pid) = prepared.sandbox_pid.filter(|_| prepared.pidfd.is_some()) else {
+                    return Err(SpawnError::Child { stage: "prepare".into(), message: "ready without a pid".into() });
+                };
+                if let (true, Some(l)) = (spec.isolated, prepared.leftovers.as_mut()) {
                     l.mount_ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok().map(OwnedFd::from);
+                }
+                // The first stage exited after releasing the sandbox.
+                if let Some(first) = prepared.first_stage.take() {
+                    // SAFETY: reaping our own child.
+                    unsafe { libc::waitpid(first, std::ptr::null_mut(), 0) };
                 }
                 prepared.status = Some(status);
                 return Ok(prepared);
             }
-            (Some("pid"), Some(p), _) => prepared.sandbox_pid = p.parse().ok(),
+            (Some("pid"), Some(p), _) => {
+                let pid = p.parse().map_err(|_| SpawnError::Setup(format!("bad sandbox pid {p:?}")))?;
+                prepared.sandbox_pid = Some(pid);
+                prepared.pidfd = Some(sys::pidfd_open(pid).map_err(SpawnError::io("pidfd_open"))?);
+            }
             (Some("error"), Some(stage), Some(message)) => {
                 return Err(SpawnError::Child { stage: stage.into(), message: message.into() })
             }

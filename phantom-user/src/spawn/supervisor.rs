@@ -166,7 +166,7 @@ pub(super) fn execute(
     let cgroup_bpf_status = prepared.cgroup_bpf_status.clone();
     let network_status = prepared.network_status.clone();
     let taken = prepared.take_over();
-    let (pid, sandbox_pid, mut status, mut leftovers) = (taken.pid, taken.sandbox_pid, taken.status, taken.leftovers);
+    let (sandbox_pid, mut status, mut leftovers) = (taken.sandbox_pid, taken.status, taken.leftovers);
     let control = taken.control;
     // Our copies of what the sandbox now holds.
     drop((devnull, tree));
@@ -177,7 +177,7 @@ pub(super) fn execute(
         }
         None => (None, None),
     };
-    let guard = KillOnDrop(pid, sandbox_pid);
+    let guard = KillOnDrop(sandbox_pid);
 
     // Until exec, the sandbox reports on the status pipe (closed by exec).
     let mut landlock_report: Option<LandlockReport> = None;
@@ -226,17 +226,11 @@ pub(super) fn execute(
     }
     drop(control);
 
-    let io =
-        super::supervisor_io::relay(pid, sandbox_pid, out_r, err_r, taken.exit_report, req.output_cap, req.timeout);
+    let io = super::supervisor_io::relay(sandbox_pid, out_r, err_r, &taken.pidfd, req.output_cap, req.timeout);
     std::mem::forget(guard);
-    // The first stage's report, or (killed before it could write one) its
-    // own exit, which mirrors the command's.
     let (wait_status, rusage) = match io.exit {
-        Some(report) => {
-            leftovers.first_stage = Some(pid);
-            (report.status, report.rusage)
-        }
-        None => super::supervisor_io::reap(pid),
+        Some(exit) => exit,
+        None => super::supervisor_io::reap(sandbox_pid),
     };
     let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (memory_peak_bytes, oom_killed) = leftovers.memory();
@@ -331,16 +325,13 @@ fn report(
     out
 }
 
-/// Kills the sandbox and reaps the first stage if a run fails after handover.
-struct KillOnDrop(libc::pid_t, Option<libc::pid_t>);
+/// Kills and reaps the sandbox's pid 1 (our child) if a run fails after
+/// handover.
+struct KillOnDrop(libc::pid_t);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        // SAFETY: signalling the sandbox's pid 1 and our own child, and
-        // reaping our child.
+        // SAFETY: killing and reaping our own unreaped child.
         unsafe {
-            if let Some(p) = self.1 {
-                libc::kill(p, libc::SIGKILL);
-            }
             libc::kill(self.0, libc::SIGKILL);
             libc::waitpid(self.0, std::ptr::null_mut(), 0);
         }

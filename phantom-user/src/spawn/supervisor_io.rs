@@ -1,7 +1,6 @@
 //! Relaying a sandbox's output with size caps while enforcing the
 //! wall-clock timeout, and reaping it with its resource usage.
 
-use super::child::ExitReport;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -11,21 +10,19 @@ pub(super) struct Relayed {
     pub stdout_dropped: usize,
     pub stderr_dropped: usize,
     pub timed_out: bool,
-    /// The command's exit as the first stage reported it.
-    pub exit: Option<ExitReport>,
+    /// The wait status and resource usage of the sandbox's pid 1.
+    pub exit: Option<(i32, libc::rusage)>,
 }
 
 /// Reads both pipes (when output is captured) until they close and the
-/// first stage `pid` has reported the command's exit on `exit` (or died
-/// without a report), keeping `cap` bytes of each. On timeout, kills the
-/// sandbox's pid 1 (every process in the sandbox dies with it) and the
-/// first stage.
+/// sandbox's pid 1 (our child, `pid`, behind `pidfd`) has exited, keeping
+/// `cap` bytes of each, and reaps it. On timeout, kills it (every process
+/// in the sandbox dies with it).
 pub(super) fn relay(
     pid: libc::pid_t,
-    sandbox_pid: Option<libc::pid_t>,
     out: Option<OwnedFd>,
     err: Option<OwnedFd>,
-    exit: OwnedFd,
+    pidfd: &OwnedFd,
     cap: usize,
     timeout: Option<Duration>,
 ) -> Relayed {
@@ -47,15 +44,9 @@ pub(super) fn relay(
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() && !r.timed_out {
                     r.timed_out = true;
-                    // Pid 1 of the sandbox first (its namespace dies with it),
-                    // then the first stage.
-                    // SAFETY: killing processes we started.
-                    unsafe {
-                        if let Some(p) = sandbox_pid {
-                            libc::kill(p, libc::SIGKILL);
-                        }
-                        libc::kill(pid, libc::SIGKILL)
-                    };
+                    // Pid 1 of the sandbox: its namespace dies with it.
+                    // SAFETY: killing our own unreaped child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
                 if r.timed_out {
                     100
@@ -68,7 +59,7 @@ pub(super) fn relay(
         let mut fds = [
             libc::pollfd { fd: raw(open[0], &out), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: raw(open[1], &err), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: if exited { -1 } else { exit.as_raw_fd() }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if exited { -1 } else { pidfd.as_raw_fd() }, events: libc::POLLIN, revents: 0 },
         ];
         // SAFETY: fds is a valid array of pollfd.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, wait_ms) };
@@ -79,16 +70,8 @@ pub(super) fn relay(
             break;
         }
         if fds[2].revents != 0 {
-            let mut b = [0u8; ExitReport::LEN];
-            // SAFETY: reading into a local buffer from a pipe we own; the
-            // report is written in one piece (smaller than PIPE_BUF).
-            let got = unsafe { libc::read(exit.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
-            if got == b.len() as isize {
-                r.exit = Some(ExitReport::decode(&b));
-            }
-            if got >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                exited = true;
-            }
+            r.exit = super::sys::reap_pidfd(pidfd.as_raw_fd()).ok();
+            exited = true;
         }
         for (i, (fd, data, dropped)) in
             [(&out, &mut r.stdout, &mut r.stdout_dropped), (&err, &mut r.stderr, &mut r.stderr_dropped)]

@@ -46,7 +46,10 @@ struct CloneArgs {
 /// Falls back to clone(2) on ENOSYS (then without `cgroup_fd`). Returns 0
 /// in the child, the child's pid in the parent.
 pub fn clone_into(flags: u64, cgroup_fd: Option<i32>) -> io::Result<libc::pid_t> {
-    let mut args = CloneArgs { flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
+    // With CLONE_PARENT clone3 wants no exit signal: the child inherits
+    // ours (SIGCHLD, to our parent).
+    let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 { 0 } else { libc::SIGCHLD as u64 };
+    let mut args = CloneArgs { flags, exit_signal, ..Default::default() };
     if let Some(fd) = cgroup_fd {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd as u64;
@@ -400,4 +403,43 @@ pub fn socketpair() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> 
             <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]),
         )
     })
+}
+
+/// A pidfd for `pid` (close-on-exec). `pid` must be our unreaped child, so
+/// it cannot have been reused.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// `P_PIDFD` (linux/wait.h, 5.4+).
+const P_PIDFD: libc::idtype_t = 3;
+
+/// Reaps the exited child behind `pidfd`: its wait status (as waitpid
+/// encodes it) and its resource usage (its own and its reaped
+/// descendants'). The raw syscall: glibc's waitid has no rusage.
+pub fn reap_pidfd(pidfd: i32) -> io::Result<(i32, libc::rusage)> {
+    // SAFETY: all-zero siginfo_t and rusage are valid out-buffers.
+    let (mut info, mut ru): (libc::siginfo_t, libc::rusage) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    loop {
+        // SAFETY: waitid with valid out-pointers that outlive the call.
+        let r = unsafe { libc::syscall(libc::SYS_waitid, P_PIDFD, pidfd, &mut info, libc::WEXITED, &mut ru) };
+        if r == 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+    // SAFETY: waitid filled a SIGCHLD siginfo, whose si_status is valid.
+    let code = unsafe { info.si_status() };
+    let status = match info.si_code {
+        libc::CLD_EXITED => (code & 0xff) << 8,
+        libc::CLD_DUMPED => code | 0x80,
+        _ => code,
+    };
+    Ok((status, ru))
 }
