@@ -68,6 +68,56 @@ impl Attachment {
         &self.path
     }
 
+    /// Moves this cgroup to `new` (the policy update of a running
+    /// sandbox) without a gap: a program kind both versions have is
+    /// replaced in place (`BPF_F_REPLACE`: the new program takes the old
+    /// one's slot in the cgroup's array in one step); kinds only `new` has
+    /// are attached; then kinds `new` lacks are detached. Returns how many
+    /// programs were replaced, added and removed. On an error the programs
+    /// already switched stay switched (each kind runs one version or the
+    /// other, never none) and the error says which kind failed.
+    pub fn replace_with(&mut self, new: &LoadedPrograms) -> Result<(usize, usize, usize), CgroupBpfError> {
+        let err = |cmd: &'static str, kind: ProgKind, path: &Path| {
+            let what = format!("{} on {}", kind.section(), path.display());
+            move |e: sys::SysError| CgroupBpfError::Syscall { cmd, what, source: io::Error::from(e) }
+        };
+        let mut old: Vec<Option<(ProgKind, OwnedFd)>> = self.attached.drain(..).map(Some).collect();
+        let (mut replaced, mut added) = (0, 0);
+        for (kind, fd) in &new.programs {
+            let fd = fd.try_clone().map_err(|source| CgroupBpfError::Syscall {
+                cmd: "dup",
+                what: kind.section().to_string(),
+                source,
+            })?;
+            let slot = old.iter_mut().find(|o| o.as_ref().is_some_and(|(k, _)| k == kind));
+            let step = match slot.as_ref().and_then(|s| s.as_ref()) {
+                Some((_, prev)) => sys::prog_replace(self.cgroup.as_fd(), fd.as_fd(), prev.as_fd(), kind.attach_type())
+                    .map_err(err("BPF_PROG_ATTACH (replace)", *kind, &self.path)),
+                None => sys::prog_attach(self.cgroup.as_fd(), fd.as_fd(), kind.attach_type()).map_err(err(
+                    "BPF_PROG_ATTACH",
+                    *kind,
+                    &self.path,
+                )),
+            };
+            if let Err(e) = step {
+                // Keep tracking everything still attached, whichever version.
+                self.attached.extend(old.into_iter().flatten());
+                return Err(e);
+            }
+            match slot {
+                Some(s) => {
+                    *s = None;
+                    replaced += 1;
+                }
+                None => added += 1,
+            }
+            self.attached.push((*kind, fd));
+        }
+        let removed = old.iter().flatten().count();
+        detach(self.cgroup.as_fd(), &self.path, old.into_iter().flatten())?;
+        Ok((replaced, added, removed))
+    }
+
     /// Detaches every program this attachment attached; the first error is
     /// returned after trying all of them.
     pub fn detach(mut self) -> Result<(), CgroupBpfError> {
@@ -75,20 +125,29 @@ impl Attachment {
     }
 
     fn detach_all(&mut self) -> Result<(), CgroupBpfError> {
-        let mut first = None;
-        for (kind, fd) in self.attached.drain(..) {
-            if let Err(source) =
-                sys::prog_detach(self.cgroup.as_fd(), fd.as_fd(), kind.attach_type()).map_err(io::Error::from)
-            {
-                first.get_or_insert(CgroupBpfError::Syscall {
-                    cmd: "BPF_PROG_DETACH",
-                    what: format!("{} from {}", kind.section(), self.path.display()),
-                    source,
-                });
-            }
-        }
-        first.map_or(Ok(()), Err)
+        let attached: Vec<_> = self.attached.drain(..).collect();
+        detach(self.cgroup.as_fd(), &self.path, attached)
     }
+}
+
+/// Detaches each program from the cgroup; the first error is returned
+/// after trying all of them.
+fn detach(
+    cgroup: BorrowedFd<'_>,
+    path: &Path,
+    programs: impl IntoIterator<Item = (ProgKind, OwnedFd)>,
+) -> Result<(), CgroupBpfError> {
+    let mut first = None;
+    for (kind, fd) in programs {
+        if let Err(source) = sys::prog_detach(cgroup, fd.as_fd(), kind.attach_type()).map_err(io::Error::from) {
+            first.get_or_insert(CgroupBpfError::Syscall {
+                cmd: "BPF_PROG_DETACH",
+                what: format!("{} from {}", kind.section(), path.display()),
+                source,
+            });
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 impl Drop for Attachment {

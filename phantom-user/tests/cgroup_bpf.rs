@@ -424,3 +424,137 @@ fn denials_are_recorded_in_the_ring_buffer() {
     assert_eq!(records[1].object, Object::Device { access_type: (2 << 16) | 2, major: 1, minor: 1 });
     teardown(att, cg);
 }
+
+/// A page shared with a forked child: `[attempts, leaks, stop]`.
+struct Shared(*mut std::sync::atomic::AtomicU64);
+
+// SAFETY: the page is only accessed through atomics.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn new() -> Shared {
+        // SAFETY: a fresh anonymous shared mapping, zero-filled; unmapped on drop.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap");
+        Shared(p.cast())
+    }
+
+    fn at(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!(i < 3);
+        // SAFETY: inside the 4096-byte mapping, 8-byte aligned, alive while self is.
+        unsafe { &*self.0.add(i) }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`.
+        unsafe { libc::munmap(self.0.cast(), 4096) };
+    }
+}
+
+#[test]
+fn policy_update_replaces_the_programs_of_a_running_cgroup_without_a_gap() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::Instant;
+    let (_l1, v1_port) = listener("127.0.0.1");
+    let (_l2, v2_port) = listener("127.0.0.1");
+    let (_l3, never) = listener("127.0.0.1");
+    let net = |mode: NetMode, allowed: SocketAddr| NetworkPolicy {
+        mode,
+        egress: match mode {
+            NetMode::Allowlist => vec![egress(&["127.0.0.1"], &[allowed.port()], Protocol::Tcp, 3)],
+            _ => Vec::new(),
+        },
+        ingress: Vec::new(),
+        bind: Vec::new(),
+    };
+    let no_devices = DevicePolicy { allow: Vec::new() };
+    let v1 = load(&net(NetMode::Allowlist, v1_port), &no_devices);
+    let v2 = load(&net(NetMode::Allowlist, v2_port), &no_devices);
+    // Without the allowlist there are no address programs: an update to
+    // it removes programs, the way back adds them.
+    let v3 = load(&net(NetMode::LoopbackOnly, v2_port), &no_devices);
+    let kinds = |p: &LoadedPrograms| p.programs.iter().map(|(k, _)| *k).collect::<Vec<_>>();
+    assert_eq!(kinds(&v1), kinds(&v2));
+    let dropped = kinds(&v2).iter().filter(|k| !kinds(&v3).contains(k)).count();
+    assert!(dropped > 0 && kinds(&v3).iter().all(|k| kinds(&v2).contains(k)), "{:?} vs {:?}", kinds(&v2), kinds(&v3));
+    let cg = TestCgroup::new("update");
+    let mut att = v1.attach(&cg.path).unwrap_or_else(|e| panic!("{e}"));
+
+    // A process in the cgroup connects to a port neither version allows,
+    // as fast as it can, while the versions are swapped under it.
+    let shared = std::sync::Arc::new(Shared::new());
+    let s = shared.clone();
+    let path = cg.path.clone();
+    let opener = std::thread::spawn(move || {
+        in_cgroup(&path, move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while s.at(2).load(SeqCst) == 0 && Instant::now() < deadline {
+                if connect(never).is_ok() {
+                    s.at(1).fetch_add(1, SeqCst);
+                }
+                s.at(0).fetch_add(1, SeqCst);
+            }
+            Ok(())
+        })
+    });
+    let wait_for = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while shared.at(0).load(SeqCst) < n {
+            // A leaked connect fills the listener's backlog (nothing
+            // accepts), after which connects hang: report the leak.
+            assert_eq!(shared.at(1).load(SeqCst), 0, "connects that both versions deny succeeded during the updates");
+            assert!(Instant::now() < deadline, "the connecting child made no progress");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    };
+    wait_for(100);
+    let mut during = 0;
+    for round in 0..40 {
+        let before = shared.at(0).load(SeqCst);
+        let to = if round % 2 == 0 { &v2 } else { &v1 };
+        let report = att.replace_with(to).unwrap_or_else(|e| panic!("update {round}: {e}"));
+        assert_eq!(report, (v1.programs.len(), 0, 0), "every program replaced in place");
+        wait_for(shared.at(0).load(SeqCst) + 20);
+        during += shared.at(0).load(SeqCst) - before;
+    }
+    shared.at(2).store(1, SeqCst);
+    opener.join().expect("the connecting thread");
+    let (attempts, leaks) = (shared.at(0).load(SeqCst), shared.at(1).load(SeqCst));
+    assert_eq!(leaks, 0, "{leaks} of {attempts} connects that both versions deny succeeded during the updates");
+    assert!(during >= 40 * 20, "the child ran through the updates ({during} connects)");
+
+    // After an even number of updates v1 enforces; one more: v2.
+    in_cgroup(&cg.path, move || {
+        expect_ok("v1's port", connect(v1_port))?;
+        expect_eperm("v2's port under v1", connect(v2_port))
+    });
+    att.replace_with(&v2).unwrap_or_else(|e| panic!("{e}"));
+    in_cgroup(&cg.path, move || {
+        expect_eperm("v1's port under v2", connect(v1_port))?;
+        expect_ok("v2's port", connect(v2_port))?;
+        expect_eperm("the port no version allows", connect(never))
+    });
+    let attached = |cg: &TestCgroup| -> usize {
+        ProgKind::ALL.iter().map(|k| cgroup_bpf::query(&cg.path, k.attach_type()).unwrap().len()).sum()
+    };
+    assert_eq!(attached(&cg), v2.programs.len(), "exactly v2's programs are attached");
+    let report = att.replace_with(&v3).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report, (v3.programs.len(), 0, dropped), "v3 drops the address programs");
+    assert_eq!(attached(&cg), v3.programs.len());
+    let report = att.replace_with(&v2).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report, (v3.programs.len(), dropped, 0), "back to v2 adds them");
+    assert_eq!(attached(&cg), v2.programs.len());
+    teardown(att, cg);
+}
