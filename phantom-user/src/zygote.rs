@@ -18,13 +18,13 @@ use crate::apply::LoadedBundle;
 use crate::spawn::{sys, RunResult, SpawnRequest, Spawner, Stdio};
 use phantom_dsl::ir::Policy;
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where zygote sockets live.
@@ -46,6 +46,7 @@ pub struct Request {
     pub env: Vec<(String, String)>,
     /// Sent as a directory descriptor; the path is informative.
     pub workspace: Option<PathBuf>,
+    /// None: the policy's `resources.wall_time`.
     pub timeout_ms: Option<u64>,
     pub output_cap: usize,
 }
@@ -107,65 +108,123 @@ pub fn serve(path: &Path, policy: Policy, bundle: LoadedBundle, idle: Duration) 
         let _ = std::fs::remove_file(path);
     }
     let listener = UnixListener::bind(path).map_err(err)?;
-    listener.set_nonblocking(true).map_err(err)?;
     STOP.store(false, Ordering::SeqCst);
     stop_on_signals();
     // One malloc arena for every thread: per-thread arenas would each keep
     // their own free pages resident.
     // SAFETY: mallopt only changes allocator settings.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
-    let spawner = Arc::new(Spawner::new(&policy, &bundle, POOL_SIZE).map_err(|e| ZygoteError::Refused(e.to_string()))?);
+    let spawner = Spawner::new(&policy, &bundle, POOL_SIZE).map_err(|e| ZygoteError::Refused(e.to_string()))?;
     spawner.wait_full(Duration::from_secs(5));
     release_startup_memory();
-    // SAFETY: geteuid has no arguments.
-    let me = unsafe { libc::geteuid() };
-    let last = Arc::new(AtomicU64::new(0));
-    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let start = Instant::now();
+    let server = Arc::new(Server {
+        listener,
+        spawner,
+        // SAFETY: geteuid has no arguments.
+        me: unsafe { libc::geteuid() },
+        start: Instant::now(),
+        last: AtomicU64::new(0),
+        state: Mutex::new(Workers::default()),
+    });
+    Server::add_worker(&server);
+    // This thread only watches for the idle timeout and the stop signals.
     loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-                let spawner = spawner.clone();
-                let last = last.clone();
-                let in_flight = in_flight.clone();
-                in_flight.fetch_add(1, Ordering::SeqCst);
-                std::thread::spawn(move || {
-                    let _ = handle(stream, &spawner, me);
-                    // Before counting out: the server's drop must be the last.
-                    drop(spawner);
-                    last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    in_flight.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if STOP.load(Ordering::SeqCst) {
-                    break;
-                }
-                let idle_for = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-                if idle_for >= idle && in_flight.load(Ordering::SeqCst) == 0 {
-                    break;
-                }
-                // Sleep in poll until a client connects or the idle check is due.
-                let wait = idle.saturating_sub(idle_for).min(Duration::from_millis(500)).as_millis() as i32;
-                let mut pfd =
-                    libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&listener), events: libc::POLLIN, revents: 0 };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut pfd, 1, wait.max(1)) };
-            }
-            Err(e) => return Err(err(e)),
+        std::thread::sleep(Duration::from_millis(100));
+        let idle_for =
+            server.start.elapsed().saturating_sub(Duration::from_millis(server.last.load(Ordering::Relaxed)));
+        let busy = server.state.lock().map_or(0, |w| w.busy);
+        if STOP.load(Ordering::SeqCst) || (idle_for >= idle && busy == 0) {
+            break;
         }
     }
-    // Nobody new can connect; in-flight requests finish (each has its own
+    // Nobody new can connect; blocked accepts return (shutdown of a
+    // listening socket); in-flight requests finish (each has its own
     // timeout). Dropping the spawner kills the prepared sandboxes and
     // removes what every sandbox made.
     let _ = std::fs::remove_file(path);
-    drop(listener);
-    while in_flight.load(Ordering::SeqCst) > 0 {
+    // SAFETY: shutdown on our own listening socket.
+    unsafe { libc::shutdown(server.listener.as_raw_fd(), libc::SHUT_RDWR) };
+    while server.state.lock().map_or(0, |w| w.busy + w.idle) > 0 {
         std::thread::sleep(Duration::from_millis(5));
     }
-    drop(spawner);
+    drop(server);
     Ok(())
+}
+
+/// A zygote's shared state: its socket and spawner, and its workers.
+struct Server {
+    listener: UnixListener,
+    spawner: Spawner,
+    me: u32,
+    start: Instant,
+    /// When the last request ended, in ms since `start`.
+    last: AtomicU64,
+    state: Mutex<Workers>,
+}
+
+/// Worker threads: each blocks in accept and serves the connection it gets
+/// itself (the kernel wakes one accepter per connection: no hand-over to
+/// another thread on the request's path).
+#[derive(Default)]
+struct Workers {
+    /// Blocked in accept.
+    idle: usize,
+    /// Serving a connection.
+    busy: usize,
+}
+
+/// Idle workers kept after a request; more exit.
+const IDLE_WORKERS: usize = 1;
+
+impl Server {
+    fn add_worker(server: &Arc<Server>) {
+        if let Ok(mut w) = server.state.lock() {
+            w.idle += 1;
+        }
+        let s = server.clone();
+        if std::thread::Builder::new().name("phantom-zygote".into()).spawn(move || s.work()).is_err() {
+            if let Ok(mut w) = server.state.lock() {
+                w.idle -= 1;
+            }
+        }
+    }
+
+    fn work(self: Arc<Server>) {
+        loop {
+            let accepted = self.listener.accept();
+            let Ok(mut w) = self.state.lock() else { return };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                // The listener was shut down: the server is stopping.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    w.idle -= 1;
+                    return;
+                }
+                // Out of descriptors or an aborted connection: try again.
+                Err(_) => {
+                    drop(w);
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            w.idle -= 1;
+            w.busy += 1;
+            // Someone must be accepting while this one serves.
+            let spare = w.idle == 0;
+            drop(w);
+            if spare {
+                Server::add_worker(&self);
+            }
+            let _ = handle(stream, &self.spawner, self.me);
+            self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+            let Ok(mut w) = self.state.lock() else { return };
+            w.busy -= 1;
+            if w.idle >= IDLE_WORKERS {
+                return;
+            }
+            w.idle += 1;
+        }
+    }
 }
 
 /// Set by SIGTERM, SIGINT or SIGHUP: the server stops like an idle one
@@ -217,16 +276,14 @@ fn release_startup_memory() {
 }
 
 fn handle(stream: UnixStream, spawner: &Spawner, me: u32) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    let mut out = stream.try_clone()?;
-    let reply = |out: &mut UnixStream, r: Response| -> std::io::Result<()> {
+    let reply = |r: Response| -> std::io::Result<()> {
         let mut line = serde_json::to_vec(&r).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        out.write_all(&line)
+        (&stream).write_all(&line)
     };
     match peer_uid(&stream) {
         Some(uid) if uid == me || uid == 0 => {}
-        other => return reply(&mut out, Response::Error(format!("uid {other:?} may not use this zygote"))),
+        other => return reply(Response::Error(format!("uid {other:?} may not use this zygote"))),
     }
     // The first read carries the descriptors; the rest of the line follows.
     let mut first = vec![0u8; 16 * 1024];
@@ -242,14 +299,11 @@ fn handle(stream: UnixStream, spawner: &Spawner, me: u32) -> std::io::Result<()>
     }
     let wire: Wire = match serde_json::from_slice(&line) {
         Ok(r) => r,
-        Err(e) => return reply(&mut out, Response::Error(format!("bad request: {e}"))),
+        Err(e) => return reply(Response::Error(format!("bad request: {e}"))),
     };
     let expected = 2 * usize::from(wire.pass_stdio) + usize::from(wire.workspace_fd);
     if fds.len() != expected {
-        return reply(
-            &mut out,
-            Response::Error(format!("bad request: {} descriptors, expected {expected}", fds.len())),
-        );
+        return reply(Response::Error(format!("bad request: {} descriptors, expected {expected}", fds.len())));
     }
     let workspace = if wire.workspace_fd {
         // The sandbox gets a copy of the tree this descriptor names.
@@ -262,7 +316,12 @@ fn handle(stream: UnixStream, spawner: &Spawner, me: u32) -> std::io::Result<()>
         argv: req.argv,
         env: req.env,
         workspace,
-        timeout: req.timeout_ms.map(Duration::from_millis),
+        // None: the policy's wall time (a client that did not compile the
+        // policy does not know it).
+        timeout: req
+            .timeout_ms
+            .map(Duration::from_millis)
+            .or_else(|| spawner.policy().resources.wall_time.map(|d| Duration::from_millis(d.0))),
         output_cap: req.output_cap,
     };
     let stdio = if wire.pass_stdio {
@@ -270,10 +329,11 @@ fn handle(stream: UnixStream, spawner: &Spawner, me: u32) -> std::io::Result<()>
     } else {
         Stdio::Capture
     };
-    match spawner.run_stdio(&spawn_req, stdio) {
-        Ok(r) => reply(&mut out, Response::Ok(Box::new(serde_json::to_value(r).map_err(std::io::Error::other)?))),
-        Err(e) => reply(&mut out, Response::Error(e.to_string())),
-    }
+    // The reply goes out before the pool refills and the sandbox is removed.
+    spawner.run_then(&spawn_req, stdio, |r| match r {
+        Ok(r) => reply(Response::Ok(Box::new(serde_json::to_value(r).map_err(std::io::Error::other)?))),
+        Err(e) => reply(Response::Error(e.to_string())),
+    })
 }
 
 trait AsFdRef {
@@ -346,9 +406,10 @@ fn send_request(s: &UnixStream, req: &Request, stdio: Option<(BorrowedFd<'_>, Bo
 }
 
 fn read_response(s: &UnixStream) -> std::io::Result<Result<RunResult, ZygoteError>> {
+    // One line: done at its newline, without waiting for the server to
+    // close the connection.
     let mut resp = Vec::new();
-    let mut r = s;
-    r.read_to_end(&mut resp)?;
+    BufReader::with_capacity(4096, s).read_until(b'\n', &mut resp)?;
     Ok(match serde_json::from_slice::<Response>(&resp) {
         Err(e) => Err(ZygoteError::Protocol(format!("{e}: {:?}", String::from_utf8_lossy(&resp)))),
         Ok(Response::Ok(v)) => serde_json::from_value(*v).map_err(|e| ZygoteError::Protocol(e.to_string())),

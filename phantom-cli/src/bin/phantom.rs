@@ -140,10 +140,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Serve { policy, socket, idle_timeout } => {
             let compiled = compile(&policy)?;
-            let key = compiled.key.clone();
+            let default_socket = compiled.socket.clone();
             let (p, bundle) = compiled.bundle()?;
             let idle = parse_duration(&idle_timeout, "--idle-timeout")?;
-            let path = socket.unwrap_or_else(|| zygote::socket_path(&p.profile, &key));
+            let path = socket.unwrap_or(default_socket);
             eprintln!("phantom: serving {} on {} (idle timeout {idle_timeout})", p.profile, path.display());
             zygote::serve(&path, p, bundle, idle)?;
             Ok(ExitCode::SUCCESS)
@@ -190,7 +190,8 @@ struct Compiled {
     bundle: Option<LoadedBundle>,
     /// The policy's source texts (a file's), for the bundle's line_info.
     texts: Vec<(String, String)>,
-    key: String,
+    /// Where its zygote listens.
+    socket: PathBuf,
 }
 
 impl Compiled {
@@ -208,17 +209,50 @@ impl Compiled {
     }
 }
 
-/// A bundle directory's key is its manifest's hash. A policy file's is the
-/// hash of the compiler version, this executable's identity and every
-/// source file's sha256: the same inputs give the same bundle, so a warm
-/// `phantom run` finds its zygote without building the bundle first (the
-/// executable is part of it so that a rebuilt `phantom` starts a new one).
+/// This executable's identity (inode, size, mtime), part of a policy
+/// file's zygote key so that a rebuilt `phantom` starts a new zygote.
+fn exe_identity() -> String {
+    std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            format!("{} {} {}.{}", m.ino(), m.len(), m.mtime(), m.mtime_nsec())
+        })
+        .unwrap_or_default()
+}
+
+/// The zygote socket of a self-contained policy file (one that does not
+/// `extends` another: the word appears nowhere in it), named by the hash of
+/// the compiler version, this executable's identity and the file's bytes:
+/// found without compiling, so a warm run connects first and compiles only
+/// on a miss. `None` for other files: the files they extend count too, and
+/// only compiling finds them.
+fn file_socket(path: &Path) -> Option<PathBuf> {
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.windows(b"extends".len()).any(|w| w == b"extends") {
+        return None;
+    }
+    let id = format!(
+        "{}\n{}\nfile {}\n",
+        phantom_ebpf::bundle::COMPILER,
+        exe_identity(),
+        phantom_dsl::source::sha256_hex(&bytes)
+    );
+    Some(zygote::socket_path("file", &phantom_dsl::source::sha256_hex(id.as_bytes())))
+}
+
+/// A bundle directory's zygote key is its manifest's hash. A policy file's
+/// is [`file_socket`]'s, or for a file that extends others, the hash of the
+/// compiler version, this executable's identity and every source file's
+/// sha256: the same inputs give the same bundle, so a warm `phantom run`
+/// finds its zygote without building the bundle first.
 fn compile(path: &Path) -> Result<Compiled> {
     if path.is_dir() {
         let bundle = LoadedBundle::load(path)?;
         let policy = LoadedBundle::read_policy(path)?;
         let key = phantom_dsl::source::sha256_hex(&std::fs::read(path.join(phantom_ebpf::bundle::MANIFEST))?);
-        return Ok(Compiled { policy, bundle: Some(bundle), texts: Vec::new(), key });
+        let socket = zygote::socket_path(&policy.profile, &key);
+        return Ok(Compiled { policy, bundle: Some(bundle), texts: Vec::new(), socket });
     }
     let c = phantom_dsl::compile_file(path).with_context(|| format!("cannot read {}", path.display()))?;
     let Some(policy) = c.policy else {
@@ -226,19 +260,14 @@ fn compile(path: &Path) -> Result<Compiled> {
         bail!("{}: the policy has errors", path.display());
     };
     let texts: Vec<(String, String)> = c.sources.texts();
-    let exe = std::env::current_exe()
-        .and_then(std::fs::metadata)
-        .map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            format!("{} {} {}.{}", m.ino(), m.len(), m.mtime(), m.mtime_nsec())
-        })
-        .unwrap_or_default();
-    let mut id = format!("{}\n{exe}\n", phantom_ebpf::bundle::COMPILER);
-    for s in &policy.sources {
-        id.push_str(&format!("{} {}\n", s.sha256, s.path));
-    }
-    let key = phantom_dsl::source::sha256_hex(id.as_bytes());
-    Ok(Compiled { policy, bundle: None, texts, key })
+    let socket = file_socket(path).unwrap_or_else(|| {
+        let mut id = format!("{}\n{}\n", phantom_ebpf::bundle::COMPILER, exe_identity());
+        for s in &policy.sources {
+            id.push_str(&format!("{} {}\n", s.sha256, s.path));
+        }
+        zygote::socket_path(&policy.profile, &phantom_dsl::source::sha256_hex(id.as_bytes()))
+    });
+    Ok(Compiled { policy, bundle: None, texts, socket })
 }
 
 fn run_command(
@@ -248,33 +277,53 @@ fn run_command(
     opts: &RunOpts,
     command: Vec<String>,
 ) -> Result<ExitCode> {
-    let compiled = compile(policy_path)?;
-    let (policy, key) = (compiled.policy.clone(), compiled.key.clone());
-    let timeout = match timeout {
-        Some(t) => Some(parse_duration(t, "--timeout")?),
-        None => policy.resources.wall_time.map(|d| std::time::Duration::from_millis(d.0)),
-    };
+    let timeout = timeout.map(|t| parse_duration(t, "--timeout")).transpose()?;
     let workspace = workspace.map(|w| w.canonicalize()).transpose().context("--workspace")?;
-    let req = SpawnRequest { argv: command, env: Vec::new(), workspace, timeout, output_cap: opts.output_cap };
+    let mut req = SpawnRequest { argv: command, env: Vec::new(), workspace, timeout, output_cap: opts.output_cap };
     let (json, quiet) = (opts.json, opts.quiet);
     // Without --json, the sandbox writes to our stdout and stderr itself.
     let pass = !json;
-    let via_zygote = if policy.performance.zygote && !opts.no_zygote {
-        match through_zygote(policy_path, &policy, &key, &req, pass) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                if !quiet {
-                    eprintln!("phantom: no zygote ({e:#}); spawning directly");
-                }
-                None
+    // Warm: a self-contained policy file's zygote is up; it applies the
+    // policy's wall time when no --timeout is given.
+    let warm = (!opts.no_zygote).then(|| file_socket(policy_path)).flatten().and_then(|path| {
+        let stream = zygote::connect(&path).ok()?;
+        Some(run_on_zygote(&stream, &path, &req, pass))
+    });
+    let (compiled, via_zygote) = match warm {
+        Some(Ok(r)) => (None, Some(r)),
+        warm => {
+            let compiled = compile(policy_path)?;
+            let policy = &compiled.policy;
+            if req.timeout.is_none() {
+                req.timeout = policy.resources.wall_time.map(|d| std::time::Duration::from_millis(d.0));
             }
+            let via_zygote = match warm {
+                Some(Err(e)) => {
+                    if !quiet {
+                        eprintln!("phantom: no zygote ({e:#}); spawning directly");
+                    }
+                    None
+                }
+                _ if policy.performance.zygote && !opts.no_zygote => {
+                    match through_zygote(policy_path, &compiled.socket, &req, pass) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            if !quiet {
+                                eprintln!("phantom: no zygote ({e:#}); spawning directly");
+                            }
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            (Some(compiled), via_zygote)
         }
-    } else {
-        None
     };
-    let result: RunResult = match via_zygote {
-        Some(r) => r,
-        None => {
+    let result: RunResult = match (via_zygote, compiled) {
+        (Some(r), _) => r,
+        (None, None) => unreachable!("a run that did not go through a zygote compiled the policy"),
+        (None, Some(compiled)) => {
             let (policy, bundle) = compiled.bundle()?;
             if pass {
                 let (out, err) = (std::io::stdout(), std::io::stderr());
@@ -321,14 +370,8 @@ fn run_command(
 
 /// Runs through the policy's resident zygote, starting it if needed. With
 /// `pass`, the sandbox writes to our stdout and stderr directly.
-fn through_zygote(
-    policy_path: &Path,
-    policy: &phantom_dsl::ir::Policy,
-    key: &str,
-    req: &SpawnRequest,
-    pass: bool,
-) -> Result<RunResult> {
-    let path = zygote::socket_path(&policy.profile, key);
+fn through_zygote(policy_path: &Path, path: &Path, req: &SpawnRequest, pass: bool) -> Result<RunResult> {
+    let path = path.to_path_buf();
     // One connection: it is the request's when the zygote is up.
     let stream = match zygote::connect(&path) {
         Ok(s) => s,
@@ -354,6 +397,16 @@ fn through_zygote(
             zygote::connect(&path)?
         }
     };
+    run_on_zygote(&stream, &path, req, pass)
+}
+
+/// Sends `req` on a zygote connection and waits for the result.
+fn run_on_zygote(
+    stream: &std::os::unix::net::UnixStream,
+    path: &Path,
+    req: &SpawnRequest,
+    pass: bool,
+) -> Result<RunResult> {
     let zreq = zygote::Request {
         argv: req.argv.clone(),
         env: req.env.clone(),
@@ -363,7 +416,7 @@ fn through_zygote(
     };
     let (out, err) = (std::io::stdout(), std::io::stderr());
     let stdio = pass.then(|| (out.as_fd(), err.as_fd()));
-    Ok(zygote::run_on(&stream, &path, &zreq, stdio)?)
+    Ok(zygote::run_on(stream, path, &zreq, stdio)?)
 }
 
 /// `load`, `unload` and `status` exit with 1 (not 125) on failure.

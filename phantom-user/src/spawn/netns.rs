@@ -69,6 +69,8 @@ impl NetnsPool {
         let filler = std::thread::Builder::new()
             .name("phantom-netns-pool".into())
             .spawn(move || {
+                // Background work (the namespaces' threads inherit it).
+                let _ = sys::set_nice(0, 19);
                 let inner = filler_inner;
                 let (lock, cv) = &*inner;
                 loop {

@@ -24,6 +24,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// Nice value of the refill and teardown threads (background work).
+const BACKGROUND_NICE: i32 = 19;
+
 /// After this many failed preparations in a row the pool stops refilling
 /// (requests then prepare inline and report the real error).
 const MAX_FAILURES: u32 = 8;
@@ -81,12 +84,24 @@ impl Spawner {
         // may: their first stage dies with it (PR_SET_PDEATHSIG).
         let refill = std::thread::Builder::new()
             .name("phantom-prepare".into())
-            .spawn(move || refill(&s))
+            .spawn(move || {
+                // Preparing is background work: on a small host it must not
+                // take a CPU from a request. The sandbox gets the spec's
+                // priority back once ready, which needs root.
+                // SAFETY: geteuid has no arguments.
+                if unsafe { libc::geteuid() } == 0 {
+                    let _ = super::sys::set_nice(0, BACKGROUND_NICE);
+                }
+                refill(&s)
+            })
             .map_err(SpawnError::io("spawn the prepare thread"))?;
         let (tx, rx) = mpsc::channel::<Leftovers>();
         let cleaner = std::thread::Builder::new()
             .name("phantom-teardown".into())
-            .spawn(move || rx.into_iter().for_each(drop))
+            .spawn(move || {
+                let _ = super::sys::set_nice(0, BACKGROUND_NICE);
+                rx.into_iter().for_each(drop)
+            })
             .map_err(SpawnError::io("spawn the teardown thread"))?;
         Ok(Spawner { shared, refill: Some(refill), cleaner: Some((tx, cleaner)) })
     }
@@ -100,24 +115,43 @@ impl Spawner {
     /// ready). Returns as soon as the command has exited and been reaped;
     /// its cgroups and directories are removed afterwards.
     pub fn run_stdio(&self, req: &SpawnRequest, stdio: Stdio<'_>) -> Result<RunResult, SpawnError> {
+        self.run_then(req, stdio, |r| r)
+    }
+
+    /// [`Spawner::run_stdio`], handing the outcome to `answer` (e.g. a
+    /// reply to a client) before the pool refills and the sandbox's
+    /// leftovers are queued for removal, so neither competes with it.
+    pub fn run_then<R>(
+        &self,
+        req: &SpawnRequest,
+        stdio: Stdio<'_>,
+        answer: impl FnOnce(Result<RunResult, SpawnError>) -> R,
+    ) -> R {
         let start = Instant::now();
-        check(req)?;
-        let _serving = Serving::new(&self.shared);
+        if let Err(e) = check(req) {
+            return answer(Err(e));
+        }
+        let serving = Serving::new(&self.shared);
         let spec = &self.shared.spec;
         let mut attempt = 0;
         loop {
             let prepared = match self.take() {
                 Some(p) => p,
-                None => prepare(spec, Some(&self.shared.netns))?,
+                None => match prepare(spec, Some(&self.shared.netns)) {
+                    Ok(p) => p,
+                    Err(e) => return answer(Err(e)),
+                },
             };
             match execute(spec, prepared, req, stdio, start) {
                 Ok((result, leftovers)) => {
+                    let r = answer(Ok(result));
+                    drop(serving);
                     self.teardown(leftovers);
-                    return Ok(result);
+                    return r;
                 }
                 // The sandbox died while waiting: nothing ran; take another.
                 Err(e) if e.retry && attempt < 2 => attempt += 1,
-                Err(e) => return Err(e.into_inner()),
+                Err(e) => return answer(Err(e.into_inner())),
             }
         }
     }
@@ -138,6 +172,11 @@ impl Spawner {
             }
             None => drop(leftovers),
         }
+    }
+
+    /// The policy this spawner runs.
+    pub fn policy(&self) -> &Policy {
+        &self.shared.spec.policy
     }
 
     /// How many sandboxes are prepared right now.

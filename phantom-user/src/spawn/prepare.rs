@@ -11,7 +11,6 @@ use super::netns::{NetKind, NetnsPool};
 use super::rootfs::RootPlan;
 use super::spec::Spec;
 use super::{sys, LayerStatus, SpawnError, SANDBOX_ID_BASE};
-use crate::cgroup_bpf::Attachment;
 use crate::report::Enforcement;
 use phantom_dsl::ir::NetMode;
 use std::ffi::CString;
@@ -68,8 +67,9 @@ pub struct Leftovers {
     /// not in the exit of the sandbox's last process, before its parent
     /// can see the exit.
     mount_ns: Option<OwnedFd>,
-    cgroup_bpf: Option<Attachment>,
-    lsm: Option<super::lsm_attach::LsmAttachment>,
+    /// The cgroup-BPF and BPF-LSM attachments, registered with the bundle
+    /// so that a policy update can move them ([`crate::live`]).
+    live: Option<crate::live::LiveHandle>,
     cgroup: Option<SandboxCgroup>,
     scratch: Option<Scratch>,
 }
@@ -88,16 +88,15 @@ impl Leftovers {
 
     /// Keeps the BPF-LSM attachment until teardown (detached before the
     /// cgroup is removed).
-    pub fn set_lsm(&mut self, a: super::lsm_attach::LsmAttachment) {
-        self.lsm = Some(a);
+    pub fn set_lsm(&mut self, registry: &crate::live::LiveRegistry, a: super::lsm_attach::LsmAttachment) {
+        self.live.get_or_insert_with(|| registry.enter(a.cgroup())).set_lsm(a);
     }
 }
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
         drop(self.mount_ns.take());
-        drop(self.cgroup_bpf.take()); // detach before the cgroup goes
-        drop(self.lsm.take());
+        drop(self.live.take()); // detach before the cgroup goes
         if let Some(mut c) = self.cgroup.take() {
             let _ = c.remove();
         }
@@ -189,7 +188,7 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
     if spec.isolated {
         chown_tree(&workspace, SANDBOX_ID_BASE).map_err(SpawnError::io("chown workspace"))?;
     }
-    let mut leftovers = Leftovers { mount_ns: None, cgroup_bpf: None, lsm: None, cgroup: None, scratch: Some(scratch) };
+    let mut leftovers = Leftovers { mount_ns: None, live: None, cgroup: None, scratch: Some(scratch) };
 
     let root = spec.isolated.then(|| RootPlan::new(&base.join("root"), spec.binds.clone(), &workspace, 64 << 20));
     if spec.isolated {
@@ -209,7 +208,9 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
         };
         let (enforcement, reason) = match attached {
             Ok(a) => {
-                leftovers.cgroup_bpf = Some(a);
+                let live = spec.bundle.live.enter(a.cgroup_path());
+                live.set_cgroup_bpf(a);
+                leftovers.live = Some(live);
                 (Enforcement::Full, None)
             }
             Err(reason) if spec.cgroup_bpf_required => {
@@ -329,6 +330,11 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
                 };
                 if let (true, Some(l)) = (spec.isolated, prepared.leftovers.as_mut()) {
                     l.mount_ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok().map(OwnedFd::from);
+                }
+                // Prepared by a background thread at a lower priority: the
+                // command runs at the spec's (it inherits the sandbox's).
+                if super::sys::thread_nice() != spec.nice {
+                    super::sys::set_nice(pid, spec.nice).map_err(SpawnError::io("setpriority"))?;
                 }
                 // The first stage exited after releasing the sandbox.
                 if let Some(first) = prepared.first_stage.take() {

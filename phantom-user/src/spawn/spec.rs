@@ -39,6 +39,9 @@ pub(super) struct Spec {
     /// The policy has BPF-LSM rules and this host runs them: sandboxes
     /// attach the programs after their own setup, before exec.
     pub lsm: bool,
+    /// The nice value of the thread that made the spec: a sandbox prepared
+    /// by a background thread at a lower priority gets it back when ready.
+    pub nice: i32,
 }
 
 impl Spec {
@@ -91,6 +94,7 @@ impl Spec {
             xdp_required: policy.require.contains(&Layer::Xdp)
                 || (mode == Mode::Hardened && present.contains(&Layer::Xdp)),
             lsm,
+            nice: super::sys::thread_nice(),
         })
     }
 }

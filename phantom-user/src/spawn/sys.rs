@@ -443,3 +443,17 @@ pub fn reap_pidfd(pidfd: i32) -> io::Result<(i32, libc::rusage)> {
     };
     Ok((status, ru))
 }
+
+/// The calling thread's nice value (Linux: nice is per thread).
+pub fn thread_nice() -> i32 {
+    // SAFETY: getpriority with integer arguments; 0 names the calling thread.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+}
+
+/// Sets the nice value of a thread or process (`0`: the calling thread).
+/// Lowering it again (a prepared sandbox's, see `pool.rs`) needs
+/// CAP_SYS_NICE, which the spawner has as root.
+pub fn set_nice(tid: libc::pid_t, nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority with integer arguments.
+    check_int(unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) })
+}
