@@ -90,6 +90,9 @@ pub struct LoadedBundle {
     lsm: Arc<std::sync::Mutex<LsmCache>>,
     /// The ring buffers of the loaded programs, drained per run.
     audit: Arc<std::sync::Mutex<AuditCollector>>,
+    /// The running sandboxes' attachments, which a policy update moves
+    /// ([`crate::live`]).
+    pub live: crate::live::LiveRegistry,
 }
 
 /// Program sets kept per bundle (see [`LoadedBundle::lsm_programs`]).
@@ -141,6 +144,7 @@ impl LoadedBundle {
             xdp: Arc::default(),
             lsm: Arc::default(),
             audit: Arc::default(),
+            live: Default::default(),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod bundle_object;
 pub mod cgroup_bpf;
 pub mod doctor;
 pub mod landlock;
+pub mod live;
 pub mod loader;
 pub mod lsm;
 pub mod net;

@@ -1418,3 +1418,65 @@ fn lsm_policy_update_swaps_the_programs_of_a_running_cgroup_without_a_gap() {
     assert_eq!(after_detach(|| inside(&both)), Ok(()), "detached with v2");
     remove_cgroups(vec![cgroup]);
 }
+
+/// The runtime's half of a policy update: a running sandbox of version 1
+/// is moved to version 2 (`LiveRegistry::supersede`, what `phantom
+/// reload` does in a zygote) while it keeps opening a file both versions
+/// deny; it sees version 2's rules from then on, and never an open of the
+/// common file.
+#[test]
+fn a_running_sandbox_is_moved_to_the_updated_policy_without_a_gap() {
+    in_vm();
+    let ws = TempTree::new("update-ws", &["both", "v1-only", "v2-only"]);
+    std::fs::set_permissions(&ws.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    for f in ["both", "v1-only", "v2-only"] {
+        std::fs::set_permissions(ws.0.join(f), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    let version = |denied: &str| {
+        let text = format!(
+            "profile: vm-update\nmode: sandbox\nrequire: [bpf-lsm]\nsecurity:\n  landlock:\n    paths:\n      - {{path: /usr, access: read-only}}\nfilesystem:\n  rules:\n    - deny: /workspace/both\n    - deny: /workspace/{denied}\n"
+        );
+        let c = phantom_dsl::compile_str("vm-update.yaml", &text);
+        assert!(!c.has_errors(), "{:#?}", c.diagnostics);
+        let policy = c.policy.unwrap();
+        let bundle =
+            phantom_user::apply::LoadedBundle::from_bundle(&phantom_ebpf::bundle::build(&policy).unwrap()).unwrap();
+        (policy, bundle)
+    };
+    let (p1, b1) = version("v1-only");
+    let (p2, b2) = version("v2-only");
+    let script = "import errno, time\n\
+def r(p):\n  try:\n    open(p, 'rb').close(); return 'ok'\n  except OSError as e: return errno.errorcode[e.errno]\n\
+print('v1', r('both'), r('v1-only'), r('v2-only'))\n\
+open('ready', 'w').close()\n\
+leaks = tries = 0\n\
+deadline = time.time() + 120\n\
+while time.time() < deadline:\n  tries += 1\n  if r('both') == 'ok': leaks += 1\n  if r('v1-only') == 'ok': break\n\
+print('v2', r('both'), r('v1-only'), r('v2-only'))\n\
+print('leaks', leaks, 'tries', 'many' if tries > 1 else tries)\n";
+    let req = phantom_user::spawn::SpawnRequest {
+        argv: vec!["python3".into(), "-c".into(), script.into()],
+        env: vec![],
+        workspace: Some(ws.0.clone()),
+        timeout: Some(std::time::Duration::from_secs(180)),
+        output_cap: 1 << 16,
+    };
+    let sandbox = {
+        let (p1, b1) = (p1.clone(), b1.clone());
+        std::thread::spawn(move || phantom_user::spawn::run(&p1, &b1, &req))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !ws.0.join("ready").exists() {
+        assert!(std::time::Instant::now() < deadline && !sandbox.is_finished(), "the sandbox never got ready");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let report = b1.live.supersede(&b2, &p2);
+    // Every hook of the level's defaults and file_open switched in place;
+    // both versions have the same hooks.
+    assert_eq!(report.sandboxes, 1, "{report:?}");
+    assert!(report.bpf_lsm[0] >= 1 && report.bpf_lsm[1..] == [0, 0], "{report:?}");
+    assert!(report.errors.is_empty(), "{report:?}");
+    let r = sandbox.join().expect("sandbox thread").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.stdout, "v1 EPERM EPERM ok\nv2 EPERM ok EPERM\nleaks 0 tries many\n", "{r:#?}");
+}

@@ -11,9 +11,11 @@ use std::sync::{Arc, Mutex};
 
 /// Programs attached to one sandbox's cgroup; dropping detaches them.
 #[derive(Debug)]
-pub(super) struct LsmAttachment {
+pub struct LsmAttachment {
     lsm: Arc<Mutex<LoadedLsm>>,
     cgroup: PathBuf,
+    /// The command as the exec allow-list names it (compiled in).
+    command: String,
 }
 
 impl LsmAttachment {
@@ -25,9 +27,34 @@ impl LsmAttachment {
         command: &str,
         cgroup: &Path,
     ) -> Result<LsmAttachment, String> {
-        let lsm = bundle.lsm_programs(policy, Some(&resolve(command)))?;
+        let command = resolve(command);
+        let lsm = bundle.lsm_programs(policy, Some(&command))?;
         lsm.lock().unwrap_or_else(|e| e.into_inner()).attach(cgroup).map_err(|e| e.to_string())?;
-        Ok(LsmAttachment { lsm, cgroup: cgroup.to_path_buf() })
+        Ok(LsmAttachment { lsm, cgroup: cgroup.to_path_buf(), command })
+    }
+
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
+    /// Moves the attachment to `bundle`'s programs for the same command,
+    /// without a gap ([`LoadedLsm::take_over`]).
+    pub fn move_to(
+        &mut self,
+        bundle: &LoadedBundle,
+        policy: &phantom_dsl::ir::Policy,
+    ) -> Result<crate::lsm::TakeOver, String> {
+        let new = bundle.lsm_programs(policy, Some(&self.command))?;
+        if Arc::ptr_eq(&new, &self.lsm) {
+            return Ok(crate::lsm::TakeOver::default());
+        }
+        let report = {
+            let mut old = self.lsm.lock().unwrap_or_else(|e| e.into_inner());
+            let mut next = new.lock().unwrap_or_else(|e| e.into_inner());
+            next.take_over(&mut old, &self.cgroup).map_err(|e| e.to_string())?
+        };
+        self.lsm = new;
+        Ok(report)
     }
 }
 

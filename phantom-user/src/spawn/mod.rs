@@ -16,7 +16,7 @@ mod allowlist;
 pub mod cgroup;
 mod child;
 mod handover;
-mod lsm_attach;
+pub(crate) mod lsm_attach;
 pub mod netns;
 mod pool;
 mod prepare;

@@ -206,7 +206,7 @@ pub(super) fn execute(
                     || spec.mode == phantom_dsl::ir::Mode::Hardened;
                 let (enforcement, reason) = match attached {
                     Ok(a) => {
-                        leftovers.set_lsm(a);
+                        leftovers.set_lsm(&spec.bundle.live, a);
                         (Enforcement::Full, None)
                     }
                     Err(reason) if required => {

@@ -1,0 +1,90 @@
+//! A policy update reaches a running sandbox (host tier: cgroup-BPF; the
+//! BPF-LSM half is in vm_lsm.rs): the sandbox, started under version 1,
+//! keeps trying a write both versions deny and a write only version 2
+//! allows, while the bundle's running sandboxes are moved to version 2.
+
+use phantom_user::apply::LoadedBundle;
+use phantom_user::spawn::{run, SpawnRequest};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn policy(text: &str) -> (phantom_dsl::ir::Policy, LoadedBundle) {
+    let c = phantom_dsl::compile_str("test.yaml", text);
+    let p = c.policy.unwrap_or_else(|| panic!("{:#?}", c.diagnostics.items));
+    let b = phantom_ebpf::bundle::build(&p).unwrap();
+    (p.clone(), LoadedBundle::from_bundle(&b).unwrap())
+}
+
+const BASE: &str =
+    "profile: t\nmode: sandbox\nsecurity:\n  landlock:\n    paths:\n      - path: /usr\n        access: read-only\n";
+
+/// A world-writable scratch directory (the sandbox's users are not host
+/// root), removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let p = PathBuf::from(format!("/var/tmp/phantom-update-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir(&p).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_policy_update_moves_a_running_sandbox_to_the_new_cgroup_programs() {
+    let devices = |access: &str| {
+        format!(
+            "{BASE}devices:\n  allow:\n    - {{type: char, major: 1, minor: 9, access: [{access}]}}\n    - {{type: char, major: 1, minor: 5, access: [read]}}\n"
+        )
+    };
+    let (p1, b1) = policy(&devices("read"));
+    let (p2, b2) = policy(&devices("read, write"));
+    let ws = Scratch::new();
+    // /dev/zero (1:5) is writable under neither version (a rule for a
+    // default device replaces its default); /dev/urandom (1:9) under
+    // version 2 only.
+    let script = "import errno, time\n\
+def w(p):\n  try:\n    open(p, 'wb').close(); return 'ok'\n  except OSError as e: return errno.errorcode[e.errno]\n\
+print('v1', w('/dev/urandom'), w('/dev/zero'))\n\
+open('/workspace/ready', 'w').close()\n\
+leaks = tries = 0\n\
+deadline = time.time() + 30\n\
+while time.time() < deadline:\n  tries += 1\n  if w('/dev/zero') == 'ok': leaks += 1\n  if w('/dev/urandom') == 'ok': break\n\
+print('v2', w('/dev/urandom'), w('/dev/zero'))\n\
+print('leaks', leaks, 'tries', 'many' if tries > 1 else tries)\n";
+    let req = SpawnRequest {
+        argv: vec!["python3".into(), "-c".into(), script.into()],
+        env: vec![],
+        workspace: Some(ws.0.clone()),
+        timeout: Some(Duration::from_secs(60)),
+        output_cap: 1 << 16,
+    };
+    let sandbox = {
+        let (p1, b1) = (p1.clone(), b1.clone());
+        std::thread::spawn(move || run(&p1, &b1, &req))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ws.0.join("ready").exists() {
+        assert!(Instant::now() < deadline && !sandbox.is_finished(), "the sandbox never got ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Let it loop under version 1 for a moment, then update.
+    std::thread::sleep(Duration::from_millis(50));
+    let report = b1.live.supersede(&b2, &p2);
+    assert_eq!(report.sandboxes, 1, "{report:?}");
+    assert_eq!(report.cgroup_bpf, [1, 0, 0], "the device program (network mode none has no other), replaced in place");
+    assert!(report.errors.is_empty(), "{report:?}");
+    let r = sandbox.join().expect("sandbox thread").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.stdout, "v1 EPERM EPERM\nv2 ok EPERM\nleaks 0 tries many\n", "{r:#?}");
+    assert_eq!(r.exit_code, Some(0), "{r:#?}");
+    // Moved sandboxes belong to version 2 now; version 1 has none left.
+    assert_eq!(b1.live.supersede(&b2, &p2).sandboxes, 0, "version 1 keeps no sandbox");
+}
