@@ -1,5 +1,5 @@
 //! `bench spawn-cli`: whole commands as a user runs them, timed from exec to
-//! exit in the same run (like `hyperfine -N`): plain exec (the floor),
+//! exit in the same run, in turns (like `hyperfine -N`, interleaved): plain exec (the floor),
 //! `phantom run` through a resident zygote (warm) and without one (cold),
 //! and bubblewrap with and without a seccomp filter (Docker's profile, as
 //! compiled by Phantom). Then memory: the zygote's RSS and the supervisor
@@ -59,6 +59,36 @@ const BWRAP: &[&str] = &[
     "--tmpfs",
     "/tmp",
 ];
+
+/// Times the commands in turns (one call of each per round, for the
+/// harness's budget per command), so that load from elsewhere on a small,
+/// shared host falls on every command alike; three rounds warm up first.
+fn round_robin(h: &Harness, cmds: &mut [(&str, &mut dyn FnMut() -> std::process::ExitStatus)]) -> Vec<super::Stats> {
+    let t = std::time::Instant::now();
+    for _ in 0..3 {
+        cmds.iter_mut().for_each(|(_, f)| {
+            f();
+        });
+    }
+    let per_round = t.elapsed() / 3;
+    let rounds = (h.budget.as_nanos() * cmds.len() as u128 / per_round.as_nanos().max(1)).clamp(20, 5_000) as usize;
+    let mut samples = vec![Vec::with_capacity(rounds); cmds.len()];
+    for _ in 0..rounds {
+        for ((_, f), s) in cmds.iter_mut().zip(&mut samples) {
+            let t = std::time::Instant::now();
+            f();
+            s.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    cmds.iter()
+        .zip(samples)
+        .map(|((label, _), s)| {
+            let stats = super::Stats::from_samples(s);
+            h.note(&format!("  {label:<40} {rounds:>6} rounds, p50 {:.1} µs", stats.p50 as f64 / 1000.0));
+            stats
+        })
+        .collect()
+}
 
 fn run_quiet(cmd: &mut Command) -> std::process::ExitStatus {
     cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().expect("run")
@@ -135,9 +165,7 @@ pub fn run(h: &Harness) -> Result<Vec<Case>> {
     if !bwrap_plain.success() {
         bail!("bwrap failed: {bwrap_plain}");
     }
-    let floor = h.measure("exec /bin/true", || run_quiet(&mut Command::new("/bin/true")));
-    let bwrap = h.measure("bwrap --unshare-all", || run_quiet(Command::new("bwrap").args(BWRAP).arg("/bin/true")));
-    let bwrap_sec = h.measure("bwrap --unshare-all --seccomp (Docker)", || {
+    let mut bwrap_seccomp = || {
         let f = std::fs::File::open(&filter_path).expect("filter");
         let fd = f.as_raw_fd();
         let mut cmd = Command::new("bwrap");
@@ -150,18 +178,26 @@ pub fn run(h: &Harness) -> Result<Vec<Case>> {
             });
         }
         run_quiet(&mut cmd)
-    });
-    let warm_s = h.measure("phantom run (warm: zygote)", || {
-        run_quiet(Command::new(&phantom).args(["run", "-q", "--policy"]).arg(&policy).args(["--", "/bin/true"]))
-    });
-    let cold_s = h.measure("phantom run (cold: --no-zygote)", || {
+    };
+    let mut warm_run =
+        || run_quiet(Command::new(&phantom).args(["run", "-q", "--policy"]).arg(&policy).args(["--", "/bin/true"]));
+    let mut cold_run = || {
         run_quiet(
-            Command::new(&phantom)
-                .args(["run", "-q", "--no-zygote", "--policy"])
-                .arg(&policy)
-                .args(["--", "/bin/true"]),
+            Command::new(&phantom).args(["run", "-q", "--no-zygote", "--policy"]).arg(&policy).args(["--", "/bin/true"]),
         )
-    });
+    };
+    let [floor, bwrap, bwrap_sec, warm_s, cold_s]: [super::Stats; 5] = round_robin(
+        h,
+        &mut [
+            ("exec /bin/true", &mut || run_quiet(&mut Command::new("/bin/true"))),
+            ("bwrap --unshare-all", &mut || run_quiet(Command::new("bwrap").args(BWRAP).arg("/bin/true"))),
+            ("bwrap --unshare-all --seccomp (Docker)", &mut bwrap_seccomp),
+            ("phantom run (warm: zygote)", &mut warm_run),
+            ("phantom run (cold: --no-zygote)", &mut cold_run),
+        ],
+    )
+    .try_into()
+    .map_err(|_| anyhow::anyhow!("five cases"))?;
 
     // Memory: 20 live sandboxes through the zygote.
     let zygote = Command::new("pgrep").args(["-o", "-f", &format!("serve --policy {}", policy.display())]).output()?;
@@ -209,11 +245,7 @@ pub fn run(h: &Harness) -> Result<Vec<Case>> {
     Ok(vec![
         case("phantom run warm vs bwrap+seccomp", warm_s.clone(), ("bwrap+seccomp", bwrap_sec.clone())),
         case("phantom run cold vs bwrap+seccomp", cold_s, ("bwrap+seccomp", bwrap_sec)),
-        case("phantom run warm vs exec", warm_s, ("exec", floor)),
-        case(
-            "bwrap (no seccomp) vs exec",
-            bwrap,
-            ("exec", h.measure("exec /bin/true (again)", || run_quiet(&mut Command::new("/bin/true")))),
-        ),
+        case("phantom run warm vs exec", warm_s, ("exec", floor.clone())),
+        case("bwrap (no seccomp) vs exec", bwrap, ("exec", floor)),
     ])
 }
