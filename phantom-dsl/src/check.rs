@@ -17,7 +17,9 @@ pub fn check(p: &Policy, diags: &mut Diagnostics) {
     check_filesystem(p, diags);
     check_network(p, diags);
     check_require(p, diags);
-    check_exec(p, diags);
+    if complete {
+        check_exec(p, diags);
+    }
 }
 
 /// Syscalls that execve and the dynamic loader of a glibc program need
