@@ -359,6 +359,19 @@ pub struct KernelPolicy {
     /// Unix sockets the sandbox may connect to: paths (`/run/x.sock`) and
     /// abstract names (`@name`). Absent: any unix socket inside the sandbox.
     pub unix_connect: Option<Vec<(String, Origin)>>,
+    /// Where each switch got its value, by its key (`ptrace`, `mount`, ...,
+    /// `unix_sockets`): the `kernel.<key>` value, else the `security.level`
+    /// whose default it is; absent for a default of the implied level.
+    #[serde(default)]
+    pub origins: std::collections::BTreeMap<String, Origin>,
+}
+
+impl KernelPolicy {
+    /// Where the switch `key` got its value ([`Origin::NONE`]: an implied
+    /// default).
+    pub fn origin(&self, key: &str) -> Origin {
+        self.origins.get(key).copied().unwrap_or(Origin::NONE)
+    }
 }
 
 // -------------------------------------------------------------- resources
@@ -488,6 +501,7 @@ impl Policy {
         if let Some(u) = &mut p.kernel.unix_connect {
             u.iter_mut().for_each(|a| a.1 = Origin::NONE);
         }
+        p.kernel.origins.clear();
         p
     }
 }

@@ -342,3 +342,39 @@ fn the_co_re_object_relocates_every_struct_read() {
     let plain = compile(&format!("profile: p\n{}", switches(&["bpf"]))).object_core().unwrap();
     assert!(!plain.windows(6).any(|w| w == b"f_mode"));
 }
+
+/// Switch lines come from the IR's origins: flow-style maps and switches
+/// set in an extended file get theirs too (the policy text is not needed).
+#[test]
+fn switch_programs_carry_the_line_that_set_them_in_any_file_or_style() {
+    let dir = std::env::temp_dir().join(format!("phantom-lsm-origins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("base.yaml"),
+        "profile: base\nsecurity:\n  level: high\nkernel: {mount: deny, bpf: allow}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("child.yaml"), "profile: child\nextends: base.yaml\nkernel:\n  ptrace: deny\n").unwrap();
+    let c = phantom_dsl::compile_file(&dir.join("child.yaml")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!c.has_errors(), "{:#?}", c.diagnostics);
+    let policy = c.policy.unwrap();
+    let p = lsm::compile(&policy, &Options::default()).unwrap();
+    let lines = |hook: Hook| -> Vec<(String, u32)> {
+        let prog = p.get(hook).unwrap_or_else(|| panic!("{hook:?} compiled"));
+        let mut v: Vec<(String, u32)> = prog
+            .insns
+            .iter()
+            .map(|i| i.meta.loc.as_ref().map(|l| (l.file.rsplit('/').next().unwrap().to_string(), l.line)))
+            .map(|l| l.unwrap_or_else(|| ("<none>".into(), 0)))
+            .collect();
+        v.dedup();
+        v
+    };
+    // Flow style in the base file: the `mount` key's line there.
+    assert_eq!(lines(Hook::SbMount), [("base.yaml".to_string(), 4)]);
+    // Set in the child (extends merges maps): the child's line.
+    assert_eq!(lines(Hook::PtraceAccessCheck), [("child.yaml".to_string(), 4)]);
+    // A default of `level: high` (base line 3).
+    assert_eq!(lines(Hook::UsernsCreate), [("base.yaml".to_string(), 3)]);
+}

@@ -350,9 +350,18 @@ fn level_defaults(level: Level) -> [Toggle; 8] {
     }
 }
 
-pub(crate) fn decode_kernel(d: &mut Decoder, n: Option<&Node>, level: Level) -> KernelPolicy {
+pub(crate) fn decode_kernel(
+    d: &mut Decoder,
+    n: Option<&Node>,
+    level: Level,
+    level_origin: Option<Origin>,
+) -> KernelPolicy {
     let mut t = level_defaults(level);
     let mut unix_connect = None;
+    let mut origins = std::collections::BTreeMap::new();
+    if let Some(o) = level_origin {
+        origins.extend(SWITCHES.iter().map(|k| (k.to_string(), o)));
+    }
     if let Some(n) = n {
         let mut keys = SWITCHES.to_vec();
         keys.push("unix_sockets");
@@ -362,10 +371,12 @@ pub(crate) fn decode_kernel(d: &mut Decoder, n: Option<&Node>, level: Level) -> 
                     d.keyword(v, &format!("kernel.{k}"), &[("allow", Toggle::Allow), ("deny", Toggle::Deny)])
                 }) {
                     t[i] = v;
+                    origins.insert(k.to_string(), d.origin(f.key_span(k).expect("present")));
                 }
             }
             if let Some(u) = f.get("unix_sockets") {
                 unix_connect = decode_unix(d, u);
+                origins.insert("unix_sockets".to_string(), d.origin(f.key_span("unix_sockets").unwrap_or(u.span)));
             }
         }
     }
@@ -379,6 +390,7 @@ pub(crate) fn decode_kernel(d: &mut Decoder, n: Option<&Node>, level: Level) -> 
         signals_outside: t[6],
         raw_sockets: t[7],
         unix_connect,
+        origins,
     }
 }
 

@@ -93,7 +93,8 @@ pub(crate) fn decode_policy(d: &mut Decoder, root: &Node, sources: Vec<SourceInf
     let seccomp = super::security::decode_seccomp(d, sget("seccomp"));
     let filesystem = super::security::decode_filesystem(d, sget("landlock"), get("filesystem"));
     let exec = get("exec").map(|n| super::security::decode_exec(d, n));
-    let kernel = super::security::decode_kernel(d, get("kernel"), level);
+    let level_origin = sget("level").map(|n| d.origin(n.span));
+    let kernel = super::security::decode_kernel(d, get("kernel"), level, level_origin);
     let seccomp = super::switches::lower(seccomp, &kernel);
     let network = super::network::decode_network(d, get("network"));
     let devices = super::network::decode_devices(d, get("devices"));

@@ -143,15 +143,13 @@
 //! decision block and each rule's denial carry the rule's line, the exec
 //! test and denial the exec list's first line. The prologue, the
 //! length-limit denial and the final allow carry the first deny rule's
-//! line (the program exists for it). `KernelPolicy` has no
-//! origins in the IR: the kernel-hook programs get their line from the
-//! policy text ([`Options::source`]: the `kernel:` key that sets the
-//! switch, else the `level:` line whose default it is); without the text
-//! they carry no line.
+//! line (the program exists for it). The kernel-hook programs carry
+//! the line that set their switch (`KernelPolicy::origins`: the
+//! `kernel.<switch>` value, else the `security.level` whose default it
+//! is); a default of the implied level has no line.
 
 mod emit;
 mod file_open;
-mod locate;
 mod path_trie;
 mod path_walk;
 mod socket;
@@ -166,7 +164,6 @@ use phantom_dsl::ir::{AuditMode, PathPattern, Policy, Toggle};
 use std::collections::BTreeMap;
 
 pub use file_open::{access_mask, FMODE_BACKING, FMODE_CREATED, FMODE_EXEC, FMODE_READ, FMODE_WRITE, PATH_BUF};
-pub use locate::toggle_locs;
 pub use socket::{AF_INET, AF_INET6, AF_PACKET, AF_UNIX, SOCK_RAW};
 
 /// The per-CPU array holding the record being built (its object part is
@@ -573,19 +570,12 @@ pub fn compile(policy: &Policy, opts: &Options) -> Result<LsmPrograms, LsmError>
     {
         out.programs.push(p);
     }
-    let mut locs = BTreeMap::new();
-    if let Some(first) = policy.sources.first() {
-        if let Some(text) = opts.sources.get(&first.path) {
-            locs = toggle_locs(&first.path, text);
-        }
-    }
-    // Switch lines come from the first policy file (index 0).
-    let site = |s: Switch| match locs.get(&s) {
-        Some(l) => Site { file: 0, rule: audit::NO_RULE, line: l.line },
-        None => Site::NONE,
-    };
-    let loc = |s: Switch| locs.get(&s).cloned();
+    // Each switch's program carries the line that set it (the `kernel:`
+    // key, or the `security.level` whose default it is).
     let k = &policy.kernel;
+    let origin = |s: Switch| k.origin(s.key());
+    let site = |s: Switch| file_open::site(&origin(s), audit::NO_RULE);
+    let loc = |s: Switch| locator.loc(&origin(s));
     let always: [(Switch, Toggle, &[Hook]); 3] = [
         (Switch::Mount, k.mount, &[Hook::SbMount, Hook::MoveMount]),
         (Switch::Bpf, k.bpf, &[Hook::Bpf]),
