@@ -249,29 +249,42 @@ fn stop_on_signals() {
     }
 }
 
-/// `MADV_PAGEOUT` (linux/mman.h, 5.4+).
-const MADV_PAGEOUT: libc::c_int = 21;
-
 /// Once the bundle is loaded and the pool is full: the heap's free pages go
-/// back to the kernel, and so do this process's page mappings of its own
-/// executable (mostly the policy compiler, which serving never runs again;
-/// code that serving needs faults back in from the page cache).
+/// back to the kernel, and this process drops its page mappings of every
+/// file it maps read-only (its executable, mostly the policy compiler,
+/// which serving never runs again; the C library): the code serving needs
+/// faults back in from the page cache. Unlike paging out, this works while
+/// a `phantom run` client maps the same pages (it waits for this zygote).
 fn release_startup_memory() {
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else { return };
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
-    for line in maps.lines() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return };
+    let mut mapping: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
         let mut f = line.split_whitespace();
-        let (Some(range), Some(path)) = (f.next(), f.nth(4)) else { continue };
-        if Path::new(path) != exe {
+        let Some(first) = f.next() else { continue };
+        if let Some((a, b)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            // A mapping's header: range, perms, offset, dev, inode, path.
+            let (perms, path) = (f.next().unwrap_or(""), f.nth(3).unwrap_or(""));
+            let read_only = perms.starts_with('r') && !perms.contains('w');
+            mapping = match (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                (Ok(a), Ok(b)) if read_only && path.starts_with('/') => Some((a, b)),
+                _ => None,
+            };
             continue;
         }
-        let Some((a, b)) = range.split_once('-') else { continue };
-        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else { continue };
-        // SAFETY: advice on a range that is mapped (from /proc/self/maps);
-        // MADV_PAGEOUT never changes the contents the process sees.
-        unsafe { libc::madvise(a as *mut libc::c_void, b - a, MADV_PAGEOUT) };
+        // Pages written since mapping (relocated data made read-only
+        // afterwards) are anonymous: such a mapping is left alone, as
+        // dropping them would lose the writes.
+        if first == "Anonymous:" {
+            if let (Some((a, b)), Some("0")) = (mapping.take(), f.next()) {
+                // SAFETY: a read-only file mapping (from /proc/self/smaps)
+                // with no private pages: dropping its page table entries
+                // changes nothing it reads, which faults back in from the
+                // file.
+                unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
+            }
+        }
     }
 }
 
