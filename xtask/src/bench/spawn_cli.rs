@@ -183,7 +183,10 @@ pub fn run(h: &Harness) -> Result<Vec<Case>> {
         || run_quiet(Command::new(&phantom).args(["run", "-q", "--policy"]).arg(&policy).args(["--", "/bin/true"]));
     let mut cold_run = || {
         run_quiet(
-            Command::new(&phantom).args(["run", "-q", "--no-zygote", "--policy"]).arg(&policy).args(["--", "/bin/true"]),
+            Command::new(&phantom)
+                .args(["run", "-q", "--no-zygote", "--policy"])
+                .arg(&policy)
+                .args(["--", "/bin/true"]),
         )
     };
     let [floor, bwrap, bwrap_sec, warm_s, cold_s]: [super::Stats; 5] = round_robin(
