@@ -3,4 +3,5 @@
 
 pub mod audit;
 pub mod inspect;
+pub mod reload;
 pub mod render;

@@ -63,3 +63,80 @@ fn warm_runs_go_through_the_zygote_with_the_policy_wall_time() {
     assert_eq!(slow.status.code(), Some(124), "{}", String::from_utf8_lossy(&slow.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `phantom reload` after editing the policy file: the zygote serves the
+/// edited policy, its running sandbox is moved to the new cgroup-BPF
+/// programs without a gap, and later runs of the edited file find the
+/// same zygote (its socket moved to the edited file's key).
+#[test]
+fn reload_moves_a_running_sandbox_and_later_runs_to_the_edited_policy() {
+    let dir = std::env::temp_dir().join(format!("phantom-reload-cli-{}", std::process::id()));
+    let ws = dir.join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::set_permissions(&ws, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let p = dir.join("reload.yaml");
+    // /dev/zero (1:5) is writable under neither version, /dev/urandom
+    // (1:9) under the edited one only.
+    let version = |urandom: &str| {
+        format!(
+            "# {}\nprofile: reload-cli\nsecurity:\n  level: low\nnetwork:\n  mode: none\ndevices:\n  allow:\n    - {{type: char, major: 1, minor: 9, access: [{urandom}]}}\n    - {{type: char, major: 1, minor: 5, access: [read]}}\nresources:\n  wall_time: 60s\nperformance:\n  zygote: true\n",
+            dir.display()
+        )
+    };
+    std::fs::write(&p, version("read")).unwrap();
+    let _zygote = Zygote(p.clone());
+    let ps = p.to_str().unwrap();
+    let first = phantom(&["run", "-q", "--policy", ps, "--", "true"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+
+    let script = "import errno, time\n\
+def w(p):\n  try:\n    open(p, 'wb').close(); return 'ok'\n  except OSError as e: return errno.errorcode[e.errno]\n\
+print('v1', w('/dev/urandom'), w('/dev/zero'))\n\
+open('/workspace/ready', 'w').close()\n\
+leaks = tries = 0\n\
+deadline = time.time() + 30\n\
+while time.time() < deadline:\n  tries += 1\n  if w('/dev/zero') == 'ok': leaks += 1\n  if w('/dev/urandom') == 'ok': break\n\
+print('v2', w('/dev/urandom'), w('/dev/zero'))\n\
+print('leaks', leaks, 'tries', 'many' if tries > 1 else tries)\n";
+    let running = Command::new(env!("CARGO_BIN_EXE_phantom"))
+        .args(["run", "--json", "--workspace", ws.to_str().unwrap(), "--policy", ps, "--", "python3", "-c", script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ws.join("ready").exists() {
+        assert!(std::time::Instant::now() < deadline, "the sandbox never got ready");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+
+    std::fs::write(&p, version("read, write")).unwrap();
+    let reload = phantom(&["reload", "--json", "--policy", ps]);
+    assert!(reload.status.success(), "{}", String::from_utf8_lossy(&reload.stderr));
+    let updates: serde_json::Value = serde_json::from_slice(&reload.stdout).unwrap();
+    let updates = updates.as_array().unwrap();
+    assert_eq!(updates.len(), 1, "one zygote serves the file: {updates:#?}");
+    let outcome = &updates[0]["result"]["Ok"];
+    assert_eq!(outcome["outcome"], "updated", "{updates:#?}");
+    assert!(outcome["running"]["sandboxes"].as_u64().unwrap() >= 1, "{updates:#?}");
+    assert_eq!(outcome["running"]["errors"], serde_json::json!([]), "{updates:#?}");
+
+    let out = running.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["stdout"], "v1 EPERM EPERM\nv2 ok EPERM\nleaks 0 tries many\n", "{r:#}");
+
+    // The edited file's next run is warm: the same zygote, found by the
+    // edited bytes, with the edited rules.
+    let warm = phantom(&["run", "--json", "--policy", ps, "--", "sh", "-c", "echo x > /dev/urandom && echo written"]);
+    assert!(warm.status.success(), "{}", String::from_utf8_lossy(&warm.stderr));
+    assert!(warm.stderr.is_empty(), "went through the zygote: {}", String::from_utf8_lossy(&warm.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&warm.stdout).unwrap();
+    assert_eq!(r["stdout"], "written\n", "{r:#}");
+
+    // A policy with errors changes nothing and says so.
+    std::fs::write(&p, "profile: reload-cli\nnetwork:\n  mode: sometimes\n").unwrap();
+    let bad = phantom(&["reload", "--policy", ps]);
+    assert_eq!(bad.status.code(), Some(1), "{}", String::from_utf8_lossy(&bad.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

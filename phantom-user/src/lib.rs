@@ -15,6 +15,7 @@ pub mod live;
 pub mod loader;
 pub mod lsm;
 pub mod net;
+pub mod reload;
 pub mod report;
 pub mod seccomp;
 pub mod spawn;

@@ -26,7 +26,7 @@ use crate::apply::LoadedBundle;
 use crate::cgroup_bpf::Attachment;
 use crate::spawn::lsm_attach::LsmAttachment;
 use phantom_dsl::ir::Policy;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -65,9 +65,10 @@ pub struct LiveHandle {
 }
 
 /// What an update did to the running sandboxes.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateReport {
-    /// Running sandboxes moved to the new version.
+    /// Sandboxes moved to the new version: running ones, and prepared
+    /// ones waiting for a request (a zygote's pool; they are discarded).
     pub sandboxes: usize,
     /// cgroup-BPF programs replaced in place / added / detached.
     pub cgroup_bpf: [usize; 3],

@@ -24,7 +24,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Where zygote sockets live.
@@ -96,7 +96,15 @@ fn peer_uid(s: &UnixStream) -> Option<u32> {
 }
 
 /// Serves requests until `idle` passes without one. Blocks.
-pub fn serve(path: &Path, policy: Policy, bundle: LoadedBundle, idle: Duration) -> Result<(), ZygoteError> {
+/// `origin` is the policy file or bundle directory it serves (absolute):
+/// `phantom reload` finds zygotes by it.
+pub fn serve(
+    path: &Path,
+    policy: Policy,
+    bundle: LoadedBundle,
+    idle: Duration,
+    origin: Option<PathBuf>,
+) -> Result<(), ZygoteError> {
     let err = |source| ZygoteError::Socket { path: path.display().to_string(), source };
     if let Some(dir) = path.parent().filter(|d| !d.exists()) {
         // Only a directory we create gets private permissions.
@@ -119,7 +127,9 @@ pub fn serve(path: &Path, policy: Policy, bundle: LoadedBundle, idle: Duration) 
     release_startup_memory();
     let server = Arc::new(Server {
         listener,
-        spawner,
+        spawner: RwLock::new(Arc::new(spawner)),
+        origin,
+        path: Mutex::new(path.to_path_buf()),
         // SAFETY: geteuid has no arguments.
         me: unsafe { libc::geteuid() },
         start: Instant::now(),
@@ -141,7 +151,7 @@ pub fn serve(path: &Path, policy: Policy, bundle: LoadedBundle, idle: Duration) 
     // listening socket); in-flight requests finish (each has its own
     // timeout). Dropping the spawner kills the prepared sandboxes and
     // removes what every sandbox made.
-    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(&*server.path.lock().unwrap_or_else(|e| e.into_inner()));
     // SAFETY: shutdown on our own listening socket.
     unsafe { libc::shutdown(server.listener.as_raw_fd(), libc::SHUT_RDWR) };
     while server.state.lock().map_or(0, |w| w.busy + w.idle) > 0 {
@@ -154,7 +164,12 @@ pub fn serve(path: &Path, policy: Policy, bundle: LoadedBundle, idle: Duration) 
 /// A zygote's shared state: its socket and spawner, and its workers.
 struct Server {
     listener: UnixListener,
-    spawner: Spawner,
+    /// Replaced by a policy update; a request keeps the one it started on.
+    spawner: RwLock<Arc<Spawner>>,
+    /// The policy file or bundle directory served, if known.
+    origin: Option<PathBuf>,
+    /// The socket's path (a policy update may rename it).
+    path: Mutex<PathBuf>,
     me: u32,
     start: Instant,
     /// When the last request ended, in ms since `start`.
@@ -215,7 +230,7 @@ impl Server {
             if spare {
                 Server::add_worker(&self);
             }
-            let _ = handle(stream, &self.spawner, self.me);
+            let _ = handle(stream, &self, self.me);
             self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
             let Ok(mut w) = self.state.lock() else { return };
             w.busy -= 1;
@@ -288,7 +303,7 @@ fn release_startup_memory() {
     }
 }
 
-fn handle(stream: UnixStream, spawner: &Spawner, me: u32) -> std::io::Result<()> {
+fn handle(stream: UnixStream, server: &Server, me: u32) -> std::io::Result<()> {
     let reply = |r: Response| -> std::io::Result<()> {
         let mut line = serde_json::to_vec(&r).map_err(std::io::Error::other)?;
         line.push(b'\n');
@@ -310,6 +325,10 @@ fn handle(stream: UnixStream, spawner: &Spawner, me: u32) -> std::io::Result<()>
         BufReader::new(&stream).read_until(b'\n', &mut rest)?;
         line.extend_from_slice(&rest);
     }
+    if let Ok(r) = serde_json::from_slice::<ReloadWire>(&line) {
+        return reply(server.reload(&r.reload));
+    }
+    let spawner = server.spawner.read().unwrap_or_else(|e| e.into_inner()).clone();
     let wire: Wire = match serde_json::from_slice(&line) {
         Ok(r) => r,
         Err(e) => return reply(Response::Error(format!("bad request: {e}"))),
@@ -347,6 +366,87 @@ fn handle(stream: UnixStream, spawner: &Spawner, me: u32) -> std::io::Result<()>
         Ok(r) => reply(Response::Ok(Box::new(serde_json::to_value(r).map_err(std::io::Error::other)?))),
         Err(e) => reply(Response::Error(e.to_string())),
     })
+}
+
+/// A policy update request (`phantom reload`): one JSON line.
+#[derive(Debug, Serialize, Deserialize)]
+struct ReloadWire {
+    reload: ReloadRequest,
+}
+
+/// What `phantom reload` asks of a zygote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadRequest {
+    /// The policy file or bundle directory (absolute) whose zygotes update:
+    /// a zygote serving something else answers [`ReloadOutcome::NotMine`].
+    pub origin: PathBuf,
+    /// Where the zygote's socket moves, so that runs of the updated policy
+    /// find it (`None`: it stays).
+    pub socket: Option<PathBuf>,
+}
+
+/// A zygote's answer to a [`ReloadRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum ReloadOutcome {
+    /// It serves another policy; nothing changed.
+    NotMine,
+    /// The policy as it is now serves new runs, and the running sandboxes
+    /// were moved ([`crate::live`]).
+    Updated { profile: String, running: crate::live::UpdateReport, socket: PathBuf },
+}
+
+impl Server {
+    /// Loads the policy at the request's origin, makes a spawner for it
+    /// (fails closed like the first one, keeping the old on error), moves
+    /// the running sandboxes, then serves new requests with it.
+    fn reload(&self, r: &ReloadRequest) -> Response {
+        if self.origin.as_deref() != Some(r.origin.as_path()) {
+            return json_response(&ReloadOutcome::NotMine);
+        }
+        let (policy, bundle) = match crate::reload::load_target(&r.origin) {
+            Ok(x) => x,
+            Err(e) => return Response::Error(format!("{}: {e}", r.origin.display())),
+        };
+        let next = match Spawner::new(&policy, &bundle, POOL_SIZE) {
+            Ok(s) => Arc::new(s),
+            Err(e) => return Response::Error(format!("the updated policy cannot run here: {e}")),
+        };
+        let old = self.spawner.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let running = old.bundle().live.supersede(&bundle, &policy);
+        *self.spawner.write().unwrap_or_else(|e| e.into_inner()) = next;
+        let mut path = self.path.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(to) = r.socket.as_ref().filter(|to| **to != *path) {
+            if std::fs::rename(&*path, to).is_ok() {
+                *path = to.clone();
+            }
+        }
+        json_response(&ReloadOutcome::Updated { profile: policy.profile.clone(), running, socket: path.clone() })
+    }
+}
+
+fn json_response(v: &impl Serialize) -> Response {
+    match serde_json::to_value(v) {
+        Ok(v) => Response::Ok(Box::new(v)),
+        Err(e) => Response::Error(e.to_string()),
+    }
+}
+
+/// Sends `r` to the zygote at `path`.
+pub fn reload(path: &Path, r: &ReloadRequest) -> Result<ReloadOutcome, ZygoteError> {
+    let err = |source| ZygoteError::Socket { path: path.display().to_string(), source };
+    let s = connect(path)?;
+    let mut line =
+        serde_json::to_vec(&ReloadWire { reload: r.clone() }).map_err(|e| ZygoteError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    sys::send_with_fds(s.as_raw_fd(), &line, &[]).map_err(err)?;
+    let mut resp = Vec::new();
+    BufReader::new(&s).read_until(b'\n', &mut resp).map_err(err)?;
+    match serde_json::from_slice::<Response>(&resp) {
+        Err(e) => Err(ZygoteError::Protocol(format!("{e}: {:?}", String::from_utf8_lossy(&resp)))),
+        Ok(Response::Ok(v)) => serde_json::from_value(*v).map_err(|e| ZygoteError::Protocol(e.to_string())),
+        Ok(Response::Error(e)) => Err(ZygoteError::Refused(e)),
+    }
 }
 
 trait AsFdRef {

@@ -26,7 +26,7 @@ fn zygote_serves_runs_and_exits_when_idle() {
     let sock = std::env::temp_dir().join(format!("phantom-zygote-test-{}.sock", std::process::id()));
     let path = sock.clone();
     let (fds, mounts) = (count_fds(), count_mounts());
-    let server = std::thread::spawn(move || zygote::serve(&path, policy, bundle, Duration::from_millis(400)));
+    let server = std::thread::spawn(move || zygote::serve(&path, policy, bundle, Duration::from_millis(400), None));
     assert!(zygote::wait_ready(&sock, Duration::from_secs(5)), "the zygote did not come up");
 
     for i in 0..3 {
@@ -87,7 +87,7 @@ fn sigterm_stops_the_zygote_leaving_nothing_behind() {
     let (fds, mounts) = (count_fds(), count_mounts());
     let path = sock.clone();
     // An idle timeout far away: only the signal ends it.
-    let server = std::thread::spawn(move || zygote::serve(&path, policy, bundle, Duration::from_secs(3600)));
+    let server = std::thread::spawn(move || zygote::serve(&path, policy, bundle, Duration::from_secs(3600), None));
     assert!(zygote::wait_ready(&sock, Duration::from_secs(5)), "the zygote did not come up");
     let req = Request {
         argv: vec!["/bin/true".into()],

@@ -68,6 +68,18 @@ enum Command {
         #[arg(long, default_value = "10m")]
         idle_timeout: String,
     },
+    /// Update the resident zygotes of a policy, and their running sandboxes, to the policy as it is now.
+    #[command(
+        after_help = "Every zygote started for this policy file (or bundle directory) loads it again: new runs get\nthe updated policy, and its running sandboxes are moved to the new cgroup-BPF and BPF-LSM\nprograms in place (each hook runs the old or the new version at every moment, never neither).\nSeccomp, Landlock, mounts, namespaces, limits and XDP of running sandboxes stay as they were.\nA policy with errors changes nothing. Exit status: 0 updated (or no zygote serves the policy),\n1 when the policy has errors or a zygote kept the previous version.\n\nExample:\n  phantom reload --policy policies/agent-workspace.yaml\n  phantom reload --policy build/bundle --json"
+    )]
+    Reload {
+        /// Policy file (.yaml) or bundle directory, as given to `phantom run` or `phantom serve`.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Print one JSON object per zygote ({"socket", "result"}) in an array.
+        #[arg(long)]
+        json: bool,
+    },
     /// Load a bundle's cgroup-BPF programs once and pin them under /sys/fs/bpf/phantom/<hash>.
     #[command(
         after_help = "The target is a bundle directory from `phantom-policy compile`, or a policy file, which is\ncompiled to a bundle in the cache directory first ($PHANTOM_CACHE_DIR, else\n$XDG_CACHE_HOME/phantom/bundles, else ~/.cache/phantom/bundles). <hash> is the first 16 hex\ncharacters of the sha256 of the bundle's manifest.json. Loading a bundle that is already\nloaded reuses its pins. Sandboxes attach the pinned programs to their cgroups; attached\nprograms keep enforcing even if the process that attached them dies. Needs root.\nExit status: 0 loaded (or reused), 1 failure (a verifier rejection prints the whole\nverifier log with policy lines).\n\nExamples:\n  phantom load policies/web-fetcher.yaml\n  phantom-policy compile policies/web-fetcher.yaml -o build/web && phantom load build/web --json"
@@ -145,9 +157,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let idle = parse_duration(&idle_timeout, "--idle-timeout")?;
             let path = socket.unwrap_or(default_socket);
             eprintln!("phantom: serving {} on {} (idle timeout {idle_timeout})", p.profile, path.display());
-            zygote::serve(&path, p, bundle, idle)?;
+            zygote::serve(&path, p, bundle, idle, policy.canonicalize().ok())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reload { policy, json } => Ok(reload_command(&policy, json).unwrap_or_else(|e| {
+            eprintln!("phantom: {e:#}");
+            ExitCode::from(1)
+        })),
         Command::Load { target, json } => Ok(exit_1_on_error(load_command(&target, json))),
         Command::Unload { target, json } => Ok(exit_1_on_error(unload_command(&target, json))),
         Command::Status { json } => Ok(exit_1_on_error(status_command(json))),
@@ -420,6 +436,21 @@ fn run_on_zygote(
 }
 
 /// `load`, `unload` and `status` exit with 1 (not 125) on failure.
+/// `phantom reload`: checks the policy (its errors change nothing), then
+/// asks every zygote serving it to update, moving each to the socket that
+/// runs of the updated policy look for.
+fn reload_command(policy: &Path, json: bool) -> Result<ExitCode> {
+    let origin = policy.canonicalize().with_context(|| format!("cannot read {}", policy.display()))?;
+    let socket = compile(policy)?.socket;
+    let updates = phantom_user::reload::reload_all(Path::new(zygote::SOCKET_DIR), &origin, Some(socket));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&updates)?);
+    } else {
+        eprint!("{}", phantom_cli::reload::render(&policy.display().to_string(), &updates));
+    }
+    Ok(if updates.iter().any(|u| u.result.is_err()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
 fn exit_1_on_error(r: Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,

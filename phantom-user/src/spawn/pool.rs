@@ -179,6 +179,12 @@ impl Spawner {
         &self.shared.spec.policy
     }
 
+    /// The bundle its sandboxes get (its [`LoadedBundle::live`] registry
+    /// lists the running ones).
+    pub fn bundle(&self) -> &LoadedBundle {
+        &self.shared.spec.bundle
+    }
+
     /// How many sandboxes are prepared right now.
     pub fn ready(&self) -> usize {
         self.shared.state.lock().map_or(0, |s| s.ready.len())
