@@ -186,6 +186,16 @@ pub struct PathPattern {
 }
 
 impl PathPattern {
+    /// `/a/b` (whole components) or `/a/b*` (prefix glob on the last
+    /// component), as written in a policy; no validation (the decoder
+    /// checks what a policy may contain).
+    pub fn parse(s: &str) -> PathPattern {
+        match s.strip_suffix('*') {
+            Some(p) => PathPattern { path: p.into(), prefix_glob: true },
+            None => PathPattern { path: s.into(), prefix_glob: false },
+        }
+    }
+
     fn components(p: &str) -> impl Iterator<Item = &str> {
         p.split('/').filter(|c| !c.is_empty())
     }
@@ -511,10 +521,7 @@ mod tests {
     use super::*;
 
     fn pat(s: &str) -> PathPattern {
-        match s.strip_suffix('*') {
-            Some(p) => PathPattern { path: p.into(), prefix_glob: true },
-            None => PathPattern { path: s.into(), prefix_glob: false },
-        }
+        PathPattern::parse(s)
     }
 
     #[test]

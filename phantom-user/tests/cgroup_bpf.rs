@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{in_cgroup, TestCgroup};
+use common::{in_cgroup, Shared, TestCgroup};
 use phantom_dsl::ir::{
     BindRule, DeviceAccess, DevicePolicy, DeviceRule, DeviceType, NetMode, NetRule, NetworkPolicy, Origin,
 };
@@ -423,44 +423,6 @@ fn denials_are_recorded_in_the_ring_buffer() {
     assert_eq!(records[1].hook, ProgKind::Device.audit_id());
     assert_eq!(records[1].object, Object::Device { access_type: (2 << 16) | 2, major: 1, minor: 1 });
     teardown(att, cg);
-}
-
-/// A page shared with a forked child: `[attempts, leaks, stop]`.
-struct Shared(*mut std::sync::atomic::AtomicU64);
-
-// SAFETY: the page is only accessed through atomics.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    fn new() -> Shared {
-        // SAFETY: a fresh anonymous shared mapping, zero-filled; unmapped on drop.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap");
-        Shared(p.cast())
-    }
-
-    fn at(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
-        assert!(i < 3);
-        // SAFETY: inside the 4096-byte mapping, 8-byte aligned, alive while self is.
-        unsafe { &*self.0.add(i) }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`.
-        unsafe { libc::munmap(self.0.cast(), 4096) };
-    }
 }
 
 #[test]

@@ -19,7 +19,7 @@ mod common;
 
 use aya::programs::LsmCgroup;
 use aya::{Btf, Ebpf};
-use common::{fork_child, ChildEnd};
+use common::{fork_child, ChildEnd, Shared};
 use phantom_ebpf::bpf::{encode, Insn, Reg::*, SourceLoc};
 use phantom_ebpf::elf::{ObjectBuilder, Program};
 use std::ffi::CString;
@@ -1292,44 +1292,6 @@ fn sandboxes_get_the_bpf_lsm_programs_before_exec() {
 }
 
 // ------------------------------------------------- policy update, no gap
-
-/// A page shared with forked children: `[iterations, leaks, stop]`.
-struct Shared(*mut std::sync::atomic::AtomicU64);
-
-// SAFETY: the page is only accessed through atomics.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    fn new() -> Shared {
-        // SAFETY: a fresh anonymous shared mapping, zero-filled; unmapped on drop.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap");
-        Shared(p.cast())
-    }
-
-    fn at(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
-        assert!(i < 3);
-        // SAFETY: inside the 4096-byte mapping, 8-byte aligned, alive while self is.
-        unsafe { &*self.0.add(i) }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`.
-        unsafe { libc::munmap(self.0.cast(), 4096) };
-    }
-}
 
 #[test]
 fn lsm_policy_update_swaps_the_programs_of_a_running_cgroup_without_a_gap() {

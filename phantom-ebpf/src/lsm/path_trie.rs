@@ -195,10 +195,7 @@ mod tests {
     use super::*;
 
     fn pat(s: &str) -> PathPattern {
-        match s.strip_suffix('*') {
-            Some(p) => PathPattern { path: p.into(), prefix_glob: true },
-            None => PathPattern { path: s.into(), prefix_glob: false },
-        }
+        PathPattern::parse(s)
     }
 
     #[test]

@@ -130,3 +130,43 @@ impl Drop for TestCgroup {
         let _ = std::fs::remove_dir(&self.path);
     }
 }
+
+/// A page shared with forked children (`MAP_SHARED`), read and written
+/// through atomics: counters and flags a child and its parent both see.
+pub struct Shared(*mut std::sync::atomic::AtomicU64);
+
+// SAFETY: the page is only accessed through atomics.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    pub fn new() -> Shared {
+        // SAFETY: a fresh anonymous shared mapping, zero-filled; unmapped on drop.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap");
+        Shared(p.cast())
+    }
+
+    /// Slot `i` (0..512).
+    pub fn at(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!(i < 512);
+        // SAFETY: inside the 4096-byte mapping, 8-byte aligned, alive while self is.
+        unsafe { &*self.0.add(i) }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`.
+        unsafe { libc::munmap(self.0.cast(), 4096) };
+    }
+}
