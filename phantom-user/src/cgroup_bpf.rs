@@ -38,6 +38,11 @@ pub struct Attachment {
     attached: Vec<(ProgKind, OwnedFd)>,
 }
 
+/// A copy of a program's fd, kept by an attachment.
+fn dup(kind: ProgKind, fd: &OwnedFd) -> Result<OwnedFd, CgroupBpfError> {
+    fd.try_clone().map_err(|source| CgroupBpfError::Syscall { cmd: "dup", what: kind.section().to_string(), source })
+}
+
 impl LoadedPrograms {
     /// Attaches every program to the cgroup v2 directory `cgroup`.
     pub fn attach(&self, cgroup: &Path) -> Result<Attachment, CgroupBpfError> {
@@ -45,11 +50,7 @@ impl LoadedPrograms {
             .map_err(|source| CgroupBpfError::Cgroup { path: cgroup.to_path_buf(), source })?;
         let mut a = Attachment { cgroup: OwnedFd::from(dir), path: cgroup.to_path_buf(), attached: Vec::new() };
         for (kind, fd) in &self.programs {
-            let fd = fd.try_clone().map_err(|source| CgroupBpfError::Syscall {
-                cmd: "dup",
-                what: kind.section().to_string(),
-                source,
-            })?;
+            let fd = dup(*kind, fd)?;
             sys::prog_attach(a.cgroup.as_fd(), fd.as_fd(), kind.attach_type()).map_err(io::Error::from).map_err(
                 |source| CgroupBpfError::Syscall {
                     cmd: "BPF_PROG_ATTACH",
@@ -84,11 +85,13 @@ impl Attachment {
         let mut old: Vec<Option<(ProgKind, OwnedFd)>> = self.attached.drain(..).map(Some).collect();
         let (mut replaced, mut added) = (0, 0);
         for (kind, fd) in &new.programs {
-            let fd = fd.try_clone().map_err(|source| CgroupBpfError::Syscall {
-                cmd: "dup",
-                what: kind.section().to_string(),
-                source,
-            })?;
+            let fd = match dup(*kind, fd) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    self.attached.extend(old.into_iter().flatten());
+                    return Err(e);
+                }
+            };
             let slot = old.iter_mut().find(|o| o.as_ref().is_some_and(|(k, _)| k == kind));
             let step = match slot.as_ref().and_then(|s| s.as_ref()) {
                 Some((_, prev)) => sys::prog_replace(self.cgroup.as_fd(), fd.as_fd(), prev.as_fd(), kind.attach_type())
