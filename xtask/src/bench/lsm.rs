@@ -15,8 +15,9 @@
 //! on a tmpfs private to the bench:
 //! - `none`: no LSM program attached anywhere (the floor);
 //! - `bpf-lsm N` (N = 10, 100, 1,000): the child in a cgroup with the
-//!   file_open program of a policy with N deny rules, none of which
-//!   matches the opened file (every rule is checked: the worst case);
+//!   file_open program of a policy with N deny rules on sibling
+//!   directories, none of which matches the opened file (the program walks
+//!   its compiled path trie to the point where the path leaves it);
 //! - `outside N`: the same program attached, the child outside its cgroup
 //!   (what every other process on the machine pays);
 //! - `landlock N`: no BPF program; the child under a Landlock ruleset with
@@ -153,7 +154,7 @@ fn report(h: &Harness, r: &BTreeMap<String, f64>) -> Result<Vec<super::Case>> {
         rows,
         notes: vec![
             format!("{LOOPS} open+close per measurement, {ROUNDS} interleaved rounds; overhead = ns/op - ns/op with no program"),
-            "deny rules never match the opened file, so every rule is checked (worst case)".into(),
+            "deny rules on sibling directories never match the opened file (the trie walk stops where the path leaves it)".into(),
         ],
         json: serde_json::Value::Object(data),
     });
