@@ -256,7 +256,13 @@ fn list() -> String {
 
 /// Re-runs `cargo xtask bench ...` from a release build of xtask.
 fn rerun_in_release() -> Result<ExitCode> {
-    eprintln!("==> building xtask with --release (timing a debug build says nothing)");
+    eprintln!("==> building xtask and phantom with --release (timing a debug build says nothing)");
+    // The CLI benches run the `phantom` next to xtask: build it too, or a
+    // stale one is measured.
+    let built = util::cargo().args(["build", "--release", "--quiet", "--package", "phantom-cli"]).status()?;
+    if !built.success() {
+        return Ok(ExitCode::FAILURE);
+    }
     let status = util::cargo()
         .args(["run", "--release", "--quiet", "--package", "xtask", "--"])
         .args(std::env::args_os().skip(1))
