@@ -3,7 +3,10 @@
 //! (phantom-user/tests/vm_lsm.rs).
 
 mod golden;
+#[path = "lsm_common/layout.rs"]
+mod layout;
 
+use layout::LAYOUT;
 use phantom_dsl::ir::Policy;
 use phantom_ebpf::audit::{self, Verdict};
 use phantom_ebpf::bpf::{disasm, Insn, Op};
@@ -31,18 +34,6 @@ filesystem:
     - deny: /workspace/trash
       access: [remove]
 ";
-
-/// The 6.12 layout (any fixed layout works for the host tests).
-const LAYOUT: KernelLayout = KernelLayout {
-    file_f_mode: 4,
-    file_f_path: 64,
-    file_f_flags: 72,
-    task_tgid: 1268,
-    task_cgroups: 2376,
-    css_set_dfl_cgrp: 136,
-    cgroup_kn: 304,
-    kernfs_node_id: 96,
-};
 
 fn policy(text: &str) -> Policy {
     let c = phantom_dsl::compile_str(PATH, text);

@@ -1,5 +1,5 @@
 //! Differential: the emitted file_open program (its encoded bytes, run by
-//! the interpreter in lsm_common/interp.rs, since this host refuses
+//! the interpreter in ebpf_interp/ with lsm_common/file_open_env.rs, since this host refuses
 //! BPF-LSM) against the linear definition (lsm_common/reference.rs): the
 //! decision, and the record's rule, line, file and path, for random
 //! policies (nested rules with different access sets, prefix globs, `/`,

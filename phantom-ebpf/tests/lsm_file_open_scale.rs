@@ -37,9 +37,14 @@ fn spread_policy(n: usize) -> Policy {
 fn steps(prog: &[u8], policy: &Policy, mode: (u32, u32), path: &str) -> usize {
     let mut buf = scratch();
     check(prog, &mut buf, policy, &[], mode, path.as_bytes()).unwrap();
-    let mut run =
-        interp::Run { layout: LAYOUT, f_mode: mode.0, f_flags: mode.1, path: path.as_bytes(), scratch: &mut buf };
-    interp::run(prog, &mut run).unwrap().steps
+    let mut run = file_open_env::Run {
+        layout: LAYOUT,
+        f_mode: mode.0,
+        f_flags: mode.1,
+        path: path.as_bytes(),
+        scratch: &mut buf,
+    };
+    file_open_env::run(prog, &mut run).unwrap().steps
 }
 
 #[test]

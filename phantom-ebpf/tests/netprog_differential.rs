@@ -7,7 +7,7 @@
 
 mod netprog_common;
 
-use netprog_common::ebpf_interp::Task;
+use netprog_common::ebpf_interp::helpers::Task;
 use netprog_common::*;
 use phantom_dsl::ir::{DevicePolicy, NetworkPolicy};
 use phantom_ebpf::netprog::reference::Reference;

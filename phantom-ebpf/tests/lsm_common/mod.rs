@@ -4,7 +4,10 @@
 // Reason: each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
-pub mod interp;
+#[path = "../ebpf_interp/mod.rs"]
+pub mod ebpf_interp;
+pub mod file_open_env;
+mod layout;
 pub mod reference;
 
 #[macro_use]
@@ -12,23 +15,12 @@ pub mod reference;
 mod gen;
 pub use gen::{origin, Rng};
 
+pub use layout::LAYOUT;
 use phantom_dsl::ir::{Access, AuditMode, Effect, ExecPolicy, FsRule, PathPattern, Policy};
 use phantom_ebpf::audit::{self, AuditRecord, Object};
-use phantom_ebpf::lsm::{self, Hook, KernelLayout, Options, FMODE_EXEC};
+use phantom_ebpf::lsm::{self, Hook, Options, FMODE_EXEC};
 use reference::Expect;
 use std::collections::BTreeSet;
-
-/// The 6.12 layout (any fixed layout works here).
-pub const LAYOUT: KernelLayout = KernelLayout {
-    file_f_mode: 4,
-    file_f_path: 64,
-    file_f_flags: 72,
-    task_tgid: 1268,
-    task_cgroups: 2376,
-    css_set_dfl_cgrp: 136,
-    cgroup_kn: 304,
-    kernfs_node_id: 96,
-};
 
 /// A policy with nothing but what file_open reads.
 pub fn empty_policy() -> Policy {
@@ -66,8 +58,8 @@ pub fn program(policy: &Policy, extra: &[PathPattern]) -> (Vec<u8>, usize) {
     let progs = lsm::compile(policy, &opts).unwrap();
     let open = progs.get(Hook::FileOpen).expect("a file_open program");
     let mut enc = open.encode(&LAYOUT).unwrap();
-    enc.bind_map(audit::SCRATCH_MAP, interp::SCRATCH_FD).unwrap();
-    enc.bind_map(audit::RINGBUF_MAP, interp::RINGBUF_FD).unwrap();
+    enc.bind_map(audit::SCRATCH_MAP, file_open_env::SCRATCH_FD).unwrap();
+    enc.bind_map(audit::RINGBUF_MAP, file_open_env::RINGBUF_FD).unwrap();
     (enc.to_bytes(), open.insns.len())
 }
 
@@ -88,8 +80,8 @@ pub fn check(
 ) -> Result<Expect, String> {
     let access = f_mode | (f_flags & FMODE_EXEC);
     let want = reference::expect(policy, extra, access, path);
-    let mut run = interp::Run { layout: LAYOUT, f_mode, f_flags, path, scratch };
-    let out = interp::run(prog, &mut run)?;
+    let mut run = file_open_env::Run { layout: LAYOUT, f_mode, f_flags, path, scratch };
+    let out = file_open_env::run(prog, &mut run)?;
     let complain = policy.audit == AuditMode::Complain;
     let got = match out.records.as_slice() {
         [] => Expect::Allow,

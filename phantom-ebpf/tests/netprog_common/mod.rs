@@ -3,18 +3,20 @@
 // Reason: each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod cgroup_env;
+#[path = "../ebpf_interp/mod.rs"]
 pub mod ebpf_interp;
 #[macro_use]
 #[path = "../gen/mod.rs"]
 mod gen;
 pub use gen::*;
 
-use ebpf_interp::{run, Lpm};
+use cgroup_env::{run, Lpm};
 use phantom_dsl::ir::{
     BindRule, DeviceAccess, DevicePolicy, DeviceRule, DeviceType, NetMode, NetRule, NetworkPolicy, Policy,
 };
 use phantom_dsl::values::{Cidr, PortRange, Protocol};
-use phantom_ebpf::netprog::CgroupProgram;
+use phantom_ebpf::netprog::{CgroupProgram, BPF_MAP_TYPE_RINGBUF};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -230,19 +232,25 @@ pub fn dev_ctx(access_type: u32, major: u32, minor: u32) -> Vec<u8> {
 pub struct Runnable {
     pub bytes: Vec<u8>,
     pub maps: BTreeMap<i32, Lpm>,
+    /// The audit ring buffer's fd (unused by programs that send nothing).
+    pub ringbuf_fd: i32,
 }
 
 impl Runnable {
     pub fn new(prog: &CgroupProgram, set: &phantom_ebpf::netprog::CgroupPrograms) -> Runnable {
         let mut enc = prog.encoded.clone();
-        let mut maps = BTreeMap::new();
+        let (mut maps, mut ringbuf_fd) = (BTreeMap::new(), -1);
         for (i, name) in prog.maps().into_iter().enumerate() {
             let fd = 1000 + i as i32;
             enc.bind_map(name, fd).unwrap();
             let spec = set.map(name).unwrap_or_else(|| panic!("map {name} missing"));
-            maps.insert(fd, Lpm { key_size: spec.key_size as usize, entries: spec.entries.clone() });
+            if spec.map_type == BPF_MAP_TYPE_RINGBUF {
+                ringbuf_fd = fd;
+            } else {
+                maps.insert(fd, Lpm { key_size: spec.key_size as usize, entries: spec.entries.clone() });
+            }
         }
-        Runnable { bytes: enc.to_bytes(), maps }
+        Runnable { bytes: enc.to_bytes(), maps, ringbuf_fd }
     }
 
     /// (verdict, instructions executed)
@@ -254,7 +262,7 @@ impl Runnable {
     /// [`Runnable::run`] and the audit records sent; a denial sends
     /// exactly one, an allowed action none.
     pub fn run_recorded(&self, ctx: &mut [u8]) -> (bool, usize, Vec<Vec<u8>>) {
-        let out = run(&self.bytes, ctx, &self.maps).unwrap_or_else(|e| panic!("interpreter: {e}"));
+        let out = run(&self.bytes, ctx, &self.maps, self.ringbuf_fd).unwrap_or_else(|e| panic!("interpreter: {e}"));
         assert!(out.r0 <= 1, "return value {}", out.r0);
         assert_eq!(out.records.len(), usize::from(out.r0 == 0), "records of a {} verdict", out.r0);
         (out.r0 == 1, out.steps, out.records)
