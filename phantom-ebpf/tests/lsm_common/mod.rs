@@ -30,10 +30,7 @@ pub fn empty_policy() -> Policy {
 }
 
 pub fn pat(s: &str) -> PathPattern {
-    match s.strip_suffix('*') {
-        Some(p) => PathPattern { path: p.into(), prefix_glob: true },
-        None => PathPattern { path: s.into(), prefix_glob: false },
-    }
+    PathPattern::parse(s)
 }
 
 /// A deny rule at `line`.
