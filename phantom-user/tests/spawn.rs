@@ -245,3 +245,38 @@ fn allowlist_sandboxes_get_a_veth_pair_with_xdp() {
     }
     assert!(!exists(), "{name} outlived its sandbox");
 }
+
+/// A `--workspace` owned by a user is attached idmapped: inside, the
+/// owner's files belong to the sandbox's root and it can write there; on
+/// disk, what it creates belongs to the owner (not to the sandbox's
+/// unprivileged host uid). A root-owned workspace is not idmapped.
+#[test]
+fn a_user_owned_workspace_is_idmapped_to_the_sandbox_root() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::path::PathBuf::from(format!("/var/tmp/phantom-idmap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("mine"), "owner's\n").unwrap();
+    let owner = 4242;
+    for p in [dir.clone(), dir.join("mine")] {
+        std::os::unix::fs::chown(&p, Some(owner), Some(owner)).unwrap();
+    }
+    let (p, b) = policy(BASE);
+    let req = SpawnRequest {
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "stat -c '%u:%g %n' mine; cat mine; echo made > made && echo written".into(),
+        ],
+        env: vec![],
+        workspace: Some(dir.clone()),
+        timeout: Some(Duration::from_secs(20)),
+        output_cap: 1 << 16,
+    };
+    let r = run(&p, &b, &req).unwrap_or_else(|e| panic!("{e}"));
+    let made = std::fs::metadata(dir.join("made"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(r.stdout, "0:0 mine\nowner's\nwritten\n", "{r:#?}");
+    let made = made.expect("the sandbox's file exists on the host");
+    assert_eq!((made.uid(), made.gid()), (owner, owner), "on disk it belongs to the workspace's owner");
+}

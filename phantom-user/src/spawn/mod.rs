@@ -16,6 +16,7 @@ mod allowlist;
 pub mod cgroup;
 mod child;
 mod handover;
+mod idmap;
 pub(crate) mod lsm_attach;
 pub mod netns;
 mod pool;

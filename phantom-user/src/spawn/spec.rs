@@ -42,6 +42,9 @@ pub(super) struct Spec {
     /// The nice value of the thread that made the spec: a sandbox prepared
     /// by a background thread at a lower priority gets it back when ready.
     pub nice: i32,
+    /// Idmappings of `--workspace` owners, made on first use and kept as
+    /// long as the spec (a spawner's life).
+    pub idmaps: super::idmap::Idmaps,
 }
 
 impl Spec {
@@ -95,6 +98,7 @@ impl Spec {
                 || (mode == Mode::Hardened && present.contains(&Layer::Xdp)),
             lsm,
             nice: super::sys::thread_nice(),
+            idmaps: Default::default(),
         })
     }
 }

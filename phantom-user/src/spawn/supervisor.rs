@@ -124,7 +124,7 @@ pub(super) fn execute(
                 return Err(undelivered(SpawnError::Setup(format!("workspace {}: not a directory", w.display()))));
             }
             tree = Some(
-                sys::clone_tree(dir.as_raw_fd())
+                workspace_tree(&dir, &spec.idmaps)
                     .map_err(SpawnError::io(format!("workspace {}", w.display())))
                     .map_err(undelivered)?,
             );
@@ -336,4 +336,19 @@ impl Drop for KillOnDrop {
             libc::waitpid(self.0, std::ptr::null_mut(), 0);
         }
     }
+}
+
+/// The caller's workspace as a detached tree: idmapped to the sandbox's
+/// root when a user (not root) owns it (`idmap`), else as it is (also
+/// where the filesystem cannot idmap).
+fn workspace_tree(dir: &std::fs::File, idmaps: &super::idmap::Idmaps) -> std::io::Result<OwnedFd> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let meta = dir.metadata()?;
+    if let Some(ns) = idmaps.for_owner(meta.uid(), meta.gid())? {
+        if let Ok(tree) = sys::clone_tree(dir.as_raw_fd(), Some(ns.as_fd())) {
+            return Ok(tree);
+        }
+    }
+    sys::clone_tree(dir.as_raw_fd(), None)
 }

@@ -344,10 +344,13 @@ const MOVE_MOUNT_F_EMPTY_PATH: u32 = 4;
 const MOUNT_ATTR_NOSUID: u64 = 2;
 const MOUNT_ATTR_NODEV: u64 = 4;
 
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
 /// A detached copy of the mount tree at `dirfd` (open_tree with
-/// OPEN_TREE_CLONE, recursive), nosuid and nodev; the sandbox attaches it
-/// with [`move_mount_to`]. Needs CAP_SYS_ADMIN (the supervisor).
-pub fn clone_tree(dirfd: i32) -> io::Result<std::os::fd::OwnedFd> {
+/// OPEN_TREE_CLONE, recursive), nosuid and nodev, idmapped through the
+/// user namespace `idmap` when given; the sandbox attaches it with
+/// [`move_mount_to`]. Needs CAP_SYS_ADMIN (the supervisor).
+pub fn clone_tree(dirfd: i32, idmap: Option<std::os::fd::BorrowedFd<'_>>) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: open_tree on a valid fd with an empty path.
     let fd = check(unsafe {
         libc::syscall(
@@ -360,7 +363,13 @@ pub fn clone_tree(dirfd: i32) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: a fresh fd we own.
     let tree = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     // struct mount_attr { attr_set, attr_clr, propagation, userns_fd }
-    let attr: [u64; 4] = [MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0];
+    let attr: [u64; 4] = match idmap {
+        Some(ns) => {
+            use std::os::fd::AsRawFd;
+            [MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_IDMAP, 0, 0, ns.as_raw_fd() as u64]
+        }
+        None => [MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0],
+    };
     // SAFETY: mount_setattr on the detached tree with a valid mount_attr.
     check(unsafe {
         libc::syscall(
