@@ -5,7 +5,7 @@ use phantom_user::zygote::ReloadOutcome;
 use std::fmt::Write;
 
 /// What stays as it was in a sandbox that is already running.
-pub const UNCHANGED: &str = "seccomp, Landlock, mounts, namespaces, resource limits and XDP stay as they were \
+pub const UNCHANGED: &str = "seccomp, Landlock, mounts, namespaces and resource limits stay as they were \
 in sandboxes already running (the kernel lets a process only add restrictions to itself); new runs get every \
 layer of the updated policy";
 
@@ -24,11 +24,12 @@ pub fn render(policy: &str, updates: &[ZygoteUpdate]) -> String {
             Ok(ReloadOutcome::Updated { profile, running, socket }) => {
                 let [r, a, d] = running.cgroup_bpf;
                 let [lr, la, ld] = running.bpf_lsm;
+                let xdp = running.xdp;
                 let _ = writeln!(
                     out,
                     "phantom: {profile} ({}): updated; {} sandbox(es) (running, or prepared and waiting) moved \
                      without a gap: cgroup-BPF {r} replaced, {a} added, {d} removed; BPF-LSM {lr} replaced, {la} \
-                     added, {ld} removed",
+                     added, {ld} removed; XDP swapped on {xdp} veth pair(s)",
                     socket.display(),
                     running.sandboxes,
                 );

@@ -2,16 +2,16 @@
 //! policy update can move them to the new version while the sandboxes run.
 //!
 //! What an update changes in a running sandbox: its cgroup-BPF programs
-//! (replaced in place, [`crate::cgroup_bpf::Attachment::replace_with`]) and
+//! (replaced in place, [`crate::cgroup_bpf::Attachment::replace_with`]),
 //! its BPF-LSM programs (links switched in place,
-//! [`crate::lsm::LoadedLsm::take_over`]). At every moment each hook runs
-//! the old or the new version, never neither. What it cannot change: the
-//! seccomp filter and the Landlock domain of processes already running
-//! (the kernel only lets a process add restrictions to itself), the
-//! mounts, namespaces and resource limits made at start, and the XDP
-//! programs on an allowlist sandbox's veth pair (the cgroup-BPF programs,
-//! which see every socket call first, carry the new network rules). New
-//! sandboxes get every layer of the new version.
+//! [`crate::lsm::LoadedLsm::take_over`]) and the XDP programs on both ends
+//! of an allowlist sandbox's veth pair (`XDP_FLAGS_REPLACE`,
+//! [`crate::net::XdpAttachment::replace_with`]). At every moment each hook
+//! runs the old or the new version, never neither. What it cannot change:
+//! the seccomp filter and the Landlock domain of processes already running
+//! (the kernel only lets a process add restrictions to itself), and the
+//! mounts, namespaces and resource limits made at start. New sandboxes get
+//! every layer of the new version.
 //!
 //! No sandbox slips through an update: storing a new attachment and
 //! updating take the same registry lock. A sandbox that attached the old
@@ -24,6 +24,7 @@
 
 use crate::apply::LoadedBundle;
 use crate::cgroup_bpf::Attachment;
+use crate::net::XdpAttachment;
 use crate::spawn::lsm_attach::LsmAttachment;
 use phantom_dsl::ir::Policy;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,7 @@ pub struct Live {
     cgroup: PathBuf,
     cgroup_bpf: Option<Attachment>,
     lsm: Option<LsmAttachment>,
+    xdp: Option<XdpAttachment>,
 }
 
 impl Live {
@@ -43,6 +45,7 @@ impl Live {
     fn clear(&mut self) {
         drop(self.cgroup_bpf.take());
         drop(self.lsm.take());
+        drop(self.xdp.take());
     }
 }
 
@@ -74,6 +77,9 @@ pub struct UpdateReport {
     pub cgroup_bpf: [usize; 3],
     /// BPF-LSM links switched in place / added / detached.
     pub bpf_lsm: [usize; 3],
+    /// Veth pairs whose XDP programs were swapped (both ends).
+    #[serde(default)]
+    pub xdp: usize,
     /// Sandboxes the update could not fully move (each still enforced by
     /// the old version, the new one, or both, per hook).
     pub errors: Vec<String>,
@@ -86,7 +92,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl LiveRegistry {
     /// Registers a sandbox about to get its attachments.
     pub fn enter(&self, cgroup: &Path) -> LiveHandle {
-        let live = Arc::new(Mutex::new(Live { cgroup: cgroup.to_path_buf(), cgroup_bpf: None, lsm: None }));
+        let live = Arc::new(Mutex::new(Live { cgroup: cgroup.to_path_buf(), cgroup_bpf: None, lsm: None, xdp: None }));
         self.adopt(&live, &mut UpdateReport::default());
         LiveHandle { registry: self.clone(), live }
     }
@@ -142,6 +148,15 @@ fn move_to(live: &Arc<Mutex<Live>>, to: &LoadedBundle, policy: &Policy, report: 
                 Err(e) => report.errors.push(format!("{cgroup}: bpf-lsm: {e}")),
             }
         }
+        if let Some(x) = l.xdp.as_mut() {
+            match to.xdp_programs().and_then(|p| x.replace_with(p).map_err(|e| e.to_string())) {
+                Ok(()) => {
+                    report.xdp += 1;
+                    moved = true;
+                }
+                Err(e) => report.errors.push(format!("{cgroup}: xdp: {e}")),
+            }
+        }
         report.sandboxes += usize::from(moved);
     }
     to.live.adopt(live, report);
@@ -157,6 +172,11 @@ impl LiveHandle {
     /// Stores the sandbox's BPF-LSM attachment (same as above).
     pub fn set_lsm(&self, a: LsmAttachment) {
         self.store(|l| l.lsm = Some(a));
+    }
+
+    /// Stores the XDP programs of the sandbox's veth pair (same as above).
+    pub fn set_xdp(&self, a: XdpAttachment) {
+        self.store(|l| l.xdp = Some(a));
     }
 
     fn store(&self, f: impl FnOnce(&mut Live)) {

@@ -23,8 +23,9 @@ const BASE: &str =
 struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new() -> Scratch {
-        let p = PathBuf::from(format!("/var/tmp/phantom-update-{}", std::process::id()));
+    /// `tag` keeps this binary's tests apart.
+    fn new(tag: &str) -> Scratch {
+        let p = PathBuf::from(format!("/var/tmp/phantom-update-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir(&p).unwrap();
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
@@ -47,7 +48,7 @@ fn a_policy_update_moves_a_running_sandbox_to_the_new_cgroup_programs() {
     };
     let (p1, b1) = policy(&devices("read"));
     let (p2, b2) = policy(&devices("read, write"));
-    let ws = Scratch::new();
+    let ws = Scratch::new("devices");
     // /dev/zero (1:5) is writable under neither version (a rule for a
     // default device replaces its default); /dev/urandom (1:9) under
     // version 2 only.
@@ -87,4 +88,63 @@ print('leaks', leaks, 'tries', 'many' if tries > 1 else tries)\n";
     assert_eq!(r.exit_code, Some(0), "{r:#?}");
     // Moved sandboxes belong to version 2 now; version 1 has none left.
     assert_eq!(b1.live.supersede(&b2, &p2).sandboxes, 0, "version 1 keeps no sandbox");
+}
+
+/// The XDP program ids on the host ends of the sandboxes' veth pairs
+/// (`phv*`), read with iproute2 as an outside witness.
+fn host_end_xdp_ids() -> Vec<u64> {
+    let out = std::process::Command::new("ip").args(["-d", "-j", "link", "show", "type", "veth"]).output().unwrap();
+    assert!(out.status.success(), "ip link: {}", String::from_utf8_lossy(&out.stderr));
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    links
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["ifname"].as_str().is_some_and(|n| n.starts_with("phv")))
+        .map(|l| l["xdp"]["prog"]["id"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+#[test]
+fn a_policy_update_swaps_the_xdp_programs_of_a_running_allowlist_sandbox() {
+    use std::os::fd::AsFd;
+    let version = |port: u16| {
+        policy(&format!(
+            "{BASE}network:\n  mode: allowlist\n  egress:\n    - to: 10.200.0.0/16\n      ports: {port}\n      protocol: tcp\n"
+        ))
+    };
+    let (p1, b1) = version(7);
+    let (p2, b2) = version(9);
+    let id = |b: &LoadedBundle| phantom_bpf_sys::object_id(b.xdp_programs().unwrap().egress.as_fd()).unwrap() as u64;
+    let (v1, v2) = (id(&b1), id(&b2));
+    let ws = Scratch::new("xdp");
+    let req = SpawnRequest {
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "touch /workspace/ready; i=0; while [ ! -e /workspace/go ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.01; done".into(),
+        ],
+        env: vec![],
+        workspace: Some(ws.0.clone()),
+        timeout: Some(Duration::from_secs(60)),
+        output_cap: 1 << 16,
+    };
+    let sandbox = {
+        let (p1, b1) = (p1.clone(), b1.clone());
+        std::thread::spawn(move || run(&p1, &b1, &req))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ws.0.join("ready").exists() {
+        assert!(Instant::now() < deadline && !sandbox.is_finished(), "the sandbox never got ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(host_end_xdp_ids(), [v1], "the running sandbox's pair carries version 1");
+    let report = b1.live.supersede(&b2, &p2);
+    std::fs::write(ws.0.join("go"), "").unwrap();
+    assert_eq!((report.sandboxes, report.xdp), (1, 1), "{report:?}");
+    assert!(report.errors.is_empty(), "{report:?}");
+    let after = host_end_xdp_ids();
+    let r = sandbox.join().expect("sandbox thread").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.exit_code, Some(0), "{r:#?}");
+    assert_eq!(after, [v2], "the pair carries version 2 after the update (version 1: id {v1})");
 }

@@ -44,3 +44,33 @@ pub fn setup_allowlist(
     }
     Ok(v)
 }
+
+/// The XDP programs on one sandbox's veth pair: what a policy update swaps
+/// ([`crate::live`]). Holds the sandbox's network namespace (the pair's
+/// other end) until dropped.
+#[derive(Debug)]
+pub struct XdpAttachment {
+    pub sandbox_ns: std::os::fd::OwnedFd,
+    pub veth: veth::Veth,
+    pub programs: std::sync::Arc<xdp::LoadedXdp>,
+}
+
+impl XdpAttachment {
+    /// Swaps both ends to `new` in place (the host end first: egress is
+    /// what leaves the sandbox). On an error the ends already swapped stay
+    /// swapped (each runs one version, never none).
+    pub fn replace_with(&mut self, new: std::sync::Arc<xdp::LoadedXdp>) -> Result<(), NetError> {
+        let kernel = |what: &'static str| move |source| NetError::Kernel { what: what.into(), source };
+        veth::replace_xdp(None, self.veth.host_ifindex, new.egress.as_fd(), self.programs.egress.as_fd())
+            .map_err(kernel("replacing XDP egress on the host end"))?;
+        veth::replace_xdp(
+            Some(self.sandbox_ns.as_fd()),
+            self.veth.sandbox_ifindex,
+            new.ingress.as_fd(),
+            self.programs.ingress.as_fd(),
+        )
+        .map_err(kernel("replacing XDP ingress on the sandbox end"))?;
+        self.programs = new;
+        Ok(())
+    }
+}

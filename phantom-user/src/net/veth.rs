@@ -40,6 +40,8 @@ const IFLA_XDP_FD: u16 = 1;
 const IFLA_XDP_FLAGS: u16 = 3;
 /// Native (driver) XDP: veth runs it on its receive path.
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+const XDP_FLAGS_REPLACE: u32 = 1 << 4;
+const IFLA_XDP_EXPECTED_FD: u16 = 8;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_F_NODAD: u8 = 0x02;
@@ -335,6 +337,28 @@ pub fn attach_xdp(ns: Option<BorrowedFd<'_>>, ifindex: u32, prog: Option<Borrowe
             .nest(IFLA_XDP)
             .attr(IFLA_XDP_FD, &fd.to_ne_bytes())
             .attr_u32(IFLA_XDP_FLAGS, XDP_FLAGS_DRV_MODE)
+            .end();
+        Netlink::open()?.request(m)
+    })
+}
+
+/// Replaces `old` by `new` on interface `ifindex` of namespace `ns` in one
+/// step (`XDP_FLAGS_REPLACE`: the driver swaps the program pointer, so
+/// every packet meets one of the two; it fails if `old` is not the one
+/// attached).
+pub fn replace_xdp(
+    ns: Option<BorrowedFd<'_>>,
+    ifindex: u32,
+    new: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+) -> io::Result<()> {
+    let (new, old) = (new.as_raw_fd(), old.as_raw_fd());
+    in_netns(ns, || {
+        let m = Msg::new(netlink::RTM_SETLINK, 0, &ifinfomsg(ifindex as i32, 0, 0))
+            .nest(IFLA_XDP)
+            .attr(IFLA_XDP_FD, &new.to_ne_bytes())
+            .attr_u32(IFLA_XDP_FLAGS, XDP_FLAGS_DRV_MODE | XDP_FLAGS_REPLACE)
+            .attr(IFLA_XDP_EXPECTED_FD, &old.to_ne_bytes())
             .end();
         Netlink::open()?.request(m)
     })

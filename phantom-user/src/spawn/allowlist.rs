@@ -24,24 +24,27 @@ fn next_index() -> u32 {
 /// Returns the namespace the sandbox joins and the report lines of the XDP
 /// layer and of the network; `Err` carries the reason when it cannot
 /// (the caller fails closed if XDP is required).
-pub(super) fn prepare(bundle: &LoadedBundle, ns: Option<OwnedFd>) -> Result<(OwnedFd, LayerStatus, String), String> {
+pub(super) fn prepare(
+    bundle: &LoadedBundle,
+    ns: Option<OwnedFd>,
+) -> Result<(OwnedFd, LayerStatus, String, crate::net::XdpAttachment), String> {
     let ns = match ns {
         Some(ns) => ns,
         None => netns::create(NetKind::Loopback).map_err(|e| format!("creating a network namespace: {e}"))?,
     };
     let programs = bundle.xdp_programs()?;
     let v = crate::net::setup_allowlist(None, ns.as_fd(), &programs, next_index()).map_err(|e| e.to_string())?;
+    let (host_name, addrs) = (v.addrs.host_name(), v.addrs);
     let xdp = LayerStatus {
         layer: "xdp".into(),
         enforcement: Enforcement::Full,
-        reason: Some(format!("egress on {}, ingress on the sandbox's eth0", v.addrs.host_name())),
+        reason: Some(format!("egress on {host_name}, ingress on the sandbox's eth0")),
     };
     let network = format!(
         "veth pair {} {} <-> eth0 {} / {}; beyond the host end the host's forwarding and NAT decide (phantom doctor)",
-        v.addrs.host_name(),
-        v.addrs.host_v4,
-        v.addrs.sandbox_v4,
-        v.addrs.sandbox_v6
+        host_name, addrs.host_v4, addrs.sandbox_v4, addrs.sandbox_v6
     );
-    Ok((ns, xdp, network))
+    let sandbox_ns = ns.try_clone().map_err(|e| format!("keeping the network namespace: {e}"))?;
+    let attachment = crate::net::XdpAttachment { sandbox_ns, veth: v, programs };
+    Ok((ns, xdp, network, attachment))
 }

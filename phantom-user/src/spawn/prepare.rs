@@ -243,9 +243,11 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
     let mut network_status = None;
     if spec.isolated && spec.policy.network.mode == NetMode::Allowlist {
         match super::allowlist::prepare(&spec.bundle, pooled_netns.take()) {
-            Ok((ns, xdp, network)) => {
+            Ok((ns, xdp, network, attachment)) => {
                 pooled_netns = Some(ns);
                 network_status = Some((xdp, network));
+                let label = cg.and_then(|c| c.v2.clone()).unwrap_or_else(|| attachment.veth.addrs.host_name().into());
+                leftovers.live.get_or_insert_with(|| spec.bundle.live.enter(&label)).set_xdp(attachment);
             }
             Err(reason) if spec.xdp_required => return Err(SpawnError::Required { layer: "xdp".into(), reason }),
             Err(reason) => {
