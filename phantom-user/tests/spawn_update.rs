@@ -39,6 +39,31 @@ impl Drop for Scratch {
     }
 }
 
+/// Runs `argv` in a sandbox of `(p, b)` with `ws` as its workspace, on a
+/// thread, and returns once the command has created `/workspace/ready`.
+fn start(
+    p: &phantom_dsl::ir::Policy,
+    b: &LoadedBundle,
+    ws: &Scratch,
+    argv: Vec<String>,
+) -> std::thread::JoinHandle<Result<phantom_user::spawn::RunResult, phantom_user::spawn::SpawnError>> {
+    let req = SpawnRequest {
+        argv,
+        env: vec![],
+        workspace: Some(ws.0.clone()),
+        timeout: Some(Duration::from_secs(60)),
+        output_cap: 1 << 16,
+    };
+    let (p, b) = (p.clone(), b.clone());
+    let sandbox = std::thread::spawn(move || run(&p, &b, &req));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ws.0.join("ready").exists() {
+        assert!(Instant::now() < deadline && !sandbox.is_finished(), "the sandbox never got ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sandbox
+}
+
 #[test]
 fn a_policy_update_moves_a_running_sandbox_to_the_new_cgroup_programs() {
     let devices = |access: &str| {
@@ -61,22 +86,7 @@ deadline = time.time() + 30\n\
 while time.time() < deadline:\n  tries += 1\n  if w('/dev/zero') == 'ok': leaks += 1\n  if w('/dev/urandom') == 'ok': break\n\
 print('v2', w('/dev/urandom'), w('/dev/zero'))\n\
 print('leaks', leaks, 'tries', 'many' if tries > 1 else tries)\n";
-    let req = SpawnRequest {
-        argv: vec!["python3".into(), "-c".into(), script.into()],
-        env: vec![],
-        workspace: Some(ws.0.clone()),
-        timeout: Some(Duration::from_secs(60)),
-        output_cap: 1 << 16,
-    };
-    let sandbox = {
-        let (p1, b1) = (p1.clone(), b1.clone());
-        std::thread::spawn(move || run(&p1, &b1, &req))
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ws.0.join("ready").exists() {
-        assert!(Instant::now() < deadline && !sandbox.is_finished(), "the sandbox never got ready");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let sandbox = start(&p1, &b1, &ws, vec!["python3".into(), "-c".into(), script.into()]);
     // Let it loop under version 1 for a moment, then update.
     std::thread::sleep(Duration::from_millis(50));
     let report = b1.live.supersede(&b2, &p2);
@@ -118,26 +128,9 @@ fn a_policy_update_swaps_the_xdp_programs_of_a_running_allowlist_sandbox() {
     let id = |b: &LoadedBundle| phantom_bpf_sys::object_id(b.xdp_programs().unwrap().egress.as_fd()).unwrap() as u64;
     let (v1, v2) = (id(&b1), id(&b2));
     let ws = Scratch::new("xdp");
-    let req = SpawnRequest {
-        argv: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "touch /workspace/ready; i=0; while [ ! -e /workspace/go ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.01; done".into(),
-        ],
-        env: vec![],
-        workspace: Some(ws.0.clone()),
-        timeout: Some(Duration::from_secs(60)),
-        output_cap: 1 << 16,
-    };
-    let sandbox = {
-        let (p1, b1) = (p1.clone(), b1.clone());
-        std::thread::spawn(move || run(&p1, &b1, &req))
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ws.0.join("ready").exists() {
-        assert!(Instant::now() < deadline && !sandbox.is_finished(), "the sandbox never got ready");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let wait =
+        "touch /workspace/ready; i=0; while [ ! -e /workspace/go ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.01; done";
+    let sandbox = start(&p1, &b1, &ws, vec!["/bin/sh".into(), "-c".into(), wait.into()]);
     assert_eq!(host_end_xdp_ids(), [v1], "the running sandbox's pair carries version 1");
     let report = b1.live.supersede(&b2, &p2);
     std::fs::write(ws.0.join("go"), "").unwrap();
