@@ -82,6 +82,9 @@ impl Attachment {
             let what = format!("{} on {}", kind.section(), path.display());
             move |e: sys::SysError| CgroupBpfError::Syscall { cmd, what, source: io::Error::from(e) }
         };
+        if self.runs(new) {
+            return Ok((0, 0, 0));
+        }
         let mut old: Vec<Option<(ProgKind, OwnedFd)>> = self.attached.drain(..).map(Some).collect();
         let (mut replaced, mut added) = (0, 0);
         for (kind, fd) in &new.programs {
@@ -119,6 +122,15 @@ impl Attachment {
         let removed = old.iter().flatten().count();
         detach(self.cgroup.as_fd(), &self.path, old.into_iter().flatten())?;
         Ok((replaced, added, removed))
+    }
+
+    /// Whether exactly `programs` are attached (same kinds, same kernel
+    /// programs): moving to them again changes nothing.
+    fn runs(&self, programs: &LoadedPrograms) -> bool {
+        let ids = |v: &[(ProgKind, OwnedFd)]| -> Option<Vec<(ProgKind, u32)>> {
+            v.iter().map(|(k, fd)| sys::object_id(fd.as_fd()).ok().map(|id| (*k, id))).collect()
+        };
+        matches!((ids(&self.attached), ids(&programs.programs)), (Some(a), Some(b)) if a == b)
     }
 
     /// Detaches every program this attachment attached; the first error is

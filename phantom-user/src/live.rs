@@ -104,15 +104,25 @@ impl LiveRegistry {
             Some(next) => move_to(live, &next.0, &next.1, report),
             None => {
                 set.members.retain(|w| w.strong_count() > 0);
-                set.members.push(Arc::downgrade(live));
+                // A sandbox moved again by a later store is already here.
+                if !set.members.iter().any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(live))) {
+                    set.members.push(Arc::downgrade(live));
+                }
             }
         }
     }
 
     /// Moves every running sandbox of this bundle to `to` (built from
-    /// `policy`), and makes `to` the successor for sandboxes still starting.
+    /// `policy`, a bundle not replaced before), and makes `to` the
+    /// successor for sandboxes still starting.
     pub fn supersede(&self, to: &LoadedBundle, policy: &Policy) -> UpdateReport {
         let mut report = UpdateReport::default();
+        // Successors only go forward: a bundle that was itself replaced (or
+        // this one) would make a cycle.
+        if Arc::ptr_eq(&self.0, &to.live.0) || lock(&to.live.0).successor.is_some() {
+            report.errors.push("the new version is this one, or was itself replaced: nothing moved".into());
+            return report;
+        }
         let mut set = lock(&self.0);
         set.successor = Some(Box::new((to.clone(), policy.clone())));
         for live in std::mem::take(&mut set.members).iter().filter_map(Weak::upgrade) {
@@ -180,8 +190,12 @@ impl LiveHandle {
     }
 
     fn store(&self, f: impl FnOnce(&mut Live)) {
-        // Under the registry lock: an update either has not begun (and will
-        // find this sandbox) or has set the successor (checked here).
+        // The stored attachment runs the programs of the bundle the sandbox
+        // started with (this registry's). Under its lock: an update either
+        // has not begun (and will find this sandbox) or has set the
+        // successor, checked here. Moves are idempotent (an attachment that
+        // already runs the target's programs is left alone), so a sandbox
+        // moved by an earlier store moves only what this one added.
         let set = lock(&self.registry.0);
         f(&mut lock(&self.live));
         if let Some(next) = &set.successor {

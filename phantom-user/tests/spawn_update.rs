@@ -3,6 +3,8 @@
 //! keeps trying a write both versions deny and a write only version 2
 //! allows, while the bundle's running sandboxes are moved to version 2.
 
+mod common;
+
 use phantom_user::apply::LoadedBundle;
 use phantom_user::spawn::{run, SpawnRequest};
 use std::path::PathBuf;
@@ -140,4 +142,50 @@ fn a_policy_update_swaps_the_xdp_programs_of_a_running_allowlist_sandbox() {
     let r = sandbox.join().expect("sandbox thread").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.exit_code, Some(0), "{r:#?}");
     assert_eq!(after, [v2], "the pair carries version 2 after the update (version 1: id {v1})");
+}
+
+/// The race the registry closes: a sandbox attached version 1's programs,
+/// the update ran before it stored them, and storing them moves them to
+/// version 2 at once; a later update finds it exactly once.
+#[test]
+fn attachments_stored_after_an_update_began_move_to_the_new_version() {
+    use std::os::fd::AsFd;
+    let devices = |access: &str| {
+        policy(&format!("{BASE}devices:\n  allow:\n    - {{type: char, major: 1, minor: 9, access: [{access}]}}\n"))
+    };
+    let (p1, b1) = devices("read");
+    let (p2, b2) = devices("read, write");
+    let cg = common::TestCgroup::new("update-race");
+    let ids = |b: &LoadedBundle, p: &phantom_dsl::ir::Policy| -> Vec<u32> {
+        let progs = b.cgroup_programs(p).unwrap();
+        progs.programs.iter().map(|(_, fd)| phantom_bpf_sys::object_id(fd.as_fd()).unwrap()).collect()
+    };
+    let attached = || -> Vec<u32> {
+        let mut v: Vec<u32> = phantom_ebpf::netprog::ProgKind::ALL
+            .iter()
+            .flat_map(|k| phantom_user::cgroup_bpf::query(&cg.path, k.attach_type()).unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let a = b1.cgroup_programs(&p1).unwrap().attach(&cg.path).unwrap();
+    assert_eq!(attached(), ids(&b1, &p1));
+    let report = b1.live.supersede(&b2, &p2);
+    assert_eq!(report.sandboxes, 0, "nothing stored yet: {report:?}");
+    let handle = b1.live.enter(&cg.path);
+    handle.set_cgroup_bpf(a);
+    assert_eq!(attached(), ids(&b2, &p2), "stored after the update began: moved to version 2");
+    // Updates only go forward: back to the replaced bundle is refused.
+    let refused = b2.live.supersede(&b1, &p1);
+    assert_eq!(refused.sandboxes, 0, "{refused:?}");
+    assert_eq!(refused.errors.len(), 1, "{refused:?}");
+    // A second update (version 1's rules in a new bundle) finds the
+    // sandbox once.
+    let (p3, b3) = devices("read");
+    let back = b2.live.supersede(&b3, &p3);
+    assert_eq!((back.sandboxes, back.cgroup_bpf), (1, [1, 0, 0]), "{back:?}");
+    assert_eq!(attached(), ids(&b3, &p3));
+    drop(handle);
+    assert_eq!(attached(), Vec::<u32>::new(), "dropping the entry detaches");
+    cg.remove();
 }
