@@ -70,7 +70,7 @@ enum Command {
     },
     /// Update the resident zygotes of a policy, and their running sandboxes, to the policy as it is now.
     #[command(
-        after_help = "Every zygote started for this policy file (or bundle directory) loads it again: new runs get\nthe updated policy, and its running sandboxes are moved to the new cgroup-BPF, BPF-LSM and\nXDP programs in place (each hook runs the old or the new version at every moment, never neither).\nSeccomp, Landlock, mounts, namespaces and limits of running sandboxes stay as they were.\nA policy with errors changes nothing. Exit status: 0 updated (or no zygote serves the policy),\n1 when the policy has errors or a zygote kept the previous version.\n\nExample:\n  phantom reload --policy policies/agent-workspace.yaml\n  phantom reload --policy build/bundle --json"
+        after_help = "Every zygote started for this policy file (or bundle directory) loads it again: new runs get\nthe updated policy, and its running sandboxes are moved to the new cgroup-BPF, BPF-LSM and\nXDP programs in place (each hook runs the old or the new version at every moment, never neither).\nSeccomp, Landlock, mounts, namespaces and limits of running sandboxes stay as they were.\nA policy with errors changes nothing. Exit status: 0 updated (or no zygote serves the policy),\n1 when the policy has errors, a zygote kept the previous version or a sandbox was not fully moved.\n\nExample:\n  phantom reload --policy policies/agent-workspace.yaml\n  phantom reload --policy build/bundle --json"
     )]
     Reload {
         /// Policy file (.yaml) or bundle directory, as given to `phantom run` or `phantom serve`.
@@ -448,7 +448,13 @@ fn reload_command(policy: &Path, json: bool) -> Result<ExitCode> {
     } else {
         eprint!("{}", phantom_cli::reload::render(&policy.display().to_string(), &updates));
     }
-    Ok(if updates.iter().any(|u| u.result.is_err()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    // A zygote that kept the old version, or a sandbox not fully moved.
+    let failed = updates.iter().any(|u| match &u.result {
+        Ok(zygote::ReloadOutcome::Updated { running, .. }) => !running.errors.is_empty(),
+        Ok(zygote::ReloadOutcome::NotMine) => false,
+        Err(_) => true,
+    });
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn exit_1_on_error(r: Result<()>) -> ExitCode {
