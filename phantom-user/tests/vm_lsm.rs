@@ -1442,3 +1442,36 @@ print('leaks', leaks, 'tries', 'many' if tries > 1 else tries)\n";
     let r = sandbox.join().expect("sandbox thread").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.stdout, "v1 EPERM EPERM ok\nv2 EPERM ok EPERM\nleaks 0 tries many\n", "{r:#?}");
 }
+
+/// An exec allow-list as users write it, through the runtime: entries by
+/// their usual names (`/usr/bin/python3` is a symlink to `python3.11`,
+/// which the runtime adds because the kernel names the real file) plus
+/// the dynamic loader (P0210). The command itself (`/bin/sh`, i.e. dash)
+/// is always allowed; `ls` is not on the list.
+#[test]
+fn an_exec_allow_list_with_symlinked_entries_and_the_loader_runs_what_it_lists() {
+    in_vm();
+    let text = "profile: vm-exec\nmode: sandbox\nrequire: [bpf-lsm]\nsecurity:\n  landlock:\n    paths:\n      - {path: /usr, access: read-only}\nexec:\n  allow: [/usr/bin/python3, /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2]\n";
+    let c = phantom_dsl::compile_str("vm-exec.yaml", text);
+    assert!(!c.has_errors(), "{:#?}", c.diagnostics);
+    assert!(c.diagnostics.items.iter().all(|d| d.code != "P0210"), "the loader is listed: {:#?}", c.diagnostics);
+    let policy = c.policy.unwrap();
+    let bundle =
+        phantom_user::apply::LoadedBundle::from_bundle(&phantom_ebpf::bundle::build(&policy).unwrap()).unwrap();
+    let req = phantom_user::spawn::SpawnRequest {
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "python3 -c 'print(6 * 7)'; ls / > /dev/null && echo ls ran || echo ls refused".into(),
+        ],
+        env: vec![],
+        workspace: None,
+        timeout: Some(std::time::Duration::from_secs(120)),
+        output_cap: 1 << 16,
+    };
+    let r = phantom_user::spawn::run(&policy, &bundle, &req).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.stdout, "42\nls refused\n", "{r:#?}");
+    assert!(r.stderr.contains("Operation not permitted"), "ls: EPERM from the exec allow-list: {r:#?}");
+    let denied_exec = r.audit.iter().any(|e| e.hook == "file_open" && e.verdict == "deny" && e.object.contains("/ls"));
+    assert!(denied_exec, "the refused exec is in the run's audit events: {:#?}", r.audit);
+}
