@@ -440,13 +440,7 @@ pub fn reload(path: &Path, r: &ReloadRequest) -> Result<ReloadOutcome, ZygoteErr
         serde_json::to_vec(&ReloadWire { reload: r.clone() }).map_err(|e| ZygoteError::Protocol(e.to_string()))?;
     line.push(b'\n');
     sys::send_with_fds(s.as_raw_fd(), &line, &[]).map_err(err)?;
-    let mut resp = Vec::new();
-    BufReader::new(&s).read_until(b'\n', &mut resp).map_err(err)?;
-    match serde_json::from_slice::<Response>(&resp) {
-        Err(e) => Err(ZygoteError::Protocol(format!("{e}: {:?}", String::from_utf8_lossy(&resp)))),
-        Ok(Response::Ok(v)) => serde_json::from_value(*v).map_err(|e| ZygoteError::Protocol(e.to_string())),
-        Ok(Response::Error(e)) => Err(ZygoteError::Refused(e)),
-    }
+    read_response(&s).map_err(err)?
 }
 
 trait AsFdRef {
@@ -518,7 +512,9 @@ fn send_request(s: &UnixStream, req: &Request, stdio: Option<(BorrowedFd<'_>, Bo
     sys::send_with_fds(s.as_raw_fd(), &line, &fds)
 }
 
-fn read_response(s: &UnixStream) -> std::io::Result<Result<RunResult, ZygoteError>> {
+/// The server's one-line answer: `T` (a run's result, a reload's outcome)
+/// or its refusal.
+fn read_response<T: serde::de::DeserializeOwned>(s: &UnixStream) -> std::io::Result<Result<T, ZygoteError>> {
     // One line: done at its newline, without waiting for the server to
     // close the connection.
     let mut resp = Vec::new();

@@ -264,8 +264,7 @@ fn file_socket(path: &Path) -> Option<PathBuf> {
 /// finds its zygote without building the bundle first.
 fn compile(path: &Path) -> Result<Compiled> {
     if path.is_dir() {
-        let bundle = LoadedBundle::load(path)?;
-        let policy = LoadedBundle::read_policy(path)?;
+        let (policy, bundle) = phantom_user::reload::load_target(path)?;
         let key = phantom_dsl::source::sha256_hex(&std::fs::read(path.join(phantom_ebpf::bundle::MANIFEST))?);
         let socket = zygote::socket_path(&policy.profile, &key);
         return Ok(Compiled { policy, bundle: Some(bundle), texts: Vec::new(), socket });
