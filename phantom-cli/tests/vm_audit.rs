@@ -110,7 +110,7 @@ fn phantom_audit_prints_the_records_of_pinned_lsm_programs() {
     assert!(out.contains(&format!("pid {pid2} ")), "{out}");
     assert!(out.contains(&format!("policy {POLICY_PATH}:3")), "{out}");
 
-    loaded.detach_all().unwrap();
+    loaded.detach_all();
     drop(loaded);
     std::fs::remove_dir_all(&bundle).unwrap_or_else(|e| panic!("rm {}: {e}", bundle.display()));
     std::fs::remove_dir(&cgroup).unwrap();

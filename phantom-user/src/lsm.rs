@@ -69,8 +69,6 @@ pub enum LsmLoadError {
     Cgroup { path: PathBuf, source: std::io::Error },
     #[error("attaching lsm_cgroup/{hook} to {}: {detail}", path.display())]
     Attach { hook: &'static str, path: PathBuf, detail: String },
-    #[error("detaching lsm_cgroup/{hook}: {detail}")]
-    Detach { hook: &'static str, detail: String },
     #[error("the audit ring buffer: {0}")]
     Audit(String),
     #[error("pinning at {}: {detail}", path.display())]
@@ -275,16 +273,15 @@ impl LoadedLsm {
     }
 
     /// Detaches every attachment (to every cgroup); the programs stay loaded.
-    pub fn detach_all(&mut self) -> Result<(), LsmLoadError> {
+    /// (Closing a link detaches it: this cannot fail.)
+    pub fn detach_all(&mut self) {
         self.links.clear();
-        Ok(())
     }
 
     /// Detaches what [`LoadedLsm::attach`] attached to `cgroup` (one
     /// sandbox's cgroup; the attachments to other cgroups stay).
-    pub fn detach_cgroup(&mut self, cgroup: &Path) -> Result<(), LsmLoadError> {
+    pub fn detach_cgroup(&mut self, cgroup: &Path) {
         self.links.retain(|a| a.cgroup != cgroup);
-        Ok(())
     }
 
     /// The cgroups this object's programs are attached to.

@@ -60,7 +60,7 @@ impl LsmAttachment {
 
 impl Drop for LsmAttachment {
     fn drop(&mut self) {
-        let _ = self.lsm.lock().unwrap_or_else(|e| e.into_inner()).detach_cgroup(&self.cgroup);
+        self.lsm.lock().unwrap_or_else(|e| e.into_inner()).detach_cgroup(&self.cgroup);
     }
 }
 
