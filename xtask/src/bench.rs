@@ -257,16 +257,14 @@ fn list() -> String {
 /// Re-runs `cargo xtask bench ...` from a release build of xtask.
 fn rerun_in_release() -> Result<ExitCode> {
     eprintln!("==> building xtask and phantom with --release (timing a debug build says nothing)");
-    // The CLI benches run the `phantom` next to xtask: build it too, or a
-    // stale one is measured.
-    let built = util::cargo().args(["build", "--release", "--quiet", "--package", "phantom-cli"]).status()?;
-    if !built.success() {
-        return Ok(ExitCode::FAILURE);
-    }
+    // The CLI benches run the static `phantom` of `cargo xtask dist`: build
+    // it now, or a stale one is measured.
+    let dist = crate::dist::build(true)?;
     let status = util::cargo()
         .args(["run", "--release", "--quiet", "--package", "xtask", "--"])
         .args(std::env::args_os().skip(1))
         .env("PHANTOM_XTASK_RELEASE", "1")
+        .env("PHANTOM_DIST_DIR", dist)
         .status()?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

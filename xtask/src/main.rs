@@ -4,12 +4,14 @@
 //! - `run`: compile every example policy, write bundles, print summaries
 //! - `test`: the one test command (system packages, fmt, build, tests, policies, VM tier)
 //! - `bench <name>`: benchmarks with a peer measured in the same run
+//! - `dist`: the release binaries, statically linked (static PIE)
 //! - `fuzz <target>`: cargo-fuzz targets (nightly)
 //! - `vm-test`: the VM tier, BPF-LSM tests in a VM with a BPF-LSM kernel
 
 mod bench;
 mod demo;
 mod deps;
+mod dist;
 mod fuzz;
 mod run;
 mod test;
@@ -35,6 +37,8 @@ enum Command {
     Test(test::Args),
     /// Run a benchmark (`cargo xtask bench` lists them).
     Bench(bench::Args),
+    /// Build the release binaries (phantom, phantom-policy) as static PIE executables; prints their paths.
+    Dist(dist::Args),
     /// Run a cargo-fuzz target with the nightly toolchain.
     Fuzz(fuzz::Args),
     /// Boot Debian's 6.12 kernel with BPF-LSM in a VM (virtme-ng) and run the VM test tier inside (root).
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(&args),
         Command::Test(args) => test::main(&args),
         Command::Bench(args) => bench::main(&args),
+        Command::Dist(args) => dist::main(&args),
         Command::Fuzz(args) => fuzz::main(&args),
         Command::VmTest(args) => vm::main(&args),
     };

@@ -15,11 +15,14 @@ use std::time::Duration;
 
 const POLICY: &str = "profile: bench-cli\nsecurity:\n  level: low\n  seccomp:\n    default: allow\n    deny: [ptrace, kexec_load, bpf]\n  landlock:\n    paths:\n      - path: /usr\n        access: read-only\nnetwork:\n  mode: loopback-only\nperformance:\n  zygote: true\n";
 
+/// The static `phantom` of `cargo xtask dist` (built by the bench's
+/// release re-run), as users install it.
 fn phantom_bin() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let p = exe.parent().context("xtask has no directory")?.join("phantom");
+    let dir =
+        std::env::var_os("PHANTOM_DIST_DIR").context("PHANTOM_DIST_DIR unset: run through `cargo xtask bench`")?;
+    let p = PathBuf::from(dir).join("phantom");
     if !p.exists() {
-        bail!("{} is missing: `cargo build --release -p phantom-cli` first", p.display());
+        bail!("{} is missing: `cargo xtask dist` first", p.display());
     }
     Ok(p)
 }
