@@ -196,30 +196,6 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
     }
     let cg = leftovers.cgroup.as_ref();
     let limits = cg.map(|c| c.limits.clone()).unwrap_or_default();
-    // cgroup-BPF: the device allow-list always, the socket rules in allowlist
-    // mode; attached to the sandbox's cgroup before the command enters it.
-    let mut cgroup_bpf_status = None;
-    if spec.isolated {
-        let attached = match cg.and_then(|c| c.v2.as_ref()) {
-            None => Err("no cgroup v2 hierarchy to attach to".to_string()),
-            Some(dir) => {
-                spec.bundle.cgroup_programs(&spec.policy).and_then(|p| p.attach(dir).map_err(|e| e.to_string()))
-            }
-        };
-        let (enforcement, reason) = match attached {
-            Ok(a) => {
-                let live = spec.bundle.live.enter(a.cgroup_path());
-                live.set_cgroup_bpf(a);
-                leftovers.live = Some(live);
-                (Enforcement::Full, None)
-            }
-            Err(reason) if spec.cgroup_bpf_required => {
-                return Err(SpawnError::Required { layer: "cgroup-bpf".into(), reason })
-            }
-            Err(reason) => (Enforcement::None, Some(reason)),
-        };
-        cgroup_bpf_status = Some(LayerStatus { layer: "cgroup-bpf".into(), enforcement, reason });
-    }
     let res = &spec.policy.resources;
     let mut rlimits = Vec::new();
     if let Some(f) = res.file_size {
@@ -308,11 +284,37 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
         control,
         status: None,
         limits,
-        cgroup_bpf_status,
+        cgroup_bpf_status: None,
         network_status,
         leftovers: Some(leftovers),
         armed: true,
     };
+    // cgroup-BPF: the device allow-list always, the socket rules in allowlist
+    // mode. Loaded (once per bundle) and attached to the sandbox's cgroup
+    // while the sandbox builds its root, so the two overlap; before `ready`,
+    // hence before any command runs there. Our own setup code in the cgroup
+    // meanwhile opens no device and no socket the programs judge.
+    if spec.isolated {
+        let l = prepared.leftovers.as_mut().expect("leftovers until taken over");
+        let attached = match l.cgroup.as_ref().and_then(|c| c.v2.as_ref()) {
+            None => Err("no cgroup v2 hierarchy to attach to".to_string()),
+            Some(dir) => {
+                spec.bundle.cgroup_programs(&spec.policy).and_then(|p| p.attach(dir).map_err(|e| e.to_string()))
+            }
+        };
+        let (enforcement, reason) = match attached {
+            Ok(a) => {
+                l.live.get_or_insert_with(|| spec.bundle.live.enter(a.cgroup_path())).set_cgroup_bpf(a);
+                (Enforcement::Full, None)
+            }
+            // Dropping `prepared` kills the sandbox.
+            Err(reason) if spec.cgroup_bpf_required => {
+                return Err(SpawnError::Required { layer: "cgroup-bpf".into(), reason })
+            }
+            Err(reason) => (Enforcement::None, Some(reason)),
+        };
+        prepared.cgroup_bpf_status = Some(LayerStatus { layer: "cgroup-bpf".into(), enforcement, reason });
+    }
     // Until `ready`, the sandbox reports on the status pipe: its pid or an error.
     let mut status = std::io::BufReader::new(std::fs::File::from(status_r));
     let mut line = String::new();
