@@ -31,30 +31,52 @@ pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn chown_tree(p: &Path, uid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(p, Some(uid), Some(uid))?;
-    if p.is_dir() && !p.is_symlink() {
-        for e in std::fs::read_dir(p)? {
-            chown_tree(&e?.path(), uid)?;
+/// A new empty directory at `p`: what a crashed process of the same pid
+/// left there is removed first (a sandbox never sees another's files).
+fn fresh_dir(p: &Path) -> std::io::Result<()> {
+    match std::fs::create_dir(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_dir_all(p)?;
+            std::fs::create_dir(p)
         }
+        r => r,
     }
-    Ok(())
 }
 
-/// Scratch directories of one sandbox (its root mount point and its fresh
-/// workspace), removed on drop.
+/// The fresh workspace of one sandbox (when a request names none),
+/// removed on drop.
 #[derive(Debug)]
 pub(super) struct Scratch {
-    pub base: PathBuf,
     pub workspace: PathBuf,
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir(self.base.join("root"));
         let _ = std::fs::remove_dir_all(&self.workspace);
-        let _ = std::fs::remove_dir(&self.base);
     }
+}
+
+/// Where every sandbox mounts its root tmpfs before pivoting: one empty
+/// directory `/tmp/phantom-root`, shared. Each sandbox mounts on it in its
+/// own private mount namespace, so the host never sees a mount there and
+/// nothing is made or removed per sandbox. Under `/tmp` (not `$TMPDIR`)
+/// because binds of `/tmp` are refused and the sandbox's own `/tmp` tmpfs
+/// hides it, so no sandbox sees its root through a bind. Checked every time (a
+/// cleaner of `/tmp` may remove it under a resident zygote): a directory of
+/// ours, not a symlink.
+fn root_mount_point() -> Result<PathBuf, SpawnError> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = PathBuf::from("/tmp/phantom-root");
+    let _ = std::fs::create_dir(&dir);
+    let m = std::fs::symlink_metadata(&dir).map_err(SpawnError::io(format!("create {}", dir.display())))?;
+    // SAFETY: geteuid has no arguments.
+    if !m.is_dir() || m.uid() != unsafe { libc::geteuid() } {
+        return Err(SpawnError::Setup(format!(
+            "{} is not a directory of ours (a symlink or another user's); remove it",
+            dir.display()
+        )));
+    }
+    Ok(dir)
 }
 
 /// What a sandbox leaves behind once its processes are gone; dropping it
@@ -180,17 +202,19 @@ impl Drop for Prepared {
 pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared, SpawnError> {
     let n = RUNS.fetch_add(1, Ordering::Relaxed);
     let id = format!("{}-{}-{n}", spec.policy.profile, std::process::id());
-    let base = std::env::temp_dir().join(format!("phantom-run-{id}"));
-    std::fs::create_dir_all(base.join("root")).map_err(SpawnError::io(format!("create {}", base.display())))?;
-    let workspace = base.join("workspace");
-    let scratch = Scratch { base: base.clone(), workspace: workspace.clone() };
-    std::fs::create_dir_all(&workspace).map_err(SpawnError::io("create workspace"))?;
+    let workspace = std::env::temp_dir().join(format!("phantom-run-{id}"));
+    fresh_dir(&workspace).map_err(SpawnError::io(format!("create {}", workspace.display())))?;
+    let scratch = Scratch { workspace: workspace.clone() };
     if spec.isolated {
-        chown_tree(&workspace, SANDBOX_ID_BASE).map_err(SpawnError::io("chown workspace"))?;
+        std::os::unix::fs::lchown(&workspace, Some(SANDBOX_ID_BASE), Some(SANDBOX_ID_BASE))
+            .map_err(SpawnError::io("chown workspace"))?;
     }
     let mut leftovers = Leftovers { mount_ns: None, live: None, cgroup: None, scratch: Some(scratch) };
 
-    let root = spec.isolated.then(|| RootPlan::new(&base.join("root"), spec.binds.clone(), &workspace, 64 << 20));
+    let root = match spec.isolated {
+        true => Some(RootPlan::new(&root_mount_point()?, spec.binds.clone(), &workspace, 64 << 20)),
+        false => None,
+    };
     if spec.isolated {
         leftovers.cgroup = Some(SandboxCgroup::create(&id, &spec.policy.resources).map_err(SpawnError::io("cgroup"))?);
     }
