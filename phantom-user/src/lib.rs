@@ -17,6 +17,7 @@ pub mod lsm;
 pub mod net;
 pub mod reload;
 pub mod report;
+pub(crate) mod resident;
 pub mod seccomp;
 pub mod spawn;
 pub mod zygote;

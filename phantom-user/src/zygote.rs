@@ -277,34 +277,7 @@ fn stop_on_signals() {
 fn release_startup_memory() {
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return };
-    let mut mapping: Option<(usize, usize)> = None;
-    for line in smaps.lines() {
-        let mut f = line.split_whitespace();
-        let Some(first) = f.next() else { continue };
-        if let Some((a, b)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
-            // A mapping's header: range, perms, offset, dev, inode, path.
-            let (perms, path) = (f.next().unwrap_or(""), f.nth(3).unwrap_or(""));
-            let read_only = perms.starts_with('r') && !perms.contains('w');
-            mapping = match (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
-                (Ok(a), Ok(b)) if read_only && path.starts_with('/') => Some((a, b)),
-                _ => None,
-            };
-            continue;
-        }
-        // Pages written since mapping (relocated data made read-only
-        // afterwards) are anonymous: such a mapping is left alone, as
-        // dropping them would lose the writes.
-        if first == "Anonymous:" {
-            if let (Some((a, b)), Some("0")) = (mapping.take(), f.next()) {
-                // SAFETY: a read-only file mapping (from /proc/self/smaps)
-                // with no private pages: dropping its page table entries
-                // changes nothing it reads, which faults back in from the
-                // file.
-                unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
-            }
-        }
-    }
+    crate::resident::drop_file_page_mappings();
 }
 
 fn handle(stream: UnixStream, server: &Server, me: u32) -> std::io::Result<()> {

@@ -47,6 +47,10 @@ pub(super) struct ChildPlan {
     /// `mounted` and waits for one byte on the control socket; in between
     /// the supervisor attaches the programs, which deny mounts.
     pub lsm_sync: bool,
+    /// Prepared ahead of its request: drop the supervisor's file pages
+    /// while waiting, so the exec on the request's path has less to tear
+    /// down ([`crate::resident`]).
+    pub shed_memory: bool,
 }
 
 struct Fail(&'static str, String);
@@ -150,6 +154,9 @@ fn child_main(plan: &ChildPlan) -> ! {
 
 fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
     let landlock = prepare(plan)?;
+    if plan.shed_memory {
+        crate::resident::drop_file_page_mappings();
+    }
     write_status(plan.status, "ready");
     let req = match Handover::recv(plan.control) {
         Ok(Some(r)) => r,

@@ -137,7 +137,7 @@ impl Spawner {
         loop {
             let prepared = match self.take() {
                 Some(p) => p,
-                None => match prepare(spec, Some(&self.shared.netns)) {
+                None => match prepare(spec, Some(&self.shared.netns), false) {
                     Ok(p) => p,
                     Err(e) => return answer(Err(e)),
                 },
@@ -261,7 +261,7 @@ fn refill(shared: &Shared) {
                 return;
             }
         }
-        let made = prepare(&shared.spec, Some(&shared.netns));
+        let made = prepare(&shared.spec, Some(&shared.netns), true);
         let Ok(mut s) = shared.state.lock() else { return };
         match made {
             Ok(p) => {

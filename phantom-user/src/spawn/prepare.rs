@@ -198,8 +198,9 @@ impl Drop for Prepared {
 }
 
 /// Prepares one sandbox for `spec`; takes a fresh network namespace from
-/// `pool` when it has one.
-pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared, SpawnError> {
+/// `pool` when it has one. `ahead`: prepared before its request (a
+/// spawner's pool), so it has time to shed memory while it waits.
+pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>, ahead: bool) -> Result<Prepared, SpawnError> {
     let n = RUNS.fetch_add(1, Ordering::Relaxed);
     let id = format!("{}-{}-{n}", spec.policy.profile, std::process::id());
     let workspace = std::env::temp_dir().join(format!("phantom-run-{id}"));
@@ -288,6 +289,7 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>) -> Result<Prepared,
         status: status_w.as_raw_fd(),
         control: control_child.as_raw_fd(),
         lsm_sync: spec.lsm,
+        shed_memory: ahead,
     };
 
     // A glibc fork of the supervisor (safe with other threads running): the

@@ -52,7 +52,7 @@ pub fn run_with(
     let start = Instant::now();
     let spec = Spec::new(policy, bundle)?;
     check(req)?;
-    let prepared = prepare(&spec, pool)?;
+    let prepared = prepare(&spec, pool, false)?;
     let (result, leftovers) = execute(&spec, prepared, req, Stdio::Capture, start).map_err(Undelivered::into_inner)?;
     drop(leftovers);
     Ok(result)
@@ -68,7 +68,7 @@ pub fn run_stdio(
     let start = Instant::now();
     let spec = Spec::new(policy, bundle)?;
     check(req)?;
-    let prepared = prepare(&spec, None)?;
+    let prepared = prepare(&spec, None, false)?;
     let (result, leftovers) = execute(&spec, prepared, req, stdio, start).map_err(Undelivered::into_inner)?;
     drop(leftovers);
     Ok(result)
