@@ -10,6 +10,17 @@
 /// faults back in from the page cache, so nothing changes but residency.
 /// Allocates (reads `/proc/self/smaps`).
 pub(crate) fn drop_file_page_mappings() {
+    shed(false)
+}
+
+/// In a prepared sandbox (a fork of the supervisor): the above, and the
+/// supervisor's mappings of BPF maps (the audit ring buffers, half a MiB
+/// each) go: the sandbox never reads them.
+pub(crate) fn shed_before_exec() {
+    shed(true)
+}
+
+fn shed(unmap_bpf_maps: bool) {
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return };
     let mut mapping: Option<(usize, usize)> = None;
     for line in smaps.lines() {
@@ -19,6 +30,13 @@ pub(crate) fn drop_file_page_mappings() {
             // A mapping's header: range, perms, offset, dev, inode, path.
             let (perms, path) = (f.next().unwrap_or(""), f.nth(3).unwrap_or(""));
             let read_only = perms.starts_with('r') && !perms.contains('w');
+            if unmap_bpf_maps && path == "anon_inode:bpf-map" {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                    // SAFETY: in a forked sandbox, which never touches the
+                    // supervisor's BPF map mappings; nothing refers to them.
+                    unsafe { libc::munmap(a as *mut libc::c_void, b - a) };
+                }
+            }
             mapping = match (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
                 (Ok(a), Ok(b)) if read_only && path.starts_with('/') => Some((a, b)),
                 _ => None,

@@ -155,7 +155,7 @@ fn child_main(plan: &ChildPlan) -> ! {
 fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
     let landlock = prepare(plan)?;
     if plan.shed_memory {
-        crate::resident::drop_file_page_mappings();
+        crate::resident::shed_before_exec();
     }
     write_status(plan.status, "ready");
     let req = match Handover::recv(plan.control) {
