@@ -181,7 +181,10 @@ impl SandboxCgroup {
         let mut last = Ok(());
         for dir in self.dirs().cloned().collect::<Vec<_>>() {
             let mut ok = false;
-            for _ in 0..200 {
+            // Busy while the last task's exit is still being accounted:
+            // retry soon first (about 1 s in all).
+            let mut pause = std::time::Duration::from_micros(50);
+            for _ in 0..220 {
                 match fs::remove_dir(&dir) {
                     Ok(()) => {
                         ok = true;
@@ -191,7 +194,10 @@ impl SandboxCgroup {
                         ok = true;
                         break;
                     }
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                    Err(_) => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(std::time::Duration::from_millis(5));
+                    }
                 }
             }
             if !ok {
