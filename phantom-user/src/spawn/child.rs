@@ -47,9 +47,9 @@ pub(super) struct ChildPlan {
     /// `mounted` and waits for one byte on the control socket; in between
     /// the supervisor attaches the programs, which deny mounts.
     pub lsm_sync: bool,
-    /// Prepared ahead of its request: drop the supervisor's file pages
-    /// while waiting, so the exec on the request's path has less to tear
-    /// down ([`crate::resident`]).
+    /// Prepared ahead of its request: unmap the supervisor's BPF map
+    /// mappings while waiting, so the exec on the request's path has less
+    /// to tear down ([`crate::resident`]).
     pub shed_memory: bool,
 }
 
@@ -155,7 +155,7 @@ fn child_main(plan: &ChildPlan) -> ! {
 fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
     let landlock = prepare(plan)?;
     if plan.shed_memory {
-        crate::resident::shed_before_exec();
+        crate::resident::unmap_bpf_maps();
     }
     write_status(plan.status, "ready");
     let req = match Handover::recv(plan.control) {
