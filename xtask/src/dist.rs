@@ -42,7 +42,10 @@ pub fn build(quiet: bool) -> Result<PathBuf> {
             "cargo build of the static release binaries failed (is glibc's static libc.a installed? Debian: libc6-dev)"
         );
     }
-    Ok(util::workspace_root().join("target").join(&triple).join("release"))
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| util::workspace_root().join("target"));
+    Ok(target.join(&triple).join("release"))
 }
 
 pub fn main(_args: &Args) -> Result<ExitCode> {

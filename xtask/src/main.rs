@@ -2,7 +2,7 @@
 //! cargo does.
 //!
 //! - `run`: compile every example policy, write bundles, print summaries
-//! - `test`: the one test command (system packages, fmt, build, tests, policies, VM tier)
+//! - `test`: the one test command (system packages, fmt, build, tests, policies, static binaries, VM tier)
 //! - `bench <name>`: benchmarks with a peer measured in the same run
 //! - `dist`: the release binaries, statically linked (static PIE)
 //! - `fuzz <target>`: cargo-fuzz targets (nightly)
@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Compile every policies/*.yaml, write bundles to target/phantom/bundles/, print summaries.
     Run(run::Args),
-    /// Install test dependencies, then fmt check, build, test, check the example policies, and run the VM tier.
+    /// Install test dependencies, then fmt check, build, test, check the example policies, build and try the static binaries, and run the VM tier.
     Test(test::Args),
     /// Run a benchmark (`cargo xtask bench` lists them).
     Bench(bench::Args),

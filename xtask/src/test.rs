@@ -40,6 +40,7 @@ const STEPS: &[Step] = &[
     Step { name: "cargo build", run: build },
     Step { name: "cargo test", run: cargo_test },
     Step { name: "example policies", run: example_policies },
+    Step { name: "static binaries", run: static_binaries },
     Step { name: "vm tier", run: vm_tier },
 ];
 
@@ -214,6 +215,33 @@ fn example_policies(_: &mut Totals) -> Result<()> {
     }
     util::run(Command::new(&bin).args(["fmt", "--check"]).args(&formatted))?;
     util::run(Command::new(&bin).arg("check").args(&policies))
+}
+
+/// `cargo xtask dist` builds (static PIE, what the CLI benchmark times and
+/// what docs/runtime.md recommends), and the static `phantom` runs a
+/// sandbox: a statically linked glibc must not lose anything the runtime
+/// needs.
+fn static_binaries(_: &mut Totals) -> Result<()> {
+    let dir = crate::dist::build(true)?;
+    let phantom = dir.join("phantom");
+    let file = Command::new("file").arg(&phantom).output().context("running file")?;
+    let kind = String::from_utf8_lossy(&file.stdout);
+    if !kind.contains("static-pie linked") {
+        bail!("{} is not a static PIE: {kind}", phantom.display());
+    }
+    let out = Command::new(&phantom)
+        .args(["run", "--json", "--no-zygote", "--policy", "policies/python-runnable.yaml", "--"])
+        .args(["python3", "-c", "print(6 * 7)"])
+        .output()
+        .context("running the static phantom")?;
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!("phantom run --json printed no JSON; stderr: {}", String::from_utf8_lossy(&out.stderr))
+    })?;
+    if result["exit_code"] != 0 || result["stdout"] != "42\n" || result["mode"] != "sandbox" {
+        bail!("the static phantom's sandbox run: {result}");
+    }
+    println!("  {}: static PIE; `phantom run` in a sandbox printed 42", phantom.display());
+    Ok(())
 }
 
 #[cfg(test)]
