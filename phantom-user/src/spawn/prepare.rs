@@ -386,3 +386,20 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>, ahead: bool) -> Res
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::fresh_dir;
+
+    #[test]
+    fn fresh_dir_empties_what_a_crashed_process_left() {
+        let d = std::env::temp_dir().join(format!("phantom-fresh-dir-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        fresh_dir(&d).expect("a new directory");
+        std::fs::create_dir(d.join("sub")).expect("sub");
+        std::fs::write(d.join("sub/left-behind"), "x").expect("file");
+        fresh_dir(&d).expect("made again");
+        assert_eq!(std::fs::read_dir(&d).expect("read").count(), 0, "the old contents are gone");
+        std::fs::remove_dir(&d).expect("cleanup");
+    }
+}
