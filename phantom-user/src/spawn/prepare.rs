@@ -320,6 +320,10 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>, ahead: bool) -> Res
     // while the sandbox builds its root, so the two overlap; before `ready`,
     // hence before any command runs there. Our own setup code in the cgroup
     // meanwhile opens no device and no socket the programs judge.
+    // A required layer that failed is reported once the sandbox's pid is
+    // known: dropping `prepared` then kills and reaps it (our child, by
+    // CLONE_PARENT), instead of leaving it a zombie.
+    let mut refused = None;
     if spec.isolated {
         let l = prepared.leftovers.as_mut().expect("leftovers until taken over");
         let attached = match l.cgroup.as_ref().and_then(|c| c.v2.as_ref()) {
@@ -333,9 +337,9 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>, ahead: bool) -> Res
                 l.live.get_or_insert_with(|| spec.bundle.live.enter(a.cgroup_path())).set_cgroup_bpf(a);
                 (Enforcement::Full, None)
             }
-            // Dropping `prepared` kills the sandbox.
             Err(reason) if spec.cgroup_bpf_required => {
-                return Err(SpawnError::Required { layer: "cgroup-bpf".into(), reason })
+                refused = Some(SpawnError::Required { layer: "cgroup-bpf".into(), reason: reason.clone() });
+                (Enforcement::None, Some(reason))
             }
             Err(reason) => (Enforcement::None, Some(reason)),
         };
@@ -358,6 +362,9 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>, ahead: bool) -> Res
                 let Some(pid) = prepared.sandbox_pid.filter(|_| prepared.pidfd.is_some()) else {
                     return Err(SpawnError::Child { stage: "prepare".into(), message: "ready without a pid".into() });
                 };
+                if let Some(e) = refused {
+                    return Err(e);
+                }
                 if let (true, Some(l)) = (spec.isolated, prepared.leftovers.as_mut()) {
                     l.mount_ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok().map(OwnedFd::from);
                 }
