@@ -98,3 +98,17 @@ fn doctor_reports_every_layer() {
         }
     }
 }
+
+/// `phantom run ...` is parsed by a parser of its own (start-up time); its
+/// help and errors must stay those of the `run` subcommand.
+#[test]
+fn run_parses_like_the_run_subcommand() {
+    let fast = phantom(&["run", "--help"]);
+    let full = phantom(&["help", "run"]);
+    assert!(fast.status.success() && full.status.success());
+    assert!(!fast.stdout.is_empty());
+    assert_eq!(String::from_utf8_lossy(&fast.stdout), String::from_utf8_lossy(&full.stdout));
+    let bad = phantom(&["run", "--bogus"]);
+    assert_eq!(bad.status.code(), Some(2), "a usage error exits 2 like every clap error");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Usage: phantom run"));
+}
