@@ -173,7 +173,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Serve { policy, socket, idle_timeout } => {
             let compiled = compile(&policy)?;
-            let default_socket = compiled.socket.clone();
+            let default_socket = compiled.socket(&policy);
             let (p, bundle) = compiled.bundle()?;
             let idle = parse_duration(&idle_timeout, "--idle-timeout")?;
             let path = socket.unwrap_or(default_socket);
@@ -220,18 +220,35 @@ fn parse_duration(text: &str, what: &str) -> Result<std::time::Duration> {
 }
 
 /// A policy file compiled on the fly (its bundle built only when needed),
-/// or a bundle directory; with the key that names its zygote.
+/// or a bundle directory.
 struct Compiled {
     policy: phantom_dsl::ir::Policy,
     /// The bundle of a directory; a file's is built by [`Compiled::bundle`].
     bundle: Option<LoadedBundle>,
     /// The policy's source texts (a file's), for the bundle's line_info.
     texts: Vec<(String, String)>,
-    /// Where its zygote listens.
-    socket: PathBuf,
+    /// A bundle directory's zygote socket (named by its manifest's hash).
+    dir_socket: Option<PathBuf>,
 }
 
 impl Compiled {
+    /// Where the zygote of the policy at `path` listens: a directory's
+    /// from its manifest, a file's from [`file_socket`] or, for a file that
+    /// extends others, its sources' hashes. Only runs that use a zygote
+    /// ask (hashing reads the file and this executable's identity again).
+    fn socket(&self, path: &Path) -> PathBuf {
+        if let Some(s) = &self.dir_socket {
+            return s.clone();
+        }
+        file_socket(path).unwrap_or_else(|| {
+            let mut id = format!("{}\n{}\n", phantom_ebpf::bundle::COMPILER, exe_identity());
+            for s in &self.policy.sources {
+                id.push_str(&format!("{} {}\n", s.sha256, s.path));
+            }
+            zygote::socket_path(&self.policy.profile, &phantom_dsl::source::sha256_hex(id.as_bytes()))
+        })
+    }
+
     /// The bundle: a directory's as read, a file's built now (as
     /// `phantom-policy compile` builds it).
     fn bundle(self) -> Result<(phantom_dsl::ir::Policy, LoadedBundle)> {
@@ -278,8 +295,10 @@ fn file_socket(path: &Path) -> Option<PathBuf> {
     Some(zygote::socket_path("file", &phantom_dsl::source::sha256_hex(id.as_bytes())))
 }
 
-/// A bundle directory's zygote key is its manifest's hash. A policy file's
-/// is [`file_socket`]'s, or for a file that extends others, the hash of the
+/// Compiles a policy file (its bundle is built later, when needed) or
+/// reads a bundle directory. Zygote keys ([`Compiled::socket`]): a bundle
+/// directory's is its manifest's hash; a policy file's is
+/// [`file_socket`]'s, or for a file that extends others, the hash of the
 /// compiler version, this executable's identity and every source file's
 /// sha256: the same inputs give the same bundle, so a warm `phantom run`
 /// finds its zygote without building the bundle first.
@@ -288,7 +307,7 @@ fn compile(path: &Path) -> Result<Compiled> {
         let (policy, bundle) = phantom_user::reload::load_target(path)?;
         let key = phantom_dsl::source::sha256_hex(&std::fs::read(path.join(phantom_ebpf::bundle::MANIFEST))?);
         let socket = zygote::socket_path(&policy.profile, &key);
-        return Ok(Compiled { policy, bundle: Some(bundle), texts: Vec::new(), socket });
+        return Ok(Compiled { policy, bundle: Some(bundle), texts: Vec::new(), dir_socket: Some(socket) });
     }
     let c = phantom_dsl::compile_file(path).with_context(|| format!("cannot read {}", path.display()))?;
     let Some(policy) = c.policy else {
@@ -296,14 +315,7 @@ fn compile(path: &Path) -> Result<Compiled> {
         bail!("{}: the policy has errors", path.display());
     };
     let texts: Vec<(String, String)> = c.sources.texts();
-    let socket = file_socket(path).unwrap_or_else(|| {
-        let mut id = format!("{}\n{}\n", phantom_ebpf::bundle::COMPILER, exe_identity());
-        for s in &policy.sources {
-            id.push_str(&format!("{} {}\n", s.sha256, s.path));
-        }
-        zygote::socket_path(&policy.profile, &phantom_dsl::source::sha256_hex(id.as_bytes()))
-    });
-    Ok(Compiled { policy, bundle: None, texts, socket })
+    Ok(Compiled { policy, bundle: None, texts, dir_socket: None })
 }
 
 fn run_command(
@@ -341,7 +353,7 @@ fn run_command(
                     None
                 }
                 _ if policy.performance.zygote && !opts.no_zygote => {
-                    match through_zygote(policy_path, &compiled.socket, &req, pass) {
+                    match through_zygote(policy_path, &compiled.socket(policy_path), &req, pass) {
                         Ok(r) => Some(r),
                         Err(e) => {
                             if !quiet {
@@ -461,7 +473,7 @@ fn run_on_zygote(
 /// runs of the updated policy look for.
 fn reload_command(policy: &Path, json: bool) -> Result<ExitCode> {
     let origin = policy.canonicalize().with_context(|| format!("cannot read {}", policy.display()))?;
-    let socket = compile(policy)?.socket;
+    let socket = compile(policy)?.socket(policy);
     let updates = phantom_user::reload::reload_all(Path::new(zygote::SOCKET_DIR), &origin, Some(socket));
     if json {
         println!("{}", serde_json::to_string_pretty(&updates)?);
