@@ -159,6 +159,13 @@ pub fn serve(
     while server.state.lock().map_or(0, |w| w.busy + w.idle) > 0 {
         std::thread::sleep(Duration::from_millis(5));
     }
+    // A worker counts itself out just before its thread ends and drops its
+    // reference: wait for that too, so that the spawner (its prepared
+    // sandboxes, what every sandbox made) and the listener go here, before
+    // this returns.
+    while Arc::strong_count(&server) > 1 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     drop(server);
     Ok(())
 }
