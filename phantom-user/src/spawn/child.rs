@@ -48,8 +48,8 @@ pub(super) struct ChildPlan {
     /// the supervisor attaches the programs, which deny mounts.
     pub lsm_sync: bool,
     /// Prepared ahead of its request: unmap the supervisor's BPF map
-    /// mappings while waiting, so the exec on the request's path has less
-    /// to tear down ([`crate::resident`]).
+    /// mappings and make the pages the second half writes private while
+    /// waiting ([`crate::resident`]).
     pub shed_memory: bool,
 }
 
@@ -156,6 +156,7 @@ fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
     let landlock = prepare(plan)?;
     if plan.shed_memory {
         crate::resident::unmap_bpf_maps();
+        crate::resident::prefault_private_pages();
     }
     write_status(plan.status, "ready");
     let req = match Handover::recv(plan.control) {
