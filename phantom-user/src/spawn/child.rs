@@ -50,7 +50,7 @@ pub(super) struct ChildPlan {
     /// Prepared ahead of its request: unmap the supervisor's BPF map
     /// mappings and make the pages the second half writes private while
     /// waiting ([`crate::resident`]).
-    pub shed_memory: bool,
+    pub ahead: bool,
 }
 
 struct Fail(&'static str, String);
@@ -154,7 +154,7 @@ fn child_main(plan: &ChildPlan) -> ! {
 
 fn run(plan: &ChildPlan) -> Result<std::convert::Infallible, Fail> {
     let landlock = prepare(plan)?;
-    if plan.shed_memory {
+    if plan.ahead {
         crate::resident::unmap_bpf_maps();
         crate::resident::prefault_private_pages();
     }

@@ -199,7 +199,8 @@ impl Drop for Prepared {
 
 /// Prepares one sandbox for `spec`; takes a fresh network namespace from
 /// `pool` when it has one. `ahead`: prepared before its request (a
-/// spawner's pool), so it has time to shed memory while it waits.
+/// spawner's pool), so it has time to get ready for a fast exec while it
+/// waits ([`crate::resident`]).
 pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>, ahead: bool) -> Result<Prepared, SpawnError> {
     let n = RUNS.fetch_add(1, Ordering::Relaxed);
     let id = format!("{}-{}-{n}", spec.policy.profile, std::process::id());
@@ -289,7 +290,7 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>, ahead: bool) -> Res
         status: status_w.as_raw_fd(),
         control: control_child.as_raw_fd(),
         lsm_sync: spec.lsm,
-        shed_memory: ahead,
+        ahead,
     };
 
     // A glibc fork of the supervisor (safe with other threads running): the
