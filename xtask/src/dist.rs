@@ -42,10 +42,8 @@ pub fn build(quiet: bool) -> Result<PathBuf> {
             "cargo build of the static release binaries failed (is glibc's static libc.a installed? Debian: libc6-dev)"
         );
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| util::workspace_root().join("target"));
-    Ok(target.join(&triple).join("release"))
+    // Absolute: the bench hands it to a process of its own.
+    Ok(util::workspace_root().join(util::target_dir()).join(&triple).join("release"))
 }
 
 pub fn main(_args: &Args) -> Result<ExitCode> {

@@ -198,8 +198,7 @@ const FMT_EXEMPT: &[(&str, &str)] = &[(
 /// The example policies must be formatted and check without errors
 /// (warnings are expected: several examples are deliberately incomplete).
 fn example_policies(_: &mut Totals) -> Result<()> {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| "target".into());
-    let bin = target.join("debug/phantom-policy");
+    let bin = util::target_dir().join("debug/phantom-policy");
     if !bin.is_file() {
         bail!("{} is missing; the build step makes it", bin.display());
     }

@@ -34,6 +34,12 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent directory").to_path_buf()
 }
 
+/// Cargo's target directory (`$CARGO_TARGET_DIR`, else `target` under the
+/// workspace root, which is xtask's working directory).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| "target".into())
+}
+
 /// The cargo that runs us (`$CARGO`), so builds use the same toolchain.
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))

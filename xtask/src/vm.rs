@@ -188,7 +188,7 @@ impl Vm {
                 packages.join(" ")
             );
         }
-        let dir = target_dir().join("vm");
+        let dir = util::target_dir().join("vm");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = dir.canonicalize()?;
         phase("system packages", start);
@@ -351,10 +351,6 @@ pub fn no_bpf_lsm(boot: &Boot, lsm: &str) -> Option<anyhow::Error> {
 /// Announces a phase, with the time since the tier started.
 fn phase(name: &str, start: Instant) {
     println!("--> vm: {name} (at {})", util::secs(start.elapsed()));
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| "target".into())
 }
 
 fn ensure_packages(install: bool) -> Result<()> {
