@@ -89,15 +89,8 @@ fn reload_moves_a_running_sandbox_and_later_runs_to_the_edited_policy() {
     let first = phantom(&["run", "-q", "--policy", ps, "--", "true"]);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
 
-    let script = "import errno, time\n\
-def w(p):\n  try:\n    open(p, 'wb').close(); return 'ok'\n  except OSError as e: return errno.errorcode[e.errno]\n\
-print('v1', w('/dev/urandom'), w('/dev/zero'))\n\
-open('/workspace/ready', 'w').close()\n\
-leaks = tries = 0\n\
-deadline = time.time() + 30\n\
-while time.time() < deadline:\n  tries += 1\n  if w('/dev/zero') == 'ok': leaks += 1\n  if w('/dev/urandom') == 'ok': break\n\
-print('v2', w('/dev/urandom'), w('/dev/zero'))\n\
-print('leaks', leaks, 'tries', 'many' if tries > 1 else tries)\n";
+    // Shared with the other crate's update test: tests/data/README.md.
+    let script = include_str!("../../tests/data/device_update_probe.py");
     let running = Command::new(env!("CARGO_BIN_EXE_phantom"))
         .args(["run", "--json", "--workspace", ws.to_str().unwrap(), "--policy", ps, "--", "python3", "-c", script])
         .stdout(std::process::Stdio::piped())

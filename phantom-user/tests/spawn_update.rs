@@ -79,15 +79,8 @@ fn a_policy_update_moves_a_running_sandbox_to_the_new_cgroup_programs() {
     // /dev/zero (1:5) is writable under neither version (a rule for a
     // default device replaces its default); /dev/urandom (1:9) under
     // version 2 only.
-    let script = "import errno, time\n\
-def w(p):\n  try:\n    open(p, 'wb').close(); return 'ok'\n  except OSError as e: return errno.errorcode[e.errno]\n\
-print('v1', w('/dev/urandom'), w('/dev/zero'))\n\
-open('/workspace/ready', 'w').close()\n\
-leaks = tries = 0\n\
-deadline = time.time() + 30\n\
-while time.time() < deadline:\n  tries += 1\n  if w('/dev/zero') == 'ok': leaks += 1\n  if w('/dev/urandom') == 'ok': break\n\
-print('v2', w('/dev/urandom'), w('/dev/zero'))\n\
-print('leaks', leaks, 'tries', 'many' if tries > 1 else tries)\n";
+    // Shared with the other crate's update test: tests/data/README.md.
+    let script = include_str!("../../tests/data/device_update_probe.py");
     let sandbox = start(&p1, &b1, &ws, vec!["python3".into(), "-c".into(), script.into()]);
     // Let it loop under version 1 for a moment, then update.
     std::thread::sleep(Duration::from_millis(50));
