@@ -1,49 +1,37 @@
 //! The pure parts of the instruction set: ALU results and jump conditions.
 
+/// One ALU op at one width: `$u`/`$i` the unsigned/signed type, `$mask`
+/// the shift mask (width - 1). Division by zero is 0, modulo by zero keeps
+/// dst (as the kernel).
+macro_rules! alu_at {
+    ($op:expr, $d:expr, $s:expr, $u:ty, $i:ty, $mask:expr) => {{
+        let (d, s): ($u, $u) = ($d as $u, $s as $u);
+        match $op {
+            0x00 => d.wrapping_add(s),
+            0x10 => d.wrapping_sub(s),
+            0x20 => d.wrapping_mul(s),
+            0x30 => d.checked_div(s).unwrap_or(0),
+            0x40 => d | s,
+            0x50 => d & s,
+            0x60 => d.wrapping_shl(s as u32 & $mask),
+            0x70 => d.wrapping_shr(s as u32 & $mask),
+            0x80 => d.wrapping_neg(),
+            0x90 => d.checked_rem(s).unwrap_or(d),
+            0xa0 => d ^ s,
+            0xb0 => s,
+            0xc0 => ((d as $i) >> (s & $mask)) as $u,
+            _ => return Err(format!("bad ALU op {:#x}", $op)),
+        }
+    }};
+}
+
 /// ALU or ALU64 op `code` on `d` and `s` (`imm` for byte swaps).
 pub fn alu(code: u8, d: u64, s: u64, imm: i32) -> Result<u64, String> {
     let (wide, op) = (code & 7 == 0x07, code & 0xf0);
     if op == 0xd0 {
         return swap(code, d, imm);
     }
-    let v = if wide {
-        match op {
-            0x00 => d.wrapping_add(s),
-            0x10 => d.wrapping_sub(s),
-            0x20 => d.wrapping_mul(s),
-            // Division by zero is 0, modulo by zero keeps dst (as the kernel).
-            0x30 => d.checked_div(s).unwrap_or(0),
-            0x40 => d | s,
-            0x50 => d & s,
-            0x60 => d.wrapping_shl(s as u32 & 63),
-            0x70 => d.wrapping_shr(s as u32 & 63),
-            0x80 => d.wrapping_neg(),
-            0x90 => d.checked_rem(s).unwrap_or(d),
-            0xa0 => d ^ s,
-            0xb0 => s,
-            0xc0 => ((d as i64) >> (s & 63)) as u64,
-            _ => return Err(format!("bad ALU64 op {code:#x}")),
-        }
-    } else {
-        let (d, s) = (d as u32, s as u32);
-        u64::from(match op {
-            0x00 => d.wrapping_add(s),
-            0x10 => d.wrapping_sub(s),
-            0x20 => d.wrapping_mul(s),
-            0x30 => d.checked_div(s).unwrap_or(0),
-            0x40 => d | s,
-            0x50 => d & s,
-            0x60 => d.wrapping_shl(s & 31),
-            0x70 => d.wrapping_shr(s & 31),
-            0x80 => d.wrapping_neg(),
-            0x90 => d.checked_rem(s).unwrap_or(d),
-            0xa0 => d ^ s,
-            0xb0 => s,
-            0xc0 => ((d as i32) >> (s & 31)) as u32,
-            _ => return Err(format!("bad ALU op {code:#x}")),
-        })
-    };
-    Ok(v)
+    Ok(if wide { alu_at!(op, d, s, u64, i64, 63) } else { u64::from(alu_at!(op, d, s, u32, i32, 31)) })
 }
 
 /// `END` ops: ALU|SRC_X = to big-endian (a swap on this little-endian
