@@ -119,6 +119,29 @@ fn stdio_exit_status_and_timeout_through_the_pool() {
 }
 
 #[test]
+fn a_command_that_cannot_be_executed_is_an_error_not_an_exit_status() {
+    // The sandbox reports a failure before exec on its status pipe, which
+    // the supervisor reads after the exit: the caller still gets the stage
+    // and the kernel's reason, pooled and direct alike.
+    let spawner = full_spawner(1);
+    let (p, b) = load(POLICY);
+    let mut req = sh("", None, 10_000);
+    req.argv = vec!["/usr/bin/phantom-no-such-command".into()];
+    for (how, got) in [("pooled", spawner.run(&req)), ("direct", run(&p, &b, &req))] {
+        match got {
+            Err(phantom_user::spawn::SpawnError::Child { stage, message }) => {
+                assert_eq!(stage, "exec", "{how}: {message}");
+                assert!(message.contains("No such file"), "{how}: {message}");
+            }
+            other => panic!("{how}: expected an exec error, got {other:?}"),
+        }
+    }
+    // The next request is served as usual.
+    let r = spawner.run(&sh("echo fine", None, 10_000)).unwrap();
+    assert_eq!((r.stdout.as_str(), r.exit_code), ("fine\n", Some(0)), "{r:?}");
+}
+
+#[test]
 fn a_workspace_is_bound_into_a_prepared_sandbox_at_request_time() {
     let spawner = full_spawner(2);
     let ws = std::env::temp_dir().join(format!("phantom-pool-ws-{}", std::process::id()));

@@ -179,49 +179,54 @@ pub(super) fn execute(
     };
     let guard = KillOnDrop(sandbox_pid);
 
-    // Until exec, the sandbox reports on the status pipe (closed by exec).
+    // Until exec, the sandbox reports on the status pipe (closed by exec):
+    // an error, its Landlock report and, with BPF-LSM, `mounted`, which
+    // needs an answer. Without BPF-LSM nothing does, so the pipe is read
+    // once the command has exited: the supervisor is not woken at exec,
+    // where (on a small host) that wakeup preempts the command just started.
     let mut landlock_report: Option<LandlockReport> = None;
     let mut lsm_status = None;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if matches!(status.read_line(&mut line), Ok(0) | Err(_)) {
-            break;
-        }
-        let mut parts = line.trim_end_matches('\n').splitn(3, '\t');
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some("error"), Some(stage), Some(message)) => {
-                drop(guard);
-                return Err(failed(SpawnError::Child { stage: stage.into(), message: message.into() }));
+    if spec.lsm {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if matches!(status.read_line(&mut line), Ok(0) | Err(_)) {
+                break;
             }
-            (Some("landlock"), Some(json), _) => landlock_report = serde_json::from_str(json).ok(),
-            // The sandbox's own mounts are done: attach the BPF-LSM programs
-            // (they deny mounts), then let it go on to exec.
-            (Some("mounted"), _, _) => {
-                let attached = match leftovers.cgroup_v2() {
-                    None => Err("the sandbox has no cgroup v2 directory to attach to".to_string()),
-                    Some(cg) => LsmAttachment::attach(&spec.bundle, &spec.policy, &req.argv[0], cg),
-                };
-                let required = spec.policy.require.contains(&phantom_dsl::ir::Layer::BpfLsm)
-                    || spec.mode == phantom_dsl::ir::Mode::Hardened;
-                let (enforcement, reason) = match attached {
-                    Ok(a) => {
-                        leftovers.set_lsm(&spec.bundle.live, a);
-                        (Enforcement::Full, None)
-                    }
-                    Err(reason) if required => {
-                        drop(guard);
-                        return Err(failed(SpawnError::Required { layer: "bpf-lsm".into(), reason }));
-                    }
-                    Err(reason) => (Enforcement::None, Some(reason)),
-                };
-                lsm_status = Some(LayerStatus { layer: "bpf-lsm".into(), enforcement, reason });
-                if let Some(c) = &control {
-                    // SAFETY: writes one byte from a live buffer to our socket.
-                    unsafe { libc::write(c.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+            match StatusLine::parse(&line) {
+                StatusLine::Error(e) => {
+                    drop(guard);
+                    return Err(failed(e));
                 }
+                StatusLine::Landlock(r) => landlock_report = r,
+                // The sandbox's own mounts are done: attach the BPF-LSM
+                // programs (they deny mounts), then let it go on to exec.
+                StatusLine::Mounted => {
+                    let attached = match leftovers.cgroup_v2() {
+                        None => Err("the sandbox has no cgroup v2 directory to attach to".to_string()),
+                        Some(cg) => LsmAttachment::attach(&spec.bundle, &spec.policy, &req.argv[0], cg),
+                    };
+                    let required = spec.policy.require.contains(&phantom_dsl::ir::Layer::BpfLsm)
+                        || spec.mode == phantom_dsl::ir::Mode::Hardened;
+                    let (enforcement, reason) = match attached {
+                        Ok(a) => {
+                            leftovers.set_lsm(&spec.bundle.live, a);
+                            (Enforcement::Full, None)
+                        }
+                        Err(reason) if required => {
+                            drop(guard);
+                            return Err(failed(SpawnError::Required { layer: "bpf-lsm".into(), reason }));
+                        }
+                        Err(reason) => (Enforcement::None, Some(reason)),
+                    };
+                    lsm_status = Some(LayerStatus { layer: "bpf-lsm".into(), enforcement, reason });
+                    if let Some(c) = &control {
+                        // SAFETY: writes one byte from a live buffer to our socket.
+                        unsafe { libc::write(c.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+                    }
+                }
+                StatusLine::Other => {}
             }
-            _ => {}
         }
     }
     drop(control);
@@ -232,6 +237,16 @@ pub(super) fn execute(
         Some(exit) => exit,
         None => super::supervisor_io::reap(sandbox_pid),
     };
+    if !spec.lsm {
+        // The command has exited: what it wrote before exec is in the pipe.
+        for line in super::supervisor_io::drain_lines(&mut status) {
+            match StatusLine::parse(&line) {
+                StatusLine::Error(e) => return Err(failed(e)),
+                StatusLine::Landlock(r) => landlock_report = r,
+                StatusLine::Mounted | StatusLine::Other => {}
+            }
+        }
+    }
     let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (memory_peak_bytes, oom_killed) = leftovers.memory();
     // The programs wrote their records synchronously: they are in the rings.
@@ -268,6 +283,28 @@ pub(super) fn execute(
         audit,
     };
     Ok((result, leftovers))
+}
+
+/// One line the sandbox writes on its status pipe between handover and exec.
+enum StatusLine {
+    Error(SpawnError),
+    Landlock(Option<LandlockReport>),
+    Mounted,
+    Other,
+}
+
+impl StatusLine {
+    fn parse(line: &str) -> StatusLine {
+        let mut parts = line.trim_end_matches('\n').splitn(3, '\t');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("error"), Some(stage), Some(message)) => {
+                StatusLine::Error(SpawnError::Child { stage: stage.into(), message: message.into() })
+            }
+            (Some("landlock"), Some(json), _) => StatusLine::Landlock(serde_json::from_str(json).ok()),
+            (Some("mounted"), _, _) => StatusLine::Mounted,
+            _ => StatusLine::Other,
+        }
+    }
 }
 
 /// The enforcement report of one run.

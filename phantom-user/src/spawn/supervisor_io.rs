@@ -114,3 +114,25 @@ pub(super) fn reap(pid: libc::pid_t) -> (i32, libc::rusage) {
     }
     (status, ru)
 }
+
+/// The lines waiting in a pipe whose writer has exited, without blocking:
+/// another process may still hold a copy of the write end (one being
+/// forked, until it closes what it inherited), so EOF may never come.
+pub(super) fn drain_lines(r: &mut std::io::BufReader<std::fs::File>) -> Vec<String> {
+    use std::io::BufRead;
+    let fd = r.get_ref().as_raw_fd();
+    // SAFETY: fcntl flag calls on a descriptor we own.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK) };
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => lines.push(line),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // WouldBlock: nothing more was written.
+            Err(_) => break,
+        }
+    }
+    lines
+}
