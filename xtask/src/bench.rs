@@ -205,31 +205,49 @@ impl Harness {
         stats
     }
 
-    /// Like [`Harness::measure`], but `setup` runs untimed before every
-    /// call (e.g. waiting until a pool is full again).
-    pub fn measure_after<T>(&self, label: &str, mut setup: impl FnMut(), mut f: impl FnMut() -> T) -> Stats {
+    /// Times `ours` and `peer` in turns, one call each, `setup` untimed
+    /// before every call (e.g. waiting until a pool is full again). Both
+    /// then see the same host: on a shared machine the noise drifts within
+    /// seconds, so a floor timed before or after ours is another machine.
+    pub fn measure_turns<T, U>(
+        &self,
+        labels: (&str, &str),
+        mut setup: impl FnMut(),
+        mut ours: impl FnMut() -> T,
+        mut peer: impl FnMut() -> U,
+    ) -> (Stats, Stats) {
+        let mut timed = |samples: &mut Vec<u64>, ours_turn: bool| {
+            setup();
+            let t = Instant::now();
+            if ours_turn {
+                black_box(ours());
+            } else {
+                black_box(peer());
+            }
+            let took = t.elapsed();
+            samples.push(took.as_nanos() as u64);
+            took
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
         let start = Instant::now();
         let mut busy = Duration::ZERO;
-        let mut calls = 0u32;
-        while calls < 3 || start.elapsed() < self.budget / 10 {
-            setup();
-            let t = Instant::now();
-            black_box(f());
-            busy += t.elapsed();
-            calls += 1;
+        let mut pairs = 0u32;
+        while pairs < 3 || start.elapsed() < self.budget / 10 {
+            busy += timed(&mut a, true) + timed(&mut b, false);
+            pairs += 1;
         }
-        // The budget covers the timed part; the untimed setup may add to it.
-        let n = (self.budget.as_nanos() / (busy / calls).as_nanos().max(1)).clamp(10, 1_500) as usize;
-        let mut samples = Vec::with_capacity(n);
+        // The budget covers the timed calls of both; the setup may add to it.
+        let n = (self.budget.as_nanos() / (busy / pairs).as_nanos().max(1)).clamp(10, 1_500) as usize;
+        let (mut a, mut b) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for _ in 0..n {
-            setup();
-            let t = Instant::now();
-            black_box(f());
-            samples.push(t.elapsed().as_nanos() as u64);
+            timed(&mut a, true);
+            timed(&mut b, false);
         }
-        let stats = Stats::from_samples(samples);
-        self.note(&format!("  {label:<36} {n:>8} iterations, p50 {:.1} µs", us(stats.p50)));
-        stats
+        let (a, b) = (Stats::from_samples(a), Stats::from_samples(b));
+        for (label, s) in [(labels.0, &a), (labels.1, &b)] {
+            self.note(&format!("  {label:<36} {n:>8} iterations, p50 {:.1} µs (in turns)", us(s.p50)));
+        }
+        (a, b)
     }
 }
 

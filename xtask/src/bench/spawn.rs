@@ -8,7 +8,8 @@
 //!   namespaces — what every spawn cost before prepared sandboxes;
 //! - prepared, ready: a `Spawner` whose pool is full when the request comes
 //!   (the wait for the refill is not timed): the latency a request sees
-//!   when a prepared sandbox is ready;
+//!   when a prepared sandbox is ready. Timed in turns with the floor too;
+//!   the targets are checked as ratios (TARGETS.md), see [`check_targets`];
 //! - prepared, back to back: requests with no pause, so the rate is bounded
 //!   by how fast the pool refills (the sustained rate).
 //!
@@ -16,7 +17,7 @@
 //! cgroup-BPF) and hardened mode (+ memory/pids/cpu limits: cgroup v1 on a
 //! hybrid host).
 
-use super::{Case, Harness, Section, Stats, Target};
+use super::{Case, Harness, Section, Stats};
 use anyhow::{bail, Result};
 use phantom_user::apply::LoadedBundle;
 use phantom_user::spawn::{self, SpawnRequest, Spawner};
@@ -24,10 +25,15 @@ use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// TARGETS.md: sandbox mode p50 <= 1.0 ms through a resident zygote.
-const SANDBOX_TARGET_NS: u64 = 1_000_000;
-/// TARGETS.md: hardened mode p50 <= 1.5 ms.
-const HARDENED_TARGET_NS: u64 = 1_500_000;
+/// TARGETS.md's floor: plain fork+exec of /bin/true, p50 0.60 ms. Its
+/// spawn targets are times at that floor, and it checks every target as a
+/// ratio to a floor timed in the same run: here, in turns with ours.
+const FLOOR_NS: u64 = 600_000;
+/// TARGETS.md, through a resident zygote: sandbox mode p50 <= 1.0 ms and
+/// p99 <= 2.5 ms; hardened mode p50 <= 1.5 ms.
+const SANDBOX_P50_NS: u64 = 1_000_000;
+const SANDBOX_P99_NS: u64 = 2_500_000;
+const HARDENED_P50_NS: u64 = 1_500_000;
 /// Prepared sandboxes per spawner.
 const POOL: usize = 2;
 
@@ -49,6 +55,36 @@ fn load(text: &str) -> Result<(phantom_dsl::ir::Policy, LoadedBundle)> {
     let Some(p) = c.policy else { bail!("bench policy has errors: {:?}", c.diagnostics.items) };
     let b = LoadedBundle::from_bundle(&phantom_ebpf::bundle::build(&p)?)?;
     Ok((p, b))
+}
+
+/// Checks `ours` against TARGETS.md's times at its floor, as ratios to the
+/// lower of two floors of this run: timed alone in a loop, and timed in
+/// turns with ours. The second sees the same host moment as ours but also
+/// the kernel's clean-up of the sandbox before it (10-20% slower here); the
+/// first is quieter but earlier. The lower one is the stricter test.
+fn check_targets(h: &Harness, case: &str, ours: &Stats, floors: (&Stats, &Stats), targets: &[(&str, u64)]) {
+    let floor = floors.0.p50.min(floors.1.p50).max(1);
+    for (quantile, at_floor) in targets {
+        let value = if *quantile == "p99" { ours.p99 } else { ours.p50 };
+        let (ratio, limit) = (value as f64 / floor as f64, *at_floor as f64 / FLOOR_NS as f64);
+        h.check(
+            format!("{case}: {quantile} <= {:.1} ms at a {:.2} ms floor, i.e. <= {limit:.2}x the floor's p50", ms(*at_floor), ms(FLOOR_NS)),
+            ratio <= limit,
+            format!(
+                "{quantile} {:.0} µs = {ratio:.2}x the floor's p50 {:.0} µs (alone {:.0}, in turns {:.0}); absolute {quantile} < {:.1} ms: {}",
+                value as f64 / 1e3,
+                floor as f64 / 1e3,
+                floors.0.p50 as f64 / 1e3,
+                floors.1.p50 as f64 / 1e3,
+                ms(*at_floor),
+                if value < *at_floor { "yes" } else { "no" }
+            ),
+        );
+    }
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
 }
 
 fn rate(s: &Stats) -> f64 {
@@ -81,22 +117,24 @@ pub fn run(h: &Harness) -> Result<Vec<Case>> {
         });
         // The targets are for /bin/true (TARGETS.md); python3's start-up dominates its case.
         let targeted = argv == ["/bin/true"];
-        let mut case = |name: String, detail: &str, ours: Stats, target: Option<u64>| {
+        let plain = || Command::new(argv[0]).args(&argv[1..]).stdout(Stdio::null()).status().expect("plain exec");
+        let mut case = |name: String, detail: &str, ours: Stats, floor: &Stats| {
             cases.push(Case {
                 name,
                 detail: detail.into(),
                 ours,
                 peer: Some(("fork+exec", floor.clone())),
-                target: target.filter(|_| targeted).map(|p50_below| Target { p50_below }),
+                target: None,
             })
         };
         let direct = h.measure(&format!("direct sandbox {cmd}"), || {
             spawn::run_with(&sandbox.0, &sandbox.1, &req, Some(&netns)).expect("spawn")
         });
-        case(format!("sandbox, direct: {cmd}"), "prepared on the request's path (netns pool)", direct, None);
-        for (mode, (policy, bundle), target) in
-            [("sandbox", &sandbox, SANDBOX_TARGET_NS), ("hardened", &hard, HARDENED_TARGET_NS)]
-        {
+        case(format!("sandbox, direct: {cmd}"), "prepared on the request's path (netns pool)", direct, &floor);
+        for (mode, (policy, bundle), targets) in [
+            ("sandbox", &sandbox, &[("p50", SANDBOX_P50_NS), ("p99", SANDBOX_P99_NS)][..]),
+            ("hardened", &hard, &[("p50", HARDENED_P50_NS)][..]),
+        ] {
             let spawner = Spawner::new(policy, bundle, POOL)?;
             if !spawner.wait_full(Duration::from_secs(30)) {
                 bail!("{mode}: the pool did not fill: {:?}", spawner.refill_error());
@@ -105,13 +143,17 @@ pub fn run(h: &Harness) -> Result<Vec<Case>> {
             if check.exit_code != Some(0) {
                 bail!("{mode} {cmd}: exit {:?}, stderr {}", check.exit_code, check.stderr);
             }
-            let ready = h.measure_after(
-                &format!("{mode} prepared, ready {cmd}"),
+            let (ready, turns_floor) = h.measure_turns(
+                (&format!("{mode} prepared, ready {cmd}"), &format!("fork+exec {cmd}, in turns")),
                 || {
                     spawner.wait_full(Duration::from_secs(30));
                 },
                 || spawner.run(&req).expect("spawn"),
+                plain,
             );
+            if targeted {
+                check_targets(h, &format!("{mode}, prepared ready: {cmd}"), &ready, (&floor, &turns_floor), targets);
+            }
             let sustained =
                 h.measure(&format!("{mode} prepared, back to back {cmd}"), || spawner.run(&req).expect("spawn"));
             rows.push(vec![
@@ -123,15 +165,15 @@ pub fn run(h: &Harness) -> Result<Vec<Case>> {
             rates.push(json!({ "case": format!("{mode}: {cmd}"), "runs_per_s": rate(&sustained), "fork_exec_per_s": rate(&floor) }));
             case(
                 format!("{mode}, prepared ready: {cmd}"),
-                "a prepared sandbox is ready when the request comes (refill wait untimed); exit observed",
+                "a prepared sandbox is ready when the request comes (refill wait untimed); exit observed; the floor timed in turns",
                 ready,
-                Some(target),
+                &turns_floor,
             );
             case(
                 format!("{mode}, back to back: {cmd}"),
                 "requests without pause: bounded by the pool's refill",
                 sustained,
-                None,
+                &floor,
             );
         }
     }
