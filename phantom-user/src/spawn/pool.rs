@@ -2,8 +2,8 @@
 //! of time (namespaces, pivoted root, cgroups with cgroup-BPF attached,
 //! waiting for a handover), refilled by a background thread, so a request
 //! only pays for the handover, Landlock, seccomp and exec. Teardown (cgroup
-//! and directory removal) happens on another thread after the result is
-//! returned. The zygote serves through one; a host program can use one
+//! and directory removal) happens on the same background thread after the
+//! result is returned: one wakeup per request, not two. The zygote serves through one; a host program can use one
 //! directly (same code path).
 //!
 //! Invariants: a prepared sandbox serves exactly one request (it is moved
@@ -20,11 +20,10 @@ use super::{RunResult, SpawnError, SpawnRequest};
 use crate::apply::LoadedBundle;
 use phantom_dsl::ir::Policy;
 use std::collections::VecDeque;
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Nice value of the refill and teardown threads (background work).
+/// Nice value of the background thread (refill and teardown).
 const BACKGROUND_NICE: i32 = 19;
 
 /// After this many failed preparations in a row the pool stops refilling
@@ -38,6 +37,8 @@ struct State {
     /// dozen mounts) waits for them unless the pool is empty: it would
     /// take the CPU and this process's memory lock from them.
     in_flight: usize,
+    /// What finished runs left behind, removed by the background thread.
+    teardown: Vec<Leftovers>,
     stop: bool,
     failures: u32,
     last_error: Option<String>,
@@ -55,7 +56,6 @@ struct Shared {
 pub struct Spawner {
     shared: Arc<Shared>,
     refill: Option<std::thread::JoinHandle<()>>,
-    cleaner: Option<(mpsc::Sender<Leftovers>, std::thread::JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for Spawner {
@@ -81,7 +81,8 @@ impl Spawner {
         });
         let s = shared.clone();
         // This thread forks every pooled sandbox and lives as long as they
-        // may: their first stage dies with it (PR_SET_PDEATHSIG).
+        // may: their first stage dies with it (PR_SET_PDEATHSIG). It also
+        // removes what finished runs leave behind.
         let refill = std::thread::Builder::new()
             .name("phantom-prepare".into())
             .spawn(move || {
@@ -95,15 +96,7 @@ impl Spawner {
                 refill(&s)
             })
             .map_err(SpawnError::io("spawn the prepare thread"))?;
-        let (tx, rx) = mpsc::channel::<Leftovers>();
-        let cleaner = std::thread::Builder::new()
-            .name("phantom-teardown".into())
-            .spawn(move || {
-                let _ = super::sys::set_nice(0, BACKGROUND_NICE);
-                rx.into_iter().for_each(drop)
-            })
-            .map_err(SpawnError::io("spawn the teardown thread"))?;
-        Ok(Spawner { shared, refill: Some(refill), cleaner: Some((tx, cleaner)) })
+        Ok(Spawner { shared, refill: Some(refill) })
     }
 
     /// Runs `req` with captured output.
@@ -145,8 +138,7 @@ impl Spawner {
             match execute(spec, prepared, req, stdio, start) {
                 Ok((result, leftovers)) => {
                     let r = answer(Ok(result));
-                    drop(serving);
-                    self.teardown(leftovers);
+                    serving.done(leftovers);
                     return r;
                 }
                 // The sandbox died while waiting: nothing ran; take another.
@@ -161,17 +153,6 @@ impl Spawner {
         let p = s.ready.pop_front();
         self.shared.cv.notify_all();
         p
-    }
-
-    fn teardown(&self, leftovers: Leftovers) {
-        match &self.cleaner {
-            Some((tx, _)) => {
-                if let Err(mpsc::SendError(l)) = tx.send(leftovers) {
-                    drop(l);
-                }
-            }
-            None => drop(leftovers),
-        }
     }
 
     /// The policy this spawner runs.
@@ -229,6 +210,15 @@ impl<'a> Serving<'a> {
         }
         Serving(shared)
     }
+
+    /// The request is answered: its leftovers go to the background thread
+    /// with the same wakeup that lets it refill.
+    fn done(self, leftovers: Leftovers) {
+        match self.0.state.lock() {
+            Ok(mut s) => s.teardown.push(leftovers),
+            Err(_) => drop(leftovers),
+        }
+    }
 }
 
 impl Drop for Serving<'_> {
@@ -244,11 +234,24 @@ fn refill(shared: &Shared) {
     loop {
         {
             let Ok(mut s) = shared.state.lock() else { return };
-            while !s.stop
-                && (s.ready.len() >= shared.target
+            loop {
+                // Removal first, outside the lock.
+                if !s.teardown.is_empty() {
+                    let done = std::mem::take(&mut s.teardown);
+                    drop(s);
+                    drop(done);
+                    s = match shared.state.lock() {
+                        Ok(g) => g,
+                        Err(_) => return,
+                    };
+                    continue;
+                }
+                let idle = s.ready.len() >= shared.target
                     || s.failures >= MAX_FAILURES
-                    || (s.in_flight > 0 && !s.ready.is_empty()))
-            {
+                    || (s.in_flight > 0 && !s.ready.is_empty());
+                if s.stop || !idle {
+                    break;
+                }
                 s = match shared.cv.wait(s) {
                     Ok(g) => g,
                     Err(_) => return,
@@ -289,9 +292,9 @@ impl Drop for Spawner {
         if let Some(t) = self.refill.take() {
             let _ = t.join();
         }
-        if let Some((tx, t)) = self.cleaner.take() {
-            drop(tx);
-            let _ = t.join();
+        // Runs answered after the thread saw `stop`.
+        if let Ok(mut s) = self.shared.state.lock() {
+            drop(std::mem::take(&mut s.teardown));
         }
     }
 }
