@@ -61,6 +61,16 @@ fn warm_runs_go_through_the_zygote_with_the_policy_wall_time() {
     // No --timeout: the zygote applies the policy's wall time (1s).
     let slow = phantom(&["run", "-q", "--policy", ps, "--", "sleep", "60"]);
     assert_eq!(slow.status.code(), Some(124), "{}", String::from_utf8_lossy(&slow.stderr));
+
+    // A command the sandbox cannot start: the zygote's error is the answer,
+    // said once, with no second attempt without the zygote.
+    let missing = phantom(&["run", "--policy", ps, "--", "/usr/bin/phantom-no-such-command"]);
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(125), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "phantom: the sandbox could not start: exec: /usr/bin/phantom-no-such-command: No such file or directory (os error 2)"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -15,7 +15,7 @@
 //! and everything they made is removed, and so is the socket.
 
 use crate::apply::LoadedBundle;
-use crate::spawn::{sys, RunResult, SpawnRequest, Spawner, Stdio};
+use crate::spawn::{sys, RunResult, SpawnError, SpawnRequest, Spawner, Stdio};
 use phantom_dsl::ir::Policy;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -38,6 +38,11 @@ pub enum ZygoteError {
     Protocol(String),
     #[error("the zygote refused: {0}")]
     Refused(String),
+    /// The zygote tried and the sandbox could not run the command (e.g. no
+    /// such program, a required layer missing): a direct spawn would fail
+    /// the same way, so callers report it instead of retrying.
+    #[error("{0}")]
+    NotStarted(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +77,8 @@ pub const POOL_SIZE: usize = 2;
 enum Response {
     Ok(Box<serde_json::Value>),
     Error(String),
+    /// The sandbox could not start the command ([`ZygoteError::NotStarted`]).
+    NotStarted(String),
 }
 
 /// The socket path for a bundle: one zygote per (profile, bundle content).
@@ -348,6 +355,7 @@ fn handle(stream: UnixStream, server: &Server, me: u32) -> std::io::Result<()> {
     // The reply goes out before the pool refills and the sandbox is removed.
     spawner.run_then(&spawn_req, stdio, |r| match r {
         Ok(r) => reply(Response::Ok(Box::new(serde_json::to_value(r).map_err(std::io::Error::other)?))),
+        Err(e @ (SpawnError::Child { .. } | SpawnError::Required { .. })) => reply(Response::NotStarted(e.to_string())),
         Err(e) => reply(Response::Error(e.to_string())),
     })
 }
@@ -507,6 +515,7 @@ fn read_response<T: serde::de::DeserializeOwned>(s: &UnixStream) -> std::io::Res
         Err(e) => Err(ZygoteError::Protocol(format!("{e}: {:?}", String::from_utf8_lossy(&resp)))),
         Ok(Response::Ok(v)) => serde_json::from_value(*v).map_err(|e| ZygoteError::Protocol(e.to_string())),
         Ok(Response::Error(e)) => Err(ZygoteError::Refused(e)),
+        Ok(Response::NotStarted(e)) => Err(ZygoteError::NotStarted(e)),
     })
 }
 

@@ -340,6 +340,7 @@ fn run_command(
     });
     let (compiled, via_zygote) = match warm {
         Some(Ok(r)) => (None, Some(r)),
+        Some(Err(e)) if not_started(&e) => return Err(e),
         warm => {
             let compiled = compile(policy_path)?;
             let policy = &compiled.policy;
@@ -356,6 +357,7 @@ fn run_command(
                 _ if policy.performance.zygote && !opts.no_zygote => {
                     match through_zygote(policy_path, &compiled.socket(policy_path), &req, pass) {
                         Ok(r) => Some(r),
+                        Err(e) if not_started(&e) => return Err(e),
                         Err(e) => {
                             if !quiet {
                                 eprintln!("phantom: no zygote ({e:#}); spawning directly");
@@ -415,6 +417,12 @@ fn run_command(
         (_, _, Some(s)) => (128 + s) as u8,
         _ => 125,
     }))
+}
+
+/// The zygote ran the request and the sandbox could not start the command:
+/// a direct spawn would fail the same way, so the error is the answer.
+fn not_started(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<zygote::ZygoteError>(), Some(zygote::ZygoteError::NotStarted(_)))
 }
 
 /// Runs through the policy's resident zygote, starting it if needed. With
