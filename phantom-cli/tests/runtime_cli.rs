@@ -75,7 +75,32 @@ fn run_refuses_a_policy_requiring_a_missing_layer() {
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("requires bpf-lsm"), "{err}");
+    // With --json, the refusal is a JSON document too.
+    let out = phantom(&["run", "--json", "--no-zygote", "--policy", p.to_str().unwrap(), "--", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("requires bpf-lsm"), "{v}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn run_json_reports_a_command_that_cannot_start_as_an_error_document() {
+    let out = phantom(&[
+        "run",
+        "--json",
+        "--no-zygote",
+        "--policy",
+        "policies/python-runnable.yaml",
+        "--",
+        "/usr/bin/phantom-no-such-command",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["error"],
+        "the sandbox could not start: exec: /usr/bin/phantom-no-such-command: No such file or directory (os error 2)"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("could not start"));
 }
 
 #[test]

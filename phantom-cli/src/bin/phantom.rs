@@ -107,7 +107,7 @@ enum Command {
     },
 }
 
-const RUN_AFTER_HELP: &str = "The policy is a policy file (compiled on the fly) or a bundle directory from\n`phantom-policy compile`. Exit status: the command's, 128+N when killed by signal N, 124 on\ntimeout, 125 when the sandbox could not start. With --json, a JSON result is printed instead\n(exit code, signal, stdout, stderr, duration, resource usage, enforcement report).\n\nExample:\n  phantom run --policy policies/python-runnable.yaml --timeout 5s -- python3 -c 'print(2+2)'";
+const RUN_AFTER_HELP: &str = "The policy is a policy file (compiled on the fly) or a bundle directory from\n`phantom-policy compile`. Exit status: the command's, 128+N when killed by signal N, 124 on\ntimeout, 125 when the sandbox could not start. With --json, a JSON result is printed instead\n(exit code, signal, stdout, stderr, duration, resource usage, enforcement report), or\n{\"error\": MESSAGE} when the command could not be run (exit 125).\n\nExample:\n  phantom run --policy policies/python-runnable.yaml --timeout 5s -- python3 -c 'print(2+2)'";
 
 /// `phantom run`'s arguments. `main` parses them alone when the first
 /// argument is `run` ([`RunOnly`]): parsing with every subcommand built
@@ -170,7 +170,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(RunArgs { policy, workspace, timeout, output_cap, json, quiet, no_zygote, command }) => {
             let opts = RunOpts { output_cap, json, quiet, no_zygote };
-            run_command(&policy, workspace, timeout.as_deref(), &opts, command)
+            match run_command(&policy, workspace, timeout.as_deref(), &opts, command) {
+                // A program reading --json gets a document either way.
+                Err(e) if json => {
+                    eprintln!("phantom: {e:#}");
+                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "error": format!("{e:#}") }))?);
+                    Ok(ExitCode::from(125))
+                }
+                r => r,
+            }
         }
         Command::Serve { policy, socket, idle_timeout } => {
             let compiled = compile(&policy)?;
