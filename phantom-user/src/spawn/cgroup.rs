@@ -57,6 +57,11 @@ pub struct SandboxCgroup {
     /// v1 controller directories, as (controller, path).
     pub v1: Vec<(&'static str, PathBuf)>,
     pub limits: LimitsReport,
+    /// The v2 directory's inode number: the cgroup id BPF programs see.
+    pub v2_id: Option<u64>,
+    /// Whether the v2 directory has the memory controller (its
+    /// `memory.peak` and `memory.events` exist).
+    v2_memory: bool,
 }
 
 fn write(path: &Path, value: &str) -> io::Result<()> {
@@ -74,7 +79,8 @@ fn v2_controllers(dir: &Path) -> Vec<String> {
 impl SandboxCgroup {
     /// Creates `phantom/<name>` in every hierarchy that has something to do.
     pub fn create(name: &str, res: &Resources) -> io::Result<SandboxCgroup> {
-        let mut cg = SandboxCgroup { v2: None, v1: Vec::new(), limits: LimitsReport::default() };
+        let mut cg =
+            SandboxCgroup { v2: None, v1: Vec::new(), limits: LimitsReport::default(), v2_id: None, v2_memory: false };
         if let Some(root) = v2_root() {
             let parent = root.join("phantom");
             fs::create_dir_all(&parent)?;
@@ -91,6 +97,8 @@ impl SandboxCgroup {
             fs::create_dir(&dir)?;
             let have = v2_controllers(&dir);
             let has = |c: &str| have.iter().any(|a| a == c);
+            cg.v2_memory = has("memory");
+            cg.v2_id = Some(std::os::unix::fs::MetadataExt::ino(&fs::metadata(&dir)?));
             if let Some(m) = res.memory.filter(|_| has("memory")) {
                 write(&dir.join("memory.max"), &m.0.to_string())?;
                 let _ = write(&dir.join("memory.swap.max"), "0");
@@ -151,7 +159,7 @@ impl SandboxCgroup {
     /// Peak memory of the group, where the kernel reports it.
     pub fn memory_peak(&self) -> Option<u64> {
         let read = |p: PathBuf| fs::read_to_string(p).ok()?.trim().parse().ok();
-        self.v2.as_ref().and_then(|d| read(d.join("memory.peak"))).or_else(|| {
+        self.v2.as_ref().filter(|_| self.v2_memory).and_then(|d| read(d.join("memory.peak"))).or_else(|| {
             self.v1.iter().find(|(c, _)| *c == "memory").and_then(|(_, d)| read(d.join("memory.max_usage_in_bytes")))
         })
     }
@@ -161,6 +169,7 @@ impl SandboxCgroup {
         let v2 = self
             .v2
             .as_ref()
+            .filter(|_| self.v2_memory)
             .and_then(|d| fs::read_to_string(d.join("memory.events")).ok())
             .is_some_and(|s| s.lines().any(|l| l.strip_prefix("oom_kill ").is_some_and(|n| n.trim() != "0")));
         let v1 = self

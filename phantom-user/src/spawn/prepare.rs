@@ -108,6 +108,11 @@ impl Leftovers {
         self.cgroup.as_ref().and_then(|c| c.v2.as_deref())
     }
 
+    /// Its cgroup id (the v2 directory's inode number), if it has one.
+    pub fn cgroup_id(&self) -> Option<u64> {
+        self.cgroup.as_ref().and_then(|c| c.v2_id)
+    }
+
     /// Keeps the BPF-LSM attachment until teardown (detached before the
     /// cgroup is removed).
     pub fn set_lsm(&mut self, registry: &crate::live::LiveRegistry, a: super::lsm_attach::LsmAttachment) {
@@ -158,8 +163,9 @@ impl Prepared {
     }
 
     /// Hands the sandbox over to a run: no more killing on drop; the
-    /// caller reaps it and drops the leftovers afterwards.
-    pub fn take_over(mut self) -> TakenOver {
+    /// caller reaps it and drops the leftovers afterwards. `lsm`: keep a
+    /// copy of the control socket for the BPF-LSM confirmation.
+    pub fn take_over(mut self, lsm: bool) -> TakenOver {
         self.armed = false;
         // The control socket closes with `self`: the sandbox has its request.
         TakenOver {
@@ -167,9 +173,9 @@ impl Prepared {
             pidfd: self.pidfd.take().expect("a ready sandbox has a pidfd"),
             status: self.status.take().expect("status until taken over"),
             leftovers: self.leftovers.take().expect("leftovers until taken over"),
-            // A copy for the BPF-LSM confirmation (the sandbox reads one byte
-            // only when the spec has BPF-LSM programs).
-            control: self.control.try_clone().ok(),
+            // The sandbox reads one byte only when the spec has BPF-LSM
+            // programs.
+            control: if lsm { self.control.try_clone().ok() } else { None },
         }
     }
 }

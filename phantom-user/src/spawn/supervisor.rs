@@ -165,7 +165,7 @@ pub(super) fn execute(
     let limits = prepared.limits.clone();
     let cgroup_bpf_status = prepared.cgroup_bpf_status.clone();
     let network_status = prepared.network_status.clone();
-    let taken = prepared.take_over();
+    let taken = prepared.take_over(spec.lsm);
     let (sandbox_pid, mut status, mut leftovers) = (taken.sandbox_pid, taken.status, taken.leftovers);
     let control = taken.control;
     // Our copies of what the sandbox now holds.
@@ -250,11 +250,7 @@ pub(super) fn execute(
     let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (memory_peak_bytes, oom_killed) = leftovers.memory();
     // The programs wrote their records synchronously: they are in the rings.
-    let audit = leftovers
-        .cgroup_v2()
-        .and_then(|cg| std::fs::metadata(cg).ok())
-        .map(|m| spec.bundle.audit_events(std::os::unix::fs::MetadataExt::ino(&m)))
-        .unwrap_or_default();
+    let audit = leftovers.cgroup_id().map(|id| spec.bundle.audit_events(id)).unwrap_or_default();
 
     let mut enforcement = report(spec, &limits, cgroup_bpf_status, network_status, landlock_report.as_ref());
     enforcement.extend(lsm_status);
