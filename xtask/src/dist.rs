@@ -7,6 +7,11 @@
 //! removes that and keeps address-space randomisation (static PIE). The
 //! flag goes to target crates only (`--target` with the host triple):
 //! proc-macro crates cannot be built static.
+//!
+//! The relocations a static PIE applies to itself at start-up are packed
+//! (`-z pack-relative-relocs`, DT_RELR: glibc 2.36, binutils 2.38): 1.7 KB
+//! to read instead of about 140 KB, and `phantom --version` 0.04-0.08 ms
+//! faster here (`perf stat -r 400`, 3 pairs in turns).
 
 use crate::util;
 use anyhow::{bail, Context, Result};
@@ -31,7 +36,7 @@ pub fn build(quiet: bool) -> Result<PathBuf> {
     let triple = host_triple()?;
     let var = format!("CARGO_TARGET_{}_RUSTFLAGS", triple.to_uppercase().replace('-', "_"));
     let mut flags = std::env::var(&var).unwrap_or_default();
-    flags.push_str(" -C target-feature=+crt-static");
+    flags.push_str(" -C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs");
     let mut cmd = util::cargo();
     cmd.args(["build", "--release", "--package", "phantom-cli", "--target", &triple]).env(&var, flags.trim());
     if quiet {

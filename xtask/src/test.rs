@@ -228,6 +228,10 @@ fn static_binaries(_: &mut Totals) -> Result<()> {
     if !kind.contains("static-pie linked") {
         bail!("{} is not a static PIE: {kind}", phantom.display());
     }
+    let dynamic = Command::new("readelf").arg("-d").arg(&phantom).output().context("running readelf (binutils)")?;
+    if !String::from_utf8_lossy(&dynamic.stdout).contains("(RELR)") {
+        bail!("{}: its relocations are not packed (no DT_RELR; binutils >= 2.38 links them so)", phantom.display());
+    }
     let out = Command::new(&phantom)
         .args(["run", "--json", "--no-zygote", "--policy", "policies/python-runnable.yaml", "--"])
         .args(["python3", "-c", "print(6 * 7)"])
@@ -239,7 +243,7 @@ fn static_binaries(_: &mut Totals) -> Result<()> {
     if result["exit_code"] != 0 || result["stdout"] != "42\n" || result["mode"] != "sandbox" {
         bail!("the static phantom's sandbox run: {result}");
     }
-    println!("  {}: static PIE; `phantom run` in a sandbox printed 42", phantom.display());
+    println!("  {}: static PIE, packed relocations; `phantom run` in a sandbox printed 42", phantom.display());
     Ok(())
 }
 
