@@ -3,8 +3,8 @@
 //! waiting for a handover), refilled by a background thread, so a request
 //! only pays for the handover, Landlock, seccomp and exec. Teardown (cgroup
 //! and directory removal) happens on the same background thread after the
-//! result is returned: one wakeup per request, not two. The zygote serves through one; a host program can use one
-//! directly (same code path).
+//! result is returned: one wakeup per request, not two. The zygote serves
+//! through one; a host program can use one directly (same code path).
 //!
 //! Invariants: a prepared sandbox serves exactly one request (it is moved
 //! out of the pool, and the sandbox reads one handover then execs or

@@ -202,24 +202,13 @@ pub(super) fn execute(
                 // The sandbox's own mounts are done: attach the BPF-LSM
                 // programs (they deny mounts), then let it go on to exec.
                 StatusLine::Mounted => {
-                    let attached = match leftovers.cgroup_v2() {
-                        None => Err("the sandbox has no cgroup v2 directory to attach to".to_string()),
-                        Some(cg) => LsmAttachment::attach(&spec.bundle, &spec.policy, &req.argv[0], cg),
-                    };
-                    let required = spec.policy.require.contains(&phantom_dsl::ir::Layer::BpfLsm)
-                        || spec.mode == phantom_dsl::ir::Mode::Hardened;
-                    let (enforcement, reason) = match attached {
-                        Ok(a) => {
-                            leftovers.set_lsm(&spec.bundle.live, a);
-                            (Enforcement::Full, None)
-                        }
-                        Err(reason) if required => {
+                    match attach_lsm(spec, &req.argv[0], &mut leftovers) {
+                        Ok(s) => lsm_status = Some(s),
+                        Err(e) => {
                             drop(guard);
-                            return Err(failed(SpawnError::Required { layer: "bpf-lsm".into(), reason }));
+                            return Err(failed(e));
                         }
-                        Err(reason) => (Enforcement::None, Some(reason)),
-                    };
-                    lsm_status = Some(LayerStatus { layer: "bpf-lsm".into(), enforcement, reason });
+                    }
                     if let Some(c) = &control {
                         // SAFETY: writes one byte from a live buffer to our socket.
                         unsafe { libc::write(c.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
@@ -279,6 +268,26 @@ pub(super) fn execute(
         audit,
     };
     Ok((result, leftovers))
+}
+
+/// Attaches the BPF-LSM programs to the sandbox's cgroup; its line of the
+/// report, or the refusal when the layer is required.
+fn attach_lsm(spec: &Spec, program: &str, leftovers: &mut Leftovers) -> Result<LayerStatus, SpawnError> {
+    let attached = match leftovers.cgroup_v2() {
+        None => Err("the sandbox has no cgroup v2 directory to attach to".to_string()),
+        Some(cg) => LsmAttachment::attach(&spec.bundle, &spec.policy, program, cg),
+    };
+    let required =
+        spec.policy.require.contains(&phantom_dsl::ir::Layer::BpfLsm) || spec.mode == phantom_dsl::ir::Mode::Hardened;
+    let (enforcement, reason) = match attached {
+        Ok(a) => {
+            leftovers.set_lsm(&spec.bundle.live, a);
+            (Enforcement::Full, None)
+        }
+        Err(reason) if required => return Err(SpawnError::Required { layer: "bpf-lsm".into(), reason }),
+        Err(reason) => (Enforcement::None, Some(reason)),
+    };
+    Ok(LayerStatus { layer: "bpf-lsm".into(), enforcement, reason })
 }
 
 /// One line the sandbox writes on its status pipe between handover and exec.
