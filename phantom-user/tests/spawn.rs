@@ -155,6 +155,39 @@ fn pooled_network_namespaces_are_fresh_isolated_and_have_loopback() {
     assert_eq!(seen.len(), 1);
 }
 
+/// Every sandbox joins a network namespace the supervisor made (owned by
+/// the host's user namespace), pooled or not: its root holds no capability
+/// there, so it cannot reconfigure the namespace (nor reach netfilter) or
+/// open raw sockets. Witnessed in a direct spawn (no pool) and through a
+/// `Spawner`, with loopback and without.
+#[test]
+fn the_sandbox_holds_no_capability_over_its_network_namespace() {
+    let script = "import fcntl, socket, struct\n\
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+        flags = struct.unpack('16sH', fcntl.ioctl(s, 0x8913, struct.pack('16sH22x', b'lo', 0))[:18])[1]\n\
+        print('lo up' if flags & 1 else 'lo down')\n\
+        try:\n    fcntl.ioctl(s, 0x8914, struct.pack('16sH22x', b'lo', flags ^ 1)); print('lo reconfigured')\n\
+        except OSError as e: print('reconfigure errno', e.errno)\n\
+        try:\n    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); print('raw socket')\n\
+        except OSError as e: print('raw errno', e.errno)\n";
+    let req = SpawnRequest {
+        argv: vec!["python3".into(), "-c".into(), script.into()],
+        env: vec![],
+        workspace: None,
+        timeout: Some(Duration::from_secs(20)),
+        output_cap: 1 << 16,
+    };
+    for (mode, lo) in [("loopback-only", "lo up"), ("none", "lo down")] {
+        let (p, b) = policy(&format!("{BASE}network:\n  mode: {mode}\n"));
+        let want = format!("{lo}\nreconfigure errno 1\nraw errno 1\n");
+        let direct = run(&p, &b, &req).unwrap();
+        assert_eq!(direct.stdout, want, "{mode}, direct: {direct:?}");
+        let spawner = phantom_user::spawn::Spawner::new(&p, &b, 1).unwrap();
+        let pooled = spawner.run(&req).unwrap();
+        assert_eq!(pooled.stdout, want, "{mode}, pooled: {pooled:?}");
+    }
+}
+
 #[test]
 fn cgroup_bpf_rules_apply_inside_the_sandbox() {
     let text = format!(

@@ -208,6 +208,14 @@ impl Drop for Prepared {
 /// spawner's pool), so it has time to get ready for a fast exec while it
 /// waits ([`crate::resident`]).
 pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>, ahead: bool) -> Result<Prepared, SpawnError> {
+    // The sandbox joins a network namespace made here, in the host's user
+    // namespace, so that its root holds no capability over it (no
+    // reconfiguring, no netfilter, no raw sockets). None ready in `pool`:
+    // one is made now, on a thread of its own, while the workspace and
+    // cgroups are made below.
+    let kind = NetKind::of(spec.policy.network.mode);
+    let ready_netns = if spec.isolated { pool.and_then(|p| p.take(kind)) } else { None };
+    let making_netns = (spec.isolated && ready_netns.is_none()).then(|| NetnsPool::one(kind));
     let n = RUNS.fetch_add(1, Ordering::Relaxed);
     let id = format!("{}-{}-{n}", spec.policy.profile, std::process::id());
     let workspace = std::env::temp_dir().join(format!("phantom-run-{id}"));
@@ -245,8 +253,9 @@ pub(super) fn prepare(spec: &Spec, pool: Option<&NetnsPool>, ahead: bool) -> Res
 
     let (status_r, status_w) = pipe()?;
     let (control, control_child) = sys::socketpair().map_err(SpawnError::io("socketpair"))?;
-    let kind = if spec.policy.network.mode == NetMode::None { NetKind::Empty } else { NetKind::Loopback };
-    let mut pooled_netns = if spec.isolated { pool.and_then(|p| p.take(kind)) } else { None };
+    // Made in the sandbox's own user namespace (CLONE_NEWNET) only when
+    // the host refused to make one here.
+    let mut pooled_netns = ready_netns.or_else(|| making_netns.as_ref().and_then(|m| m.take(kind)));
     // Allowlist: the namespace gets a veth pair with XDP on both ends.
     let mut network_status = None;
     if spec.isolated && spec.policy.network.mode == NetMode::Allowlist {
