@@ -383,14 +383,17 @@ fn run_command(
         (Some(r), _) => r,
         (None, None) => unreachable!("a run that did not go through a zygote compiled the policy"),
         (None, Some(compiled)) => {
+            // The sandbox's network namespace is made on a thread of its own
+            // from now on, while the bundle is built.
+            let netns = (compiled.policy.effective_mode() != phantom_dsl::ir::Mode::Direct)
+                .then(|| spawn::netns::NetnsPool::one(spawn::netns::NetKind::of(compiled.policy.network.mode)));
             let (policy, bundle) = compiled.bundle()?;
-            if pass {
-                let (out, err) = (std::io::stdout(), std::io::stderr());
-                let stdio = spawn::Stdio::Pass { stdout: out.as_fd(), stderr: err.as_fd() };
-                spawn::run_stdio(&policy, &bundle, &req, stdio)?
-            } else {
-                spawn::run(&policy, &bundle, &req)?
-            }
+            let (out, err) = (std::io::stdout(), std::io::stderr());
+            let stdio = match pass {
+                true => spawn::Stdio::Pass { stdout: out.as_fd(), stderr: err.as_fd() },
+                false => spawn::Stdio::Capture,
+            };
+            spawn::run_stdio_with(&policy, &bundle, &req, stdio, netns.as_ref())?
         }
     };
     if json {

@@ -28,7 +28,7 @@ mod supervisor_io;
 pub(crate) mod sys;
 
 pub use pool::Spawner;
-pub use supervisor::{run, run_stdio, run_with, Stdio};
+pub use supervisor::{run, run_stdio, run_stdio_with, run_with, Stdio};
 
 use crate::report::Enforcement;
 use serde::{Deserialize, Serialize};

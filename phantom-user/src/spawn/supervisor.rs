@@ -38,24 +38,17 @@ fn cstrings(v: impl IntoIterator<Item = String>) -> Result<Vec<CString>, SpawnEr
 
 /// Runs `req` under `policy` with the process layers of `bundle`.
 pub fn run(policy: &Policy, bundle: &LoadedBundle, req: &SpawnRequest) -> Result<RunResult, SpawnError> {
-    run_with(policy, bundle, req, None)
+    run_stdio_with(policy, bundle, req, Stdio::Capture, None)
 }
 
 /// [`run`], taking a fresh network namespace from `pool` when it has one.
-/// Everything the sandbox created is removed before this returns.
 pub fn run_with(
     policy: &Policy,
     bundle: &LoadedBundle,
     req: &SpawnRequest,
     pool: Option<&NetnsPool>,
 ) -> Result<RunResult, SpawnError> {
-    let start = Instant::now();
-    let spec = Spec::new(policy, bundle)?;
-    check(req)?;
-    let prepared = prepare(&spec, pool, false)?;
-    let (result, leftovers) = execute(&spec, prepared, req, Stdio::Capture, start).map_err(Undelivered::into_inner)?;
-    drop(leftovers);
-    Ok(result)
+    run_stdio_with(policy, bundle, req, Stdio::Capture, pool)
 }
 
 /// [`run`] with the command's stdout and stderr going to `stdio`.
@@ -65,10 +58,23 @@ pub fn run_stdio(
     req: &SpawnRequest,
     stdio: Stdio<'_>,
 ) -> Result<RunResult, SpawnError> {
+    run_stdio_with(policy, bundle, req, stdio, None)
+}
+
+/// [`run_stdio`], taking a fresh network namespace from `pool` when it has
+/// one (e.g. [`NetnsPool::one`], started before the bundle was built).
+/// Everything the sandbox created is removed before this returns.
+pub fn run_stdio_with(
+    policy: &Policy,
+    bundle: &LoadedBundle,
+    req: &SpawnRequest,
+    stdio: Stdio<'_>,
+    pool: Option<&NetnsPool>,
+) -> Result<RunResult, SpawnError> {
     let start = Instant::now();
     let spec = Spec::new(policy, bundle)?;
     check(req)?;
-    let prepared = prepare(&spec, None, false)?;
+    let prepared = prepare(&spec, pool, false)?;
     let (result, leftovers) = execute(&spec, prepared, req, stdio, start).map_err(Undelivered::into_inner)?;
     drop(leftovers);
     Ok(result)
