@@ -26,6 +26,17 @@ fn sh(text: &str, script: &str, timeout_ms: u64) -> RunResult {
     run(&p, &b, &req).unwrap_or_else(|e| panic!("spawn failed: {e}"))
 }
 
+/// `python3 -c script`, 20 s at most, 64 KiB of output kept.
+fn python(script: impl Into<String>) -> SpawnRequest {
+    SpawnRequest {
+        argv: vec!["python3".into(), "-c".into(), script.into()],
+        env: vec![],
+        workspace: None,
+        timeout: Some(Duration::from_secs(20)),
+        output_cap: 1 << 16,
+    }
+}
+
 const BASE: &str =
     "profile: t\nmode: sandbox\nsecurity:\n  landlock:\n    paths:\n      - path: /usr\n        access: read-only\n";
 
@@ -139,13 +150,7 @@ fn pooled_network_namespaces_are_fresh_isolated_and_have_loopback() {
     let script = format!(
         "import socket\ns = socket.socket(); s.bind(('127.0.0.1', 8080)); s.listen()\nc = socket.create_connection(s.getsockname(), timeout=2); print('loopback ok')\ntry:\n  socket.create_connection(('127.0.0.1', {port}), timeout=2); print('host reached')\nexcept OSError as e: print('host refused', e.errno)\nprint(open('/proc/net/dev').read().count(':'))"
     );
-    let req = SpawnRequest {
-        argv: vec!["python3".into(), "-c".into(), script],
-        env: vec![],
-        workspace: None,
-        timeout: Some(Duration::from_secs(20)),
-        output_cap: 1 << 16,
-    };
+    let req = python(script);
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..4 {
         let r = phantom_user::spawn::run_with(&p, &b, &req, Some(&pool)).unwrap();
@@ -170,13 +175,7 @@ fn the_sandbox_holds_no_capability_over_its_network_namespace() {
         except OSError as e: print('reconfigure errno', e.errno)\n\
         try:\n    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); print('raw socket')\n\
         except OSError as e: print('raw errno', e.errno)\n";
-    let req = SpawnRequest {
-        argv: vec!["python3".into(), "-c".into(), script.into()],
-        env: vec![],
-        workspace: None,
-        timeout: Some(Duration::from_secs(20)),
-        output_cap: 1 << 16,
-    };
+    let req = python(script);
     for (mode, lo) in [("loopback-only", "lo up"), ("none", "lo down")] {
         let (p, b) = policy(&format!("{BASE}network:\n  mode: {mode}\n"));
         let want = format!("{lo}\nreconfigure errno 1\nraw errno 1\n");
@@ -195,13 +194,7 @@ fn cgroup_bpf_rules_apply_inside_the_sandbox() {
     );
     let (p, b) = policy(&text);
     let script = "import socket, errno\nfor kind, name in [(socket.SOCK_STREAM, 'tcp'), (socket.SOCK_DGRAM, 'udp')]:\n  try:\n    socket.socket(socket.AF_INET, kind).close(); print(name, 'ok')\n  except OSError as e: print(name, errno.errorcode[e.errno])\nopen('/dev/urandom', 'rb').read(1); print('urandom read ok')\ntry:\n  open('/dev/urandom', 'wb'); print('urandom write ok')\nexcept OSError as e: print('urandom write', errno.errorcode[e.errno])\nopen('/dev/null', 'wb').write(b'x'); print('null ok')";
-    let req = SpawnRequest {
-        argv: vec!["python3".into(), "-c".into(), script.into()],
-        env: vec![],
-        workspace: None,
-        timeout: Some(Duration::from_secs(20)),
-        output_cap: 1 << 16,
-    };
+    let req = python(script);
     let r = run(&p, &b, &req).unwrap();
     assert_eq!(r.stdout, "tcp ok\nudp EPERM\nurandom read ok\nurandom write EPERM\nnull ok\n", "{r:?}");
     // Both denials are in the run's audit events, from cgroup-BPF.
@@ -252,13 +245,7 @@ fn allowlist_sandboxes_get_a_veth_pair_with_xdp() {
         "  except OSError as e: print(port, errno.errorcode.get(e.errno, 'timeout') if e.errno else 'timeout')",
     ]
     .join("\n");
-    let req = SpawnRequest {
-        argv: vec!["python3".into(), "-c".into(), script],
-        env: vec![],
-        workspace: None,
-        timeout: Some(Duration::from_secs(30)),
-        output_cap: 1 << 16,
-    };
+    let req = SpawnRequest { timeout: Some(Duration::from_secs(30)), ..python(script) };
     let r = run(&p, &b, &req).unwrap();
     assert_eq!(r.stdout, "gateway True\n7 ECONNREFUSED\n8 EACCES\n", "{r:?}");
     let layer = |name: &str| r.enforcement.iter().find(|l| l.layer == name).unwrap_or_else(|| panic!("{name}: {r:?}"));
