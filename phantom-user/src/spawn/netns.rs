@@ -5,8 +5,8 @@
 //! Pooled namespaces are owned by the supervisor's (initial) user namespace:
 //! the sandbox joins one but holds no capability over it, so it can neither
 //! reconfigure it nor open raw sockets in it. A spawn with none ready makes
-//! one the same way ([`NetnsPool::one`]), so every sandbox gets that. Loopback is brought up by the
-//! pool for `loopback-only` sandboxes.
+//! one the same way ([`NetnsPool::one`]), so every sandbox gets that.
+//! Loopback is brought up by the pool for `loopback-only` sandboxes.
 
 use super::sys;
 use phantom_dsl::ir::NetMode;
