@@ -385,8 +385,7 @@ fn run_command(
         (None, Some(compiled)) => {
             // The sandbox's network namespace is made on a thread of its own
             // from now on, while the bundle is built.
-            let netns = (compiled.policy.effective_mode() != phantom_dsl::ir::Mode::Direct)
-                .then(|| spawn::netns::NetnsPool::one(spawn::netns::NetKind::of(compiled.policy.network.mode)));
+            let netns = spawn::netns::NetnsPool::for_policy(&compiled.policy);
             let (policy, bundle) = compiled.bundle()?;
             let (out, err) = (std::io::stdout(), std::io::stderr());
             let stdio = match pass {

@@ -9,7 +9,7 @@
 //! Loopback is brought up by the pool for `loopback-only` sandboxes.
 
 use super::sys;
-use phantom_dsl::ir::NetMode;
+use phantom_dsl::ir::{Mode, NetMode, Policy};
 use std::collections::VecDeque;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
@@ -158,6 +158,12 @@ impl NetnsPool {
         }
         drop(s);
         pool
+    }
+
+    /// [`NetnsPool::one`] for a sandbox of `policy`; `None` in direct mode,
+    /// which keeps the caller's network.
+    pub fn for_policy(policy: &Policy) -> Option<NetnsPool> {
+        (policy.effective_mode() != Mode::Direct).then(|| NetnsPool::one(NetKind::of(policy.network.mode)))
     }
 
     /// A fresh namespace of `kind`, or `None` when the pool is empty (the
